@@ -1,0 +1,187 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/outrider-mesh/outrider/sidecar"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `Usage: outrider <command> [flags]
+
+Commands:
+  run       run as a Consul Connect sidecar
+  version   print the version
+
+Run 'outrider run -h' for the flags of run.
+`
+
+// Exit codes: 0 success, 1 runtime failure, 2 usage error.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+// Main runs the CLI with args (without the program name) and returns the
+// process exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "run":
+		return runCmd(ctx, args[1:], stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "outrider: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
+
+func versionString() string {
+	rev := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				rev = s.Value[:12]
+			}
+		}
+	}
+	return fmt.Sprintf("outrider %s (commit %s, %s, %s/%s)", version, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// runFlags are the flags of `outrider run`.
+type runFlags struct {
+	sidecarFor   string
+	proxyID      string
+	adminBind    string
+	drainTimeout time.Duration
+	logLevel     string
+	logFormat    string
+	httpAddr     string
+	token        string
+}
+
+func parseRun(args []string, stderr io.Writer) (runFlags, error) {
+	var f runFlags
+	fs := flag.NewFlagSet("outrider run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.sidecarFor, "sidecar-for", os.Getenv("CONNECT_SIDECAR_FOR"),
+		"ID of the service instance to be the sidecar for (env CONNECT_SIDECAR_FOR)")
+	fs.StringVar(&f.proxyID, "proxy-id", os.Getenv("CONNECT_PROXY_ID"),
+		"ID of the connect-proxy service registration to serve (env CONNECT_PROXY_ID)")
+	fs.StringVar(&f.adminBind, "admin-bind", "127.0.0.1:19000", "host:port of the admin endpoints (/ready, /config_dump); - to disable")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", 15*time.Second, "how long shutdown waits for open connections")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "Consul agent HTTP address (default: CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
+	fs.StringVar(&f.token, "token", "", "Consul ACL token (default: CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: outrider run (-sidecar-for <service-id> | -proxy-id <proxy-id>) [flags]\n\n"+
+			"The Consul client honours CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN(_FILE), CONSUL_HTTP_SSL,\n"+
+			"CONSUL_CACERT, CONSUL_CAPATH, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME,\n"+
+			"CONSUL_HTTP_SSL_VERIFY and CONSUL_HTTP_AUTH like the consul CLI.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return f, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	switch {
+	case f.sidecarFor == "" && f.proxyID == "":
+		fs.Usage()
+		return f, errors.New("one of -sidecar-for or -proxy-id is required")
+	case f.sidecarFor != "" && f.proxyID != "":
+		fs.Usage()
+		return f, errors.New("-sidecar-for and -proxy-id are exclusive")
+	}
+	return f, nil
+}
+
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format: want text or json, got %q", format)
+}
+
+func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
+	f, err := parseRun(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "outrider run:", err)
+		return exitUsage
+	}
+	log, err := newLogger(f.logLevel, f.logFormat, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "outrider run:", err)
+		return exitUsage
+	}
+	cfg := api.DefaultConfig() // reads CONSUL_HTTP_* and CONSUL_* TLS variables
+	if f.httpAddr != "" {
+		cfg.Address = f.httpAddr
+	}
+	if f.token != "" {
+		cfg.Token = f.token
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "outrider run: consul client:", err)
+		return exitFail
+	}
+	sc, err := sidecar.New(client, sidecar.Options{
+		SidecarFor:    f.sidecarFor,
+		ProxyID:       f.proxyID,
+		AdminBind:     f.adminBind,
+		DrainTimeout:  f.drainTimeout,
+		Logger:        log,
+		ConsulAddress: cmp.Or(cfg.Address, "127.0.0.1:8500"),
+		TokenSet:      cfg.Token != "" || cfg.TokenFile != "",
+		Version:       version,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "outrider run:", err)
+		return exitUsage
+	}
+	log.Info("outrider starting", "version", version, "sidecar_for", f.sidecarFor, "proxy_id", f.proxyID, "consul", cfg.Address)
+	if err := sc.Run(ctx); err != nil {
+		log.Error("outrider stopped", "error", err)
+		return exitFail
+	}
+	log.Info("outrider stopped")
+	return exitOK
+}

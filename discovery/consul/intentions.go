@@ -1,0 +1,52 @@
+package consul
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Intentions returns a Fetch of the intentions that apply to connections
+// into destination (those naming it or "*"), as the agent's
+// /v1/connect/intentions/match?by=destination answers, with blocking.
+func Intentions(client *api.Client, destination string) Fetch[[]*api.Intention] {
+	return func(opts *api.QueryOptions) ([]*api.Intention, *api.QueryMeta, error) {
+		m, meta, err := client.Connect().IntentionMatch(&api.IntentionMatch{
+			By:    api.IntentionMatchDestination,
+			Names: []string{destination},
+		}, opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("consul: intentions for %q: %w", destination, err)
+		}
+		return m[destination], meta, nil
+	}
+}
+
+// DefaultAllow reports what happens to a connection no intention matches:
+// Consul v1.15 allows it when ACLs are disabled and otherwise follows the
+// ACL default policy (agent/connect_auth.go, IntentionDefaultAllow). It reads
+// the agent's /v1/agent/self; an answer it cannot interpret is an error, so
+// the caller fails closed.
+func DefaultAllow(client *api.Client) (bool, error) {
+	self, err := client.Agent().Self()
+	if err != nil {
+		return false, fmt.Errorf("consul: agent/self: %w", err)
+	}
+	debug := self["DebugConfig"]
+	enabled, ok := debug["ACLsEnabled"].(bool)
+	if !ok {
+		return false, fmt.Errorf("consul: agent/self: DebugConfig.ACLsEnabled missing; cannot tell the default intention policy")
+	}
+	if !enabled {
+		return true, nil
+	}
+	settings, _ := debug["ACLResolverSettings"].(map[string]any)
+	switch policy, _ := settings["ACLDefaultPolicy"].(string); policy {
+	case "allow":
+		return true, nil
+	case "deny":
+		return false, nil
+	default:
+		return false, fmt.Errorf("consul: agent/self: unknown ACL default policy %q", policy)
+	}
+}

@@ -1,0 +1,203 @@
+// Package consultest starts a real Consul dev agent (the pinned v1.15.4
+// binary that `make tools` builds into .tools/bin) on free loopback ports
+// for one test, and stops it when the test ends.
+package consultest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Agent is a running dev agent.
+type Agent struct {
+	// HTTPAddr is the agent's HTTP API address (host:port).
+	HTTPAddr string
+	// Client talks to the agent.
+	Client *api.Client
+	// Node is the agent's node name, Datacenter its datacenter ("dc1").
+	Node       string
+	Datacenter string
+
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+}
+
+// Binary returns the path of a tool binary built by `make tools`: the
+// OUTRIDER_TOOLS_BIN directory if set, else .tools/bin at the module root.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	dir := os.Getenv("OUTRIDER_TOOLS_BIN")
+	if dir == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			t.Fatalf("consultest: %v", err)
+		}
+		dir = filepath.Join(root, ".tools", "bin")
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("consultest: %s not found at %s: run `make tools` (or set OUTRIDER_TOOLS_BIN)", name, p)
+	}
+	return p
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, "tools")); err == nil {
+				return dir, nil
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("module root (go.mod with tools/) not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// FreePorts returns n distinct free TCP ports on 127.0.0.1.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var lns []net.Listener
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("consultest: free port: %v", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+// Start runs `consul agent -dev` on free loopback ports and waits until it
+// has a leader and its Connect CA serves roots. extraHCL is appended to the
+// agent's configuration. The agent is stopped by t.Cleanup; its log is
+// printed if the test failed.
+func Start(t testing.TB, extraHCL ...string) *Agent {
+	t.Helper()
+	bin := Binary(t, "consul")
+	p := FreePorts(t, 6)
+	node := fmt.Sprintf("node-%d", p[0])
+	hcl := `ports { grpc_tls = -1 }` + "\n"
+	for _, h := range extraHCL {
+		hcl += h + "\n"
+	}
+	a := &Agent{
+		HTTPAddr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(p[0])),
+		Node:       node,
+		Datacenter: "dc1",
+		log:        &syncBuffer{},
+		done:       make(chan struct{}),
+	}
+	a.cmd = exec.Command(bin, "agent", "-dev",
+		"-bind", "127.0.0.1", "-client", "127.0.0.1", "-node", node,
+		"-http-port", strconv.Itoa(p[0]), "-dns-port", strconv.Itoa(p[1]), "-grpc-port", strconv.Itoa(p[2]),
+		"-serf-lan-port", strconv.Itoa(p[3]), "-serf-wan-port", strconv.Itoa(p[4]), "-server-port", strconv.Itoa(p[5]),
+		"-hcl", hcl)
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	if err := a.cmd.Start(); err != nil {
+		t.Fatalf("consultest: start consul: %v", err)
+	}
+	go func() { a.cmd.Wait(); close(a.done) }()
+	t.Cleanup(func() {
+		a.Stop()
+		if t.Failed() {
+			t.Logf("consul agent log:\n%s", a.log.String())
+		}
+	})
+	cfg := api.DefaultConfig()
+	cfg.Address = a.HTTPAddr
+	cfg.Token = ""
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatalf("consultest: client: %v", err)
+	}
+	a.Client = client
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leader, err := client.Status().Leader()
+		if err == nil && leader != "" {
+			if roots, _, err := client.Agent().ConnectCARoots(nil); err == nil && len(roots.Roots) > 0 {
+				break
+			}
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("consultest: consul exited during start-up:\n%s", a.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consultest: consul not ready after 30s:\n%s", a.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return a
+}
+
+// Stop stops the agent (SIGTERM, then SIGKILL after 5s) and waits for it.
+// It is idempotent; tests use it to simulate Consul going away.
+func (a *Agent) Stop() {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	a.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-a.done:
+	case <-time.After(5 * time.Second):
+		a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+// Log returns what the agent has printed so far.
+func (a *Agent) Log() string { return a.log.String() }
+
+// Command runs a consul CLI command against the agent and returns its
+// combined output.
+func (a *Agent) Command(ctx context.Context, t testing.TB, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, Binary(t, "consul"), args...)
+	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+a.HTTPAddr, "CONSUL_HTTP_TOKEN=")
+	return cmd
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

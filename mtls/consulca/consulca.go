@@ -1,0 +1,268 @@
+// Package consulca is the mtls.Source for Consul's Connect CA: the leaf
+// certificate of the proxied service and the CA roots, both followed with
+// blocking queries so that rotations apply to the next handshake.
+package consulca
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/outrider-mesh/outrider/discovery/consul"
+	"github.com/outrider-mesh/outrider/mtls"
+)
+
+// Source follows the leaf certificate of one service and the Connect CA
+// roots. Readers (handshakes) get the latest values without blocking.
+type Source struct {
+	service string
+	leafW   *consul.Watch[*leaf]
+	rootsW  *consul.Watch[*roots]
+
+	leaf  atomic.Pointer[leaf]
+	roots atomic.Pointer[roots]
+
+	readyOnce sync.Once
+	ready     chan struct{}
+}
+
+type leaf struct {
+	svid   *x509svid.SVID
+	cert   *tls.Certificate
+	serial string
+}
+
+type roots struct {
+	td     spiffeid.TrustDomain
+	bundle *x509bundle.Bundle
+	ids    []string
+}
+
+// New returns a Source for the leaf certificate of service (the proxied
+// service, not the proxy). Nothing is fetched until Run.
+func New(client *api.Client, service string, opts ...consul.Option) *Source {
+	s := &Source{service: service, ready: make(chan struct{})}
+	s.leafW = consul.NewWatch("connect/ca/leaf/"+service, fetchLeaf(client, service), s.setLeaf, opts...)
+	s.rootsW = consul.NewWatch("connect/ca/roots", fetchRoots(client), s.setRoots, opts...)
+	return s
+}
+
+// Run follows the leaf and the roots until ctx is done.
+func (s *Source) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.leafW.Run(ctx) })
+	g.Go(func() error { return s.rootsW.Run(ctx) })
+	return g.Wait()
+}
+
+// Ready is closed once both a leaf and the roots have been loaded.
+func (s *Source) Ready() <-chan struct{} { return s.ready }
+
+// TrustDomain returns the cluster's trust domain, or ErrNotReady.
+func (s *Source) TrustDomain() (spiffeid.TrustDomain, error) {
+	r := s.roots.Load()
+	if r == nil {
+		return spiffeid.TrustDomain{}, mtls.ErrNotReady
+	}
+	return r.td, nil
+}
+
+// GetX509SVID implements x509svid.Source.
+func (s *Source) GetX509SVID() (*x509svid.SVID, error) {
+	l := s.leaf.Load()
+	if l == nil {
+		return nil, mtls.ErrNotReady
+	}
+	return l.svid, nil
+}
+
+// Certificate implements mtls.Source.
+func (s *Source) Certificate() (*tls.Certificate, error) {
+	l := s.leaf.Load()
+	if l == nil {
+		return nil, mtls.ErrNotReady
+	}
+	return l.cert, nil
+}
+
+// GetX509BundleForTrustDomain implements x509bundle.Source. Only the
+// cluster's own trust domain has a bundle.
+func (s *Source) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	r := s.roots.Load()
+	if r == nil {
+		return nil, mtls.ErrNotReady
+	}
+	if td != r.td {
+		return nil, fmt.Errorf("consulca: no bundle for trust domain %q (this cluster is %q)", td, r.td)
+	}
+	return r.bundle, nil
+}
+
+// Status is the source's state for /config_dump; it holds no secrets.
+type Status struct {
+	Service     string          `json:"service"`
+	TrustDomain string          `json:"trust_domain,omitempty"`
+	LeafSerial  string          `json:"leaf_serial,omitempty"`
+	LeafID      string          `json:"leaf_spiffe_id,omitempty"`
+	NotAfter    time.Time       `json:"leaf_not_after,omitzero"`
+	RootIDs     []string        `json:"root_ids,omitempty"`
+	Watches     []consul.Status `json:"watches"`
+}
+
+// Status reports what is loaded and how fresh it is.
+func (s *Source) Status() Status {
+	st := Status{Service: s.service, Watches: []consul.Status{s.leafW.Status(), s.rootsW.Status()}}
+	if l := s.leaf.Load(); l != nil {
+		st.LeafSerial, st.LeafID, st.NotAfter = l.serial, l.svid.ID.String(), l.svid.Certificates[0].NotAfter
+	}
+	if r := s.roots.Load(); r != nil {
+		st.TrustDomain, st.RootIDs = r.td.Name(), r.ids
+	}
+	return st
+}
+
+func (s *Source) setLeaf(l *leaf) {
+	s.leaf.Store(l)
+	s.markReady()
+}
+
+func (s *Source) setRoots(r *roots) {
+	s.roots.Store(r)
+	s.markReady()
+}
+
+func (s *Source) markReady() {
+	if s.leaf.Load() != nil && s.roots.Load() != nil {
+		s.readyOnce.Do(func() { close(s.ready) })
+	}
+}
+
+func fetchLeaf(client *api.Client, service string) consul.Fetch[*leaf] {
+	return func(opts *api.QueryOptions) (*leaf, *api.QueryMeta, error) {
+		lc, meta, err := client.Agent().ConnectCALeaf(service, opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("consulca: leaf for %q: %w", service, err)
+		}
+		l, err := parseLeaf(lc)
+		if err != nil {
+			return nil, nil, err
+		}
+		return l, meta, nil
+	}
+}
+
+// parseLeaf converts Consul's leaf (certificate chain PEM and a SEC1 EC or
+// PKCS#8 key) into an SVID; go-spiffe wants PKCS#8.
+func parseLeaf(lc *api.LeafCert) (*leaf, error) {
+	var certDER []byte
+	for rest := []byte(lc.CertPEM); ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			certDER = append(certDER, b.Bytes...)
+		}
+	}
+	if len(certDER) == 0 {
+		return nil, errors.New("consulca: leaf has no certificate")
+	}
+	kb, _ := pem.Decode([]byte(lc.PrivateKeyPEM))
+	if kb == nil {
+		return nil, errors.New("consulca: leaf has no private key")
+	}
+	keyDER := kb.Bytes
+	if kb.Type == "EC PRIVATE KEY" {
+		k, err := x509.ParseECPrivateKey(kb.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("consulca: leaf key: %w", err)
+		}
+		if keyDER, err = x509.MarshalPKCS8PrivateKey(k); err != nil {
+			return nil, fmt.Errorf("consulca: leaf key: %w", err)
+		}
+	}
+	svid, err := x509svid.ParseRaw(certDER, keyDER)
+	if err != nil {
+		return nil, fmt.Errorf("consulca: leaf: %w", err)
+	}
+	cert, err := mtls.TLSCertificate(svid)
+	if err != nil {
+		return nil, err
+	}
+	return &leaf{svid: svid, cert: cert, serial: lc.SerialNumber}, nil
+}
+
+func fetchRoots(client *api.Client) consul.Fetch[*roots] {
+	return func(opts *api.QueryOptions) (*roots, *api.QueryMeta, error) {
+		list, meta, err := client.Agent().ConnectCARoots(opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("consulca: roots: %w", err)
+		}
+		r, err := parseRoots(list)
+		if err != nil {
+			return nil, nil, err
+		}
+		return r, meta, nil
+	}
+}
+
+// parseRoots builds the trust bundle from every root Consul lists (the
+// active one and those still trusted during a rotation).
+func parseRoots(list *api.CARootList) (*roots, error) {
+	td, err := spiffeid.TrustDomainFromString(list.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("consulca: roots: trust domain %q: %w", list.TrustDomain, err)
+	}
+	b := x509bundle.New(td)
+	r := &roots{td: td, bundle: b}
+	for _, root := range list.Roots {
+		certs, err := parsePEMCerts(root.RootCertPEM)
+		if err != nil {
+			return nil, fmt.Errorf("consulca: root %s: %w", root.ID, err)
+		}
+		for _, c := range certs {
+			b.AddX509Authority(c)
+		}
+		r.ids = append(r.ids, root.ID)
+	}
+	if b.Empty() {
+		return nil, errors.New("consulca: Consul returned no CA roots")
+	}
+	return r, nil
+}
+
+func parsePEMCerts(s string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for rest := []byte(s); ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no certificate in PEM")
+	}
+	return out, nil
+}

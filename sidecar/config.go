@@ -1,0 +1,209 @@
+package sidecar
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Config is the data plane's effective configuration for one proxied
+// service instance. In the Consul-native mode it is derived from the
+// proxy's registration (FromRegistration) and replaced whenever that
+// registration changes; it is a value and is never mutated once built.
+type Config struct {
+	// ProxyID is the proxy's service ID in Consul.
+	ProxyID string `json:"proxy_id"`
+	// Service is the proxied service's name: the identity the sidecar
+	// presents and the destination its intentions are looked up for.
+	Service string `json:"service"`
+	// ServiceID is the proxied service instance's ID.
+	ServiceID string `json:"service_id"`
+	// Namespace and Partition of the proxied service ("default" in CE).
+	Namespace string `json:"namespace"`
+	Partition string `json:"partition,omitempty"`
+
+	// Public is the mTLS listener other sidecars connect to.
+	Public PublicListener `json:"public_listener"`
+	// Upstreams are the local listeners the application dials.
+	Upstreams []Upstream `json:"upstreams"`
+}
+
+// PublicListener is the inbound side: mTLS in, plaintext to the application.
+type PublicListener struct {
+	// BindAddress is host:port of the listener: the registration's Address
+	// (default 0.0.0.0) and Port, unless Proxy.Config bind_address/bind_port
+	// override them, as with Consul's built-in proxy and Envoy.
+	BindAddress string `json:"bind_address"`
+	// LocalService is host:port of the application: Proxy.LocalServiceAddress
+	// (default 127.0.0.1) and Proxy.LocalServicePort.
+	LocalService string `json:"local_service_address"`
+	// LocalConnectTimeout bounds the dial to the application
+	// (Proxy.Config local_connect_timeout_ms, default 1s).
+	LocalConnectTimeout time.Duration `json:"local_connect_timeout"`
+	// HandshakeTimeout bounds the client's TLS handshake
+	// (Proxy.Config handshake_timeout_ms, default 10s).
+	HandshakeTimeout time.Duration `json:"handshake_timeout"`
+}
+
+// Upstream is one outbound listener: plaintext in from the application,
+// mTLS out to a healthy instance of the destination.
+type Upstream struct {
+	// DestinationName is the upstream service's name.
+	DestinationName string `json:"destination_name"`
+	// Datacenter is where to discover it ("" for the local datacenter).
+	Datacenter string `json:"datacenter,omitempty"`
+	// Namespace of the destination ("default" in CE).
+	Namespace string `json:"namespace"`
+	// BindAddress is LocalBindAddress (default 127.0.0.1):LocalBindPort.
+	BindAddress string `json:"bind_address"`
+	// ConnectTimeout bounds the connect plus handshake to an endpoint
+	// (Config connect_timeout_ms on the upstream, else on the proxy,
+	// default 5s as Consul's Envoy clusters use).
+	ConnectTimeout time.Duration `json:"connect_timeout"`
+}
+
+// Key identifies an upstream listener by every field: a listener is
+// immutable, so any change replaces it (the old one closes first, so the
+// same port can be bound again; its open connections continue).
+func (u Upstream) Key() string {
+	return u.BindAddress + "->" + u.Datacenter + "/" + u.Namespace + "/" + u.DestinationName + "@" + u.ConnectTimeout.String()
+}
+
+// FromRegistration derives the Config from a connect-proxy registration
+// the way Consul's built-in proxy does (connect/proxy/config.go in Consul
+// v1.15), with timeouts parsed from JSON numbers or strings. Errors name the
+// offending field.
+func FromRegistration(svc *api.AgentService) (Config, error) {
+	if svc == nil || svc.Proxy == nil || svc.Kind != api.ServiceKindConnectProxy {
+		return Config{}, fmt.Errorf("sidecar: registration is not a connect-proxy")
+	}
+	p := svc.Proxy
+	if p.DestinationServiceName == "" {
+		return Config{}, fmt.Errorf("sidecar: registration %s: Proxy.DestinationServiceName is empty", svc.ID)
+	}
+	c := Config{
+		ProxyID:   svc.ID,
+		Service:   p.DestinationServiceName,
+		ServiceID: p.DestinationServiceID,
+		Namespace: cmp.Or(svc.Namespace, "default"),
+		Partition: svc.Partition,
+	}
+	field := func(name string) string { return fmt.Sprintf("registration %s: Proxy.Config.%s", svc.ID, name) }
+
+	host := cmp.Or(svc.Address, "0.0.0.0")
+	port := svc.Port
+	if v, ok := p.Config["bind_address"]; ok {
+		s, ok := v.(string)
+		if !ok || s == "" {
+			return Config{}, fmt.Errorf("sidecar: %s: want a non-empty string, got %v", field("bind_address"), v)
+		}
+		host = s
+	}
+	if v, ok := p.Config["bind_port"]; ok {
+		n, err := intValue(v)
+		if err != nil {
+			return Config{}, fmt.Errorf("sidecar: %s: %w", field("bind_port"), err)
+		}
+		port = n
+	}
+	if port <= 0 || port > 65535 {
+		return Config{}, fmt.Errorf("sidecar: registration %s: Port %d is not a valid port", svc.ID, port)
+	}
+	if p.LocalServicePort <= 0 || p.LocalServicePort > 65535 {
+		if p.LocalServiceSocketPath != "" {
+			return Config{}, fmt.Errorf("sidecar: registration %s: Proxy.LocalServiceSocketPath is not supported yet; use LocalServicePort", svc.ID)
+		}
+		return Config{}, fmt.Errorf("sidecar: registration %s: Proxy.LocalServicePort %d is not a valid port", svc.ID, p.LocalServicePort)
+	}
+	localTimeout, err := msValue(p.Config, "local_connect_timeout_ms", time.Second)
+	if err != nil {
+		return Config{}, fmt.Errorf("sidecar: %s: %w", field("local_connect_timeout_ms"), err)
+	}
+	handshake, err := msValue(p.Config, "handshake_timeout_ms", 10*time.Second)
+	if err != nil {
+		return Config{}, fmt.Errorf("sidecar: %s: %w", field("handshake_timeout_ms"), err)
+	}
+	connectTimeout, err := msValue(p.Config, "connect_timeout_ms", 5*time.Second)
+	if err != nil {
+		return Config{}, fmt.Errorf("sidecar: %s: %w", field("connect_timeout_ms"), err)
+	}
+	c.Public = PublicListener{
+		BindAddress:         net.JoinHostPort(host, strconv.Itoa(port)),
+		LocalService:        net.JoinHostPort(cmp.Or(p.LocalServiceAddress, "127.0.0.1"), strconv.Itoa(p.LocalServicePort)),
+		LocalConnectTimeout: localTimeout,
+		HandshakeTimeout:    handshake,
+	}
+	seen := map[string]string{}
+	for i, u := range p.Upstreams {
+		where := fmt.Sprintf("registration %s: Proxy.Upstreams[%d]", svc.ID, i)
+		if u.DestinationType != "" && u.DestinationType != api.UpstreamDestTypeService {
+			return Config{}, fmt.Errorf("sidecar: %s: DestinationType %q is not supported yet (only \"service\")", where, u.DestinationType)
+		}
+		if u.DestinationName == "" {
+			return Config{}, fmt.Errorf("sidecar: %s: DestinationName is empty", where)
+		}
+		if u.LocalBindSocketPath != "" {
+			return Config{}, fmt.Errorf("sidecar: %s: LocalBindSocketPath is not supported yet; use LocalBindPort", where)
+		}
+		if u.LocalBindPort <= 0 || u.LocalBindPort > 65535 {
+			return Config{}, fmt.Errorf("sidecar: %s: LocalBindPort %d is not a valid port", where, u.LocalBindPort)
+		}
+		ct, err := msValue(u.Config, "connect_timeout_ms", connectTimeout)
+		if err != nil {
+			return Config{}, fmt.Errorf("sidecar: %s: Config.connect_timeout_ms: %w", where, err)
+		}
+		up := Upstream{
+			DestinationName: u.DestinationName,
+			Datacenter:      u.Datacenter,
+			Namespace:       cmp.Or(u.DestinationNamespace, "default"),
+			BindAddress:     net.JoinHostPort(cmp.Or(u.LocalBindAddress, "127.0.0.1"), strconv.Itoa(u.LocalBindPort)),
+			ConnectTimeout:  ct,
+		}
+		if prev, dup := seen[up.BindAddress]; dup {
+			return Config{}, fmt.Errorf("sidecar: %s: LocalBindPort %s is already used by upstream %q", where, up.BindAddress, prev)
+		}
+		seen[up.BindAddress] = up.DestinationName
+		c.Upstreams = append(c.Upstreams, up)
+	}
+	return c, nil
+}
+
+// msValue reads a millisecond count from an opaque Consul config map. JSON
+// gives numbers as float64; HCL and CLI users write strings.
+func msValue(m map[string]any, key string, def time.Duration) (time.Duration, error) {
+	v, ok := m[key]
+	if !ok || v == nil {
+		return def, nil
+	}
+	n, err := intValue(v)
+	if err != nil {
+		return 0, err
+	}
+	if n <= 0 {
+		return 0, fmt.Errorf("want a positive number of milliseconds, got %d", n)
+	}
+	return time.Duration(n) * time.Millisecond, nil
+}
+
+func intValue(v any) (int, error) {
+	switch x := v.(type) {
+	case float64:
+		if x != float64(int(x)) {
+			return 0, fmt.Errorf("want an integer, got %v", x)
+		}
+		return int(x), nil
+	case int:
+		return x, nil
+	case string:
+		n, err := strconv.Atoi(x)
+		if err != nil {
+			return 0, fmt.Errorf("want an integer, got %q", x)
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("want an integer, got %T %v", v, v)
+}

@@ -1,0 +1,70 @@
+package sidecar
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+)
+
+// tracker owns the open connections of a sidecar so shutdown can drain them:
+// wait up to a deadline, then close whatever is left.
+type tracker struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func newTracker() *tracker { return &tracker{conns: map[net.Conn]struct{}{}} }
+
+// add registers c for the lifetime of one handler; the handler calls the
+// returned func when it is done with c (it closes c).
+func (t *tracker) add(c net.Conn) func() {
+	t.mu.Lock()
+	t.conns[c] = struct{}{}
+	t.mu.Unlock()
+	t.wg.Add(1)
+	return func() {
+		c.Close()
+		t.mu.Lock()
+		delete(t.conns, c)
+		t.mu.Unlock()
+		t.wg.Done()
+	}
+}
+
+func (t *tracker) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}
+
+// drain waits until every tracked connection's handler has returned or ctx
+// is done; then it closes the rest and waits for their handlers. It reports
+// how many connections had to be closed.
+func (t *tracker) drain(ctx context.Context) int {
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return 0
+	case <-ctx.Done():
+	}
+	t.mu.Lock()
+	n := len(t.conns)
+	for c := range t.conns {
+		c.Close()
+	}
+	t.mu.Unlock()
+	<-done
+	return n
+}
+
+// acceptBackoff is how long an accept loop sleeps after a temporary error
+// (e.g. out of file descriptors): doubling from 5ms to 1s.
+func acceptBackoff(prev time.Duration) time.Duration {
+	if prev == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*prev, time.Second)
+}

@@ -1,0 +1,85 @@
+package sidecar
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// bufSize matches the largest TLS record, so one read fills one record.
+const bufSize = 16 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// splice copies bytes both ways between a and b until both directions have
+// finished, propagating each direction's end of stream as a half-close so
+// protocols that shut down one side (request then response) keep working.
+// It closes neither connection; it returns the bytes copied a->b and b->a.
+// If either direction fails (not a clean EOF), both connections are closed
+// at once so the other direction cannot hang.
+func splice(a, b net.Conn) (ab, ba int64) {
+	done := make(chan int64, 1)
+	go func() {
+		n, err := copyHalf(b, a)
+		if err != nil {
+			a.Close()
+			b.Close()
+		}
+		done <- n
+	}()
+	ba, err := copyHalf(a, b)
+	if err != nil {
+		a.Close()
+		b.Close()
+	}
+	return <-done, ba
+}
+
+// copyHalf copies src to dst with a pooled buffer, then half-closes dst's
+// write side. It returns a non-nil error only when the stream did not end
+// cleanly.
+func copyHalf(dst, src net.Conn) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	buf := *bp
+	var n int64
+	var err error
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				err = werr
+				break
+			}
+		}
+		if rerr != nil {
+			if !errors.Is(rerr, io.EOF) {
+				err = rerr
+			}
+			break
+		}
+	}
+	bufPool.Put(bp)
+	if err != nil {
+		return n, err
+	}
+	return n, closeWrite(dst)
+}
+
+// closeWrite shuts down the write side: for TLS a close_notify alert and
+// then a TCP FIN (tls.Conn.CloseWrite sends only the alert).
+func closeWrite(c net.Conn) error {
+	if tc, ok := c.(*tls.Conn); ok {
+		if err := tc.CloseWrite(); err != nil {
+			return err
+		}
+		c = tc.NetConn()
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}

@@ -1,0 +1,449 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/outrider-mesh/outrider/discovery"
+	"github.com/outrider-mesh/outrider/discovery/consul"
+	"github.com/outrider-mesh/outrider/mtls"
+	"github.com/outrider-mesh/outrider/mtls/consulca"
+	"github.com/outrider-mesh/outrider/policy"
+)
+
+// Options configure a Sidecar. The zero value of every field but the
+// target (SidecarFor or ProxyID) is usable.
+type Options struct {
+	// SidecarFor is the service instance ID whose sidecar this is; the proxy
+	// registration is looked up on the agent. Exclusive with ProxyID.
+	SidecarFor string
+	// ProxyID is the proxy's own service ID. Exclusive with SidecarFor.
+	ProxyID string
+	// AdminBind is host:port of the admin endpoints (default 127.0.0.1:19000;
+	// "" disables nothing: use "-" to turn the admin server off).
+	AdminBind string
+	// DrainTimeout bounds how long shutdown waits for open connections
+	// (default 15s).
+	DrainTimeout time.Duration
+	// Logger receives the sidecar's logs (default: discard).
+	Logger *slog.Logger
+	// ConsulAddress names the agent in logs and /config_dump.
+	ConsulAddress string
+	// TokenSet reports whether a Consul ACL token is configured (the token
+	// itself is never shown).
+	TokenSet bool
+	// Version is reported by /config_dump.
+	Version string
+	// Backoff bounds Consul retries (defaults 250ms and 30s).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Sidecar is one running Consul Connect sidecar.
+type Sidecar struct {
+	client *api.Client
+	opts   Options
+	log    *slog.Logger
+	conns  *tracker
+	stat   counters
+
+	// Published state, read by the admin server.
+	proxyID  atomic.Pointer[string]
+	config   atomic.Pointer[Config]
+	identity atomic.Pointer[consulca.Source]
+	authz    policy.Authorizer
+	authzW   atomic.Pointer[consul.Watch[*policy.Intentions]]
+	regW     atomic.Pointer[consul.Watch[*api.AgentService]]
+
+	mu        sync.Mutex // guards the listeners below (reconcile vs admin)
+	inbound   *inbound
+	upstreams map[string]*upstreamRunner
+	ready     atomic.Bool
+
+	adminAddr chan string
+}
+
+// counters are cumulative connection statistics.
+type counters struct {
+	connections       atomic.Int64
+	active            atomic.Int64
+	handshakeFailures atomic.Int64
+	upstreamFailures  atomic.Int64
+	denied            atomic.Int64
+}
+
+// upstreamRunner is an outbound listener and the discovery watch feeding it.
+type upstreamRunner struct {
+	out    *outbound
+	watch  atomic.Pointer[consul.Watch[*discovery.Snapshot]]
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a Sidecar for the Consul agent client talks to.
+func New(client *api.Client, opts Options) (*Sidecar, error) {
+	if (opts.SidecarFor == "") == (opts.ProxyID == "") {
+		return nil, errors.New("sidecar: exactly one of SidecarFor and ProxyID is required")
+	}
+	if opts.AdminBind == "" {
+		opts.AdminBind = "127.0.0.1:19000"
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 15 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 250 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	return &Sidecar{
+		client:    client,
+		opts:      opts,
+		log:       opts.Logger,
+		conns:     newTracker(),
+		upstreams: map[string]*upstreamRunner{},
+		adminAddr: make(chan string, 1),
+	}, nil
+}
+
+// AdminAddr returns the admin server's address once it listens (for tests
+// that bind port 0).
+func (s *Sidecar) AdminAddr(ctx context.Context) (string, error) {
+	select {
+	case a := <-s.adminAddr:
+		s.adminAddr <- a
+		return a, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// Ready reports whether the sidecar serves traffic: listeners up, a leaf
+// certificate and roots loaded, and intentions loaded.
+func (s *Sidecar) Ready() bool { return s.ready.Load() }
+
+func (s *Sidecar) watchOpts(extra ...consul.Option) []consul.Option {
+	return append([]consul.Option{
+		consul.WithLogger(s.log),
+		consul.WithAddress(s.opts.ConsulAddress),
+		consul.WithBackoff(s.opts.MinBackoff, s.opts.MaxBackoff),
+	}, extra...)
+}
+
+// Run serves until ctx is done, then drains: it stops accepting, waits for
+// open connections up to the drain timeout, closes the rest and returns nil.
+// It returns an error at once for a configuration error: the admin address
+// cannot be bound, or the target has no sidecar registration.
+func (s *Sidecar) Run(ctx context.Context) error {
+	adminLn, err := s.listenAdmin()
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	if adminLn != nil {
+		g.Go(func() error { return s.serveAdmin(gctx, adminLn) })
+	}
+	g.Go(func() error { return s.run(gctx) })
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		err = nil
+	}
+	return err
+}
+
+func (s *Sidecar) run(ctx context.Context) error {
+	proxyID, reg, err := s.resolve(ctx)
+	if err != nil {
+		return err
+	}
+	s.proxyID.Store(&proxyID)
+	cfg, err := FromRegistration(reg)
+	if err != nil {
+		return err
+	}
+	s.log.Info("sidecar registration found", "proxy_id", proxyID, "service", cfg.Service,
+		"public_listener", cfg.Public.BindAddress, "local_service", cfg.Public.LocalService, "upstreams", len(cfg.Upstreams))
+
+	g, gctx := errgroup.WithContext(ctx)
+	defer s.shutdown()
+
+	// The registration watch delivers the latest registration; the
+	// reconcile loop below applies it. Latest wins: a slow apply never
+	// queues stale registrations.
+	regs := make(chan *api.AgentService, 1)
+	regW := consul.NewWatch("agent/service/"+proxyID, consul.ProxyRegistration(s.client, proxyID), func(r *api.AgentService) {
+		select {
+		case <-regs:
+		default:
+		}
+		regs <- r
+	}, s.watchOpts(consul.HashBased())...)
+	s.regW.Store(regW)
+	g.Go(func() error { return regW.Run(gctx) })
+
+	id := consulca.New(s.client, cfg.Service, s.watchOpts()...)
+	s.identity.Store(id)
+	g.Go(func() error { return id.Run(gctx) })
+
+	g.Go(func() error {
+		select {
+		case <-id.Ready():
+		case <-gctx.Done():
+			return gctx.Err()
+		}
+		td, _ := id.TrustDomain()
+		s.log.Info("identity loaded", "service", cfg.Service, "trust_domain", td.Name())
+		g.Go(func() error { return s.watchIntentions(gctx, cfg.Service, td) })
+		if err := s.apply(gctx, cfg, id, td); err != nil {
+			return err
+		}
+		for {
+			select {
+			case <-gctx.Done():
+				return gctx.Err()
+			case r := <-regs:
+				next, err := FromRegistration(r)
+				if err != nil {
+					s.log.Error("ignoring invalid registration change; keeping the current configuration", "error", err)
+					continue
+				}
+				if next.Service != cfg.Service {
+					s.log.Error("registration now proxies another service; restart the sidecar to change identity",
+						"was", cfg.Service, "now", next.Service)
+					continue
+				}
+				if err := s.apply(gctx, next, id, td); err != nil {
+					s.log.Error("applying registration change failed", "error", err)
+				}
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// resolve finds the proxy registration, retrying while Consul cannot be
+// reached; a missing registration is a configuration error.
+func (s *Sidecar) resolve(ctx context.Context) (string, *api.AgentService, error) {
+	for attempt := 1; ; attempt++ {
+		proxyID := s.opts.ProxyID
+		var err error
+		if proxyID == "" {
+			proxyID, err = consul.SidecarFor(ctx, s.client, s.opts.SidecarFor)
+		}
+		var reg *api.AgentService
+		if err == nil {
+			reg, _, err = consul.ProxyRegistration(s.client, proxyID)((&api.QueryOptions{}).WithContext(ctx))
+		}
+		if err == nil {
+			return proxyID, reg, nil
+		}
+		if errors.Is(err, consul.ErrNoSidecar) {
+			return "", nil, err
+		}
+		if ctx.Err() != nil {
+			return "", nil, ctx.Err()
+		}
+		delay := backoffDelay(s.opts.MinBackoff, s.opts.MaxBackoff, attempt)
+		s.log.Warn("cannot reach Consul; retrying", "consul", s.opts.ConsulAddress, "attempt", attempt,
+			"retry_in", delay.Round(time.Millisecond), "error", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func backoffDelay(lo, hi time.Duration, attempt int) time.Duration {
+	d := lo
+	for i := 1; i < attempt && d < hi; i++ {
+		d *= 2
+	}
+	return min(d, hi)
+}
+
+func (s *Sidecar) watchIntentions(ctx context.Context, service string, td spiffeid.TrustDomain) error {
+	var defaultAllow *bool
+	fetch := func(opts *api.QueryOptions) (*policy.Intentions, *api.QueryMeta, error) {
+		if defaultAllow == nil {
+			allow, err := consul.DefaultAllow(s.client)
+			if err != nil {
+				return nil, nil, err
+			}
+			defaultAllow = &allow
+		}
+		list, meta, err := consul.Intentions(s.client, service)(opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		in, err := policy.Compile(service, list, policy.CompileOptions{TrustDomain: td, DefaultAllow: *defaultAllow})
+		if err != nil {
+			return nil, nil, err
+		}
+		return in, meta, nil
+	}
+	w := consul.NewWatch("connect/intentions/match/"+service, fetch, func(in *policy.Intentions) {
+		s.authz.Store(in)
+		s.log.Info("intentions updated", "service", service, "default_allow", *defaultAllow)
+		s.updateReady()
+	}, s.watchOpts()...)
+	s.authzW.Store(w)
+	return w.Run(ctx)
+}
+
+// apply makes the listeners match cfg: the public listener is started or
+// rebound when its address changes (other fields apply to new connections);
+// upstream listeners are added, kept or removed by key.
+func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spiffeid.TrustDomain) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := s.config.Load()
+	s.config.Store(&cfg)
+
+	if s.inbound == nil || prev == nil || prev.Public.BindAddress != cfg.Public.BindAddress {
+		ln, err := net.Listen("tcp", cfg.Public.BindAddress)
+		if err != nil {
+			s.config.Store(prev)
+			return fmt.Errorf("sidecar: public listener: %w", err)
+		}
+		if s.inbound != nil {
+			s.inbound.ln.Close()
+		}
+		in := &inbound{ln: ln, log: s.log, stat: &s.stat}
+		in.tls = mtls.ServerConfig(src, s.authorize(&cfg), nil)
+		in.cfg.Store(&cfg.Public)
+		s.inbound = in
+		go serve(ln, s.conns, s.log, in.handle)
+		s.log.Info("public listener up", "address", ln.Addr().String())
+	} else {
+		s.inbound.cfg.Store(&cfg.Public)
+	}
+
+	want := map[string]Upstream{}
+	for _, u := range cfg.Upstreams {
+		want[u.Key()] = u
+	}
+	for key, r := range s.upstreams {
+		if _, ok := want[key]; !ok {
+			r.stop()
+			delete(s.upstreams, key)
+			s.log.Info("upstream listener removed", "upstream", r.out.up.DestinationName, "address", r.out.up.BindAddress)
+		}
+	}
+	var errs []error
+	for key, u := range want {
+		if _, ok := s.upstreams[key]; ok {
+			continue
+		}
+		r, err := s.startUpstream(ctx, u, src, td)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.upstreams[key] = r
+	}
+	s.updateReadyLocked()
+	return errors.Join(errs...)
+}
+
+func (s *Sidecar) authorize(cfg *Config) mtls.Authorizer {
+	service := cfg.Service
+	return func(peer spiffeid.ID) error {
+		d := s.authz.AuthorizeL4(peer)
+		if !d.Allow {
+			s.stat.denied.Add(1)
+			return fmt.Errorf("policy: %s denied by %s: %s", peer, d.Rule, d.Reason)
+		}
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("connection authorized", "service", service, "peer", peer.String(), "rule", d.Rule)
+		}
+		return nil
+	}
+}
+
+func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source, td spiffeid.TrustDomain) (*upstreamRunner, error) {
+	ln, err := net.Listen("tcp", u.BindAddress)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: upstream %q listener: %w", u.DestinationName, err)
+	}
+	out := &outbound{up: u, ln: ln, dialer: mtls.NewDialer(src, u.ConnectTimeout), log: s.log, stat: &s.stat}
+	wctx, cancel := context.WithCancel(ctx)
+	r := &upstreamRunner{out: out, cancel: cancel, done: make(chan struct{})}
+	w := consul.NewWatch("health/connect/"+u.DestinationName, consul.ConnectEndpoints(s.client, u.DestinationName, u.Datacenter, td),
+		out.update, s.watchOpts()...)
+	r.watch.Store(w)
+	var wg sync.WaitGroup
+	wg.Go(func() { w.Run(wctx) })
+	wg.Go(func() { serve(ln, s.conns, s.log, out.handle) })
+	go func() { wg.Wait(); close(r.done) }()
+	s.log.Info("upstream listener up", "upstream", u.DestinationName, "address", ln.Addr().String())
+	return r, nil
+}
+
+// stop closes the upstream listener and its watch; open connections keep
+// going until they end or the sidecar drains.
+func (r *upstreamRunner) stop() {
+	r.cancel()
+	r.out.ln.Close()
+	<-r.done
+}
+
+func (s *Sidecar) updateReady() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.updateReadyLocked()
+}
+
+func (s *Sidecar) updateReadyLocked() {
+	cfg := s.config.Load()
+	ready := s.inbound != nil && cfg != nil && len(s.upstreams) == len(cfg.Upstreams) && s.authz.Load() != nil
+	if id := s.identity.Load(); ready && id != nil {
+		select {
+		case <-id.Ready():
+		default:
+			ready = false
+		}
+	}
+	if ready && !s.ready.Load() {
+		s.log.Info("sidecar ready")
+	}
+	s.ready.Store(ready)
+}
+
+// shutdown stops accepting, drains connections and stops every watch.
+func (s *Sidecar) shutdown() {
+	s.ready.Store(false)
+	s.mu.Lock()
+	if s.inbound != nil {
+		s.inbound.ln.Close()
+	}
+	for key, r := range s.upstreams {
+		r.stop()
+		delete(s.upstreams, key)
+	}
+	s.mu.Unlock()
+	n := s.conns.count()
+	if n > 0 {
+		s.log.Info("draining connections", "open", n, "timeout", s.opts.DrainTimeout)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
+	defer cancel()
+	if closed := s.conns.drain(ctx); closed > 0 {
+		s.log.Warn("drain timeout: closed open connections", "closed", closed)
+	}
+}

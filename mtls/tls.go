@@ -82,8 +82,14 @@ func ClientConfig(src Source, expected spiffeid.ID, cache tls.ClientSessionCache
 }
 
 // Dialer originates mTLS connections to endpoints. It keeps one client
-// configuration per expected identity and a shared session cache. Safe for
-// concurrent use.
+// configuration per expected identity. Safe for concurrent use.
+//
+// By default it never resumes TLS sessions: Consul's built-in proxy (and
+// other Go servers that authorize in VerifyPeerCertificate) skip their
+// intentions check on a resumed session, so a client that resumes would
+// walk past a deny intention on the server side. Our own server
+// re-verifies resumed sessions (see ServerConfig), so WithSessionCache is
+// safe only when every server dialled is known to do the same.
 type Dialer struct {
 	src     Source
 	timeout time.Duration
@@ -91,13 +97,26 @@ type Dialer struct {
 	configs sync.Map // spiffeid.ID -> *tls.Config
 }
 
-// NewDialer returns a Dialer whose TCP connect and TLS handshake each take
-// at most timeout (0 means 10s, the value Consul's built-in proxy uses).
-func NewDialer(src Source, timeout time.Duration) *Dialer {
+// DialerOption configures a Dialer.
+type DialerOption func(*Dialer)
+
+// WithSessionCache enables TLS session resumption with cache. See Dialer
+// for when this is safe.
+func WithSessionCache(cache tls.ClientSessionCache) DialerOption {
+	return func(d *Dialer) { d.cache = cache }
+}
+
+// NewDialer returns a Dialer whose TCP connect and TLS handshake together
+// take at most timeout (0 means 10s, the value Consul's built-in proxy uses).
+func NewDialer(src Source, timeout time.Duration, opts ...DialerOption) *Dialer {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	return &Dialer{src: src, timeout: timeout, cache: tls.NewLRUClientSessionCache(1024)}
+	d := &Dialer{src: src, timeout: timeout}
+	for _, o := range opts {
+		o(d)
+	}
+	return d
 }
 
 // Dial connects to addr and completes a handshake in which the server must

@@ -1,0 +1,121 @@
+package sidecar
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+func reg(mut func(*api.AgentService)) *api.AgentService {
+	s := &api.AgentService{
+		Kind: api.ServiceKindConnectProxy, ID: "web-1-sidecar-proxy", Service: "web-sidecar-proxy",
+		Address: "10.0.0.5", Port: 21000,
+		Proxy: &api.AgentServiceConnectProxyConfig{
+			DestinationServiceName: "web", DestinationServiceID: "web-1",
+			LocalServicePort: 8080,
+			Upstreams:        []api.Upstream{{DestinationName: "api", LocalBindPort: 9191}},
+		},
+	}
+	if mut != nil {
+		mut(s)
+	}
+	return s
+}
+
+func TestFromRegistration(t *testing.T) {
+	c, err := FromRegistration(reg(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		ProxyID: "web-1-sidecar-proxy", Service: "web", ServiceID: "web-1", Namespace: "default",
+		Public: PublicListener{
+			BindAddress: "10.0.0.5:21000", LocalService: "127.0.0.1:8080",
+			LocalConnectTimeout: time.Second, HandshakeTimeout: 10 * time.Second,
+		},
+		Upstreams: []Upstream{{DestinationName: "api", Namespace: "default", BindAddress: "127.0.0.1:9191", ConnectTimeout: 5 * time.Second}},
+	}
+	if c.Public != want.Public || c.Service != want.Service || c.ProxyID != want.ProxyID || len(c.Upstreams) != 1 || c.Upstreams[0] != want.Upstreams[0] {
+		t.Fatalf("FromRegistration =\n%+v\nwant\n%+v", c, want)
+	}
+}
+
+func TestFromRegistrationProxyConfig(t *testing.T) {
+	tests := []struct {
+		name  string
+		mut   func(*api.AgentService)
+		check func(Config) bool
+	}{
+		{"no address binds all", func(s *api.AgentService) { s.Address = "" },
+			func(c Config) bool { return c.Public.BindAddress == "0.0.0.0:21000" }},
+		{"bind overrides", func(s *api.AgentService) {
+			s.Proxy.Config = map[string]any{"bind_address": "127.0.0.2", "bind_port": float64(22000)}
+		}, func(c Config) bool { return c.Public.BindAddress == "127.0.0.2:22000" }},
+		{"timeouts as JSON numbers", func(s *api.AgentService) {
+			s.Proxy.Config = map[string]any{"local_connect_timeout_ms": float64(250), "connect_timeout_ms": float64(700), "handshake_timeout_ms": float64(3000)}
+		}, func(c Config) bool {
+			return c.Public.LocalConnectTimeout == 250*time.Millisecond && c.Public.HandshakeTimeout == 3*time.Second &&
+				c.Upstreams[0].ConnectTimeout == 700*time.Millisecond
+		}},
+		{"upstream timeout beats proxy timeout, strings accepted", func(s *api.AgentService) {
+			s.Proxy.Config = map[string]any{"connect_timeout_ms": "700"}
+			s.Proxy.Upstreams[0].Config = map[string]any{"connect_timeout_ms": "1500"}
+		}, func(c Config) bool { return c.Upstreams[0].ConnectTimeout == 1500*time.Millisecond }},
+		{"local service address and datacenter", func(s *api.AgentService) {
+			s.Proxy.LocalServiceAddress = "10.1.1.1"
+			s.Proxy.Upstreams[0].Datacenter = "dc2"
+			s.Proxy.Upstreams[0].LocalBindAddress = "127.0.0.9"
+		}, func(c Config) bool {
+			return c.Public.LocalService == "10.1.1.1:8080" && c.Upstreams[0].Datacenter == "dc2" && c.Upstreams[0].BindAddress == "127.0.0.9:9191"
+		}},
+		{"IPv6 addresses", func(s *api.AgentService) { s.Address = "::1" },
+			func(c Config) bool { return c.Public.BindAddress == "[::1]:21000" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := FromRegistration(reg(tt.mut))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(c) {
+				t.Fatalf("unexpected config %+v", c)
+			}
+		})
+	}
+}
+
+// Bad registrations are rejected with an error naming the field.
+func TestFromRegistrationErrorsNameTheField(t *testing.T) {
+	tests := []struct {
+		name string
+		mut  func(*api.AgentService)
+		want string
+	}{
+		{"not a proxy", func(s *api.AgentService) { s.Kind = "" }, "not a connect-proxy"},
+		{"no destination", func(s *api.AgentService) { s.Proxy.DestinationServiceName = "" }, "DestinationServiceName"},
+		{"bad port", func(s *api.AgentService) { s.Port = 0 }, "Port 0"},
+		{"no local port", func(s *api.AgentService) { s.Proxy.LocalServicePort = 0 }, "LocalServicePort"},
+		{"socket path", func(s *api.AgentService) { s.Proxy.LocalServicePort = 0; s.Proxy.LocalServiceSocketPath = "/x.sock" }, "LocalServiceSocketPath"},
+		{"timeout not a number", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"connect_timeout_ms": "soon"} }, "Proxy.Config.connect_timeout_ms"},
+		{"negative timeout", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"local_connect_timeout_ms": float64(-1)} }, "local_connect_timeout_ms"},
+		{"fractional port", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"bind_port": 1.5} }, "bind_port"},
+		{"bad bind address", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"bind_address": 7.0} }, "bind_address"},
+		{"upstream without name", func(s *api.AgentService) { s.Proxy.Upstreams[0].DestinationName = "" }, "Upstreams[0]: DestinationName"},
+		{"upstream without port", func(s *api.AgentService) { s.Proxy.Upstreams[0].LocalBindPort = 0 }, "Upstreams[0]: LocalBindPort"},
+		{"prepared query", func(s *api.AgentService) { s.Proxy.Upstreams[0].DestinationType = "prepared_query" }, "DestinationType"},
+		{"upstream timeout", func(s *api.AgentService) { s.Proxy.Upstreams[0].Config = map[string]any{"connect_timeout_ms": true} }, "Upstreams[0]: Config.connect_timeout_ms"},
+		{"duplicate bind", func(s *api.AgentService) {
+			s.Proxy.Upstreams = append(s.Proxy.Upstreams, api.Upstream{DestinationName: "db", LocalBindPort: 9191})
+		}, "already used"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := FromRegistration(reg(tt.mut))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want one naming %q", err, tt.want)
+			}
+		})
+	}
+}

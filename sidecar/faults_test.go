@@ -1,0 +1,212 @@
+package sidecar_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/outrider-mesh/outrider/discovery/consul"
+	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/sidecar"
+)
+
+// logBuffer collects log output for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// closedPromptly asserts that a connection to addr is closed by the sidecar
+// without delivering data (the read ends in EOF or a reset).
+func closedPromptly(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "hello")
+	n, err := c.Read(make([]byte, 16))
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("connection to %s left open: the sidecar should close it", addr)
+	}
+	if n != 0 {
+		t.Fatalf("read %d bytes from a connection that has nowhere to go", n)
+	}
+}
+
+func TestNoHealthyUpstreamClosesConnection(t *testing.T) {
+	t.Parallel()
+	a := consultest.Start(t)
+	p := consultest.FreePorts(t, 3)
+	register(t, a, service{name: "client", id: "client-1", appPort: p[0], publicPort: p[1],
+		upstreams: []api.Upstream{{DestinationName: "nothing", LocalBindPort: p[2]}}})
+	logs := &logBuffer{}
+	sc := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1", Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	sc.waitReady(t)
+	closedPromptly(t, addr(p[2]))
+	eventually(t, 5*time.Second, func() error {
+		if !strings.Contains(logs.String(), "upstream=nothing") || !strings.Contains(logs.String(), balanceNoEndpoint) {
+			return errors.New("no log line naming the upstream and the reason")
+		}
+		return nil
+	})
+}
+
+const balanceNoEndpoint = "no healthy endpoint"
+
+func TestLocalApplicationDownClosesInbound(t *testing.T) {
+	t.Parallel()
+	a := consultest.Start(t)
+	p := consultest.FreePorts(t, 5) // p[0] is web's application port: nothing listens there
+	register(t, a, service{name: "web", id: "web-1", appPort: p[0], publicPort: p[1]})
+	register(t, a, service{name: "client", id: "client-1", appPort: p[2], publicPort: p[3],
+		upstreams: []api.Upstream{{DestinationName: "web", LocalBindPort: p[4]}}})
+	logs := &logBuffer{}
+	web := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1", Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	client := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"})
+	web.waitReady(t)
+	client.waitReady(t)
+	waitRoutable(t, a, "web", 1)
+	eventually(t, 10*time.Second, func() error {
+		if len(client.Dump().Upstreams[0].Snapshot.Endpoints) != 1 {
+			return errors.New("client sidecar has not seen web yet")
+		}
+		return nil
+	})
+	closedPromptly(t, addr(p[4]))
+	eventually(t, 5*time.Second, func() error {
+		if !strings.Contains(logs.String(), "local application unreachable") {
+			return errors.New("no log line for the unreachable application")
+		}
+		return nil
+	})
+}
+
+func TestRejectsPlaintextOnPublicPort(t *testing.T) {
+	t.Parallel()
+	a := consultest.Start(t)
+	app := startEcho(t)
+	p := consultest.FreePorts(t, 1)
+	register(t, a, service{name: "web", id: "web-1", appPort: app.port(), publicPort: p[0]})
+	logs := &logBuffer{}
+	sc := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1", Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	sc.waitReady(t)
+
+	// Plaintext bytes instead of a ClientHello.
+	closedPromptly(t, addr(p[0]))
+	// TLS without a client certificate.
+	c, err := tls.Dial("tcp", addr(p[0]), &tls.Config{InsecureSkipVerify: true})
+	if err == nil {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1)) // TLS 1.3: the server's verdict arrives after the client's Finished
+		c.Close()
+	}
+	if err == nil {
+		t.Fatal("a client without a certificate was accepted")
+	}
+	eventually(t, 5*time.Second, func() error {
+		if n := strings.Count(logs.String(), "inbound connection rejected"); n < 2 {
+			return errors.New("rejections not logged with a reason")
+		}
+		return nil
+	})
+	if n := app.accepted.Load(); n != 0 {
+		t.Fatalf("rejected connections reached the application %d times", n)
+	}
+}
+
+func TestSidecarForUnregisteredServiceFails(t *testing.T) {
+	t.Parallel()
+	a := consultest.Start(t)
+	for _, opts := range []sidecar.Options{{SidecarFor: "ghost-1"}, {ProxyID: "ghost-1-sidecar-proxy"}} {
+		opts.AdminBind = "127.0.0.1:0"
+		sc, err := sidecar.New(a.Client, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = sc.Run(ctx)
+		cancel()
+		if !errors.Is(err, consul.ErrNoSidecar) {
+			t.Fatalf("Run(%+v) = %v, want ErrNoSidecar", opts, err)
+		}
+		if !strings.Contains(err.Error(), "ghost-1") {
+			t.Fatalf("error %q does not name the service", err)
+		}
+	}
+}
+
+func TestConsulUnreachableAtStart(t *testing.T) {
+	t.Parallel()
+	p := consultest.FreePorts(t, 1) // nothing listens: Consul is down
+	cfg := api.DefaultConfig()
+	cfg.Address = addr(p[0])
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	sc, err := sidecar.New(client, sidecar.Options{
+		SidecarFor: "web-1", AdminBind: "127.0.0.1:0", ConsulAddress: cfg.Address,
+		Logger:     slog.New(slog.NewTextHandler(logs, nil)),
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sc.Run(ctx) }()
+	admin, err := sc.AdminAddr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if strings.Count(logs.String(), "cannot reach Consul") < 3 {
+			return errors.New("fewer than 3 retries logged")
+		}
+		return nil
+	})
+	if !strings.Contains(logs.String(), "consul="+cfg.Address) {
+		t.Fatalf("retry log does not name the Consul address %s:\n%s", cfg.Address, logs.String())
+	}
+	resp, err := http.Get("http://" + admin + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "registration") {
+		t.Fatalf("/ready = %d %q, want 503 naming the missing registration", resp.StatusCode, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel = %v, want nil", err)
+	}
+}

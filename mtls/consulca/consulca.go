@@ -163,8 +163,8 @@ func fetchLeaf(client *api.Client, service string) consul.Fetch[*leaf] {
 	}
 }
 
-// parseLeaf converts Consul's leaf (certificate chain PEM and a SEC1 EC or
-// PKCS#8 key) into an SVID; go-spiffe wants PKCS#8.
+// parseLeaf converts Consul's leaf (certificate chain PEM and a SEC1 EC,
+// PKCS#1 RSA or PKCS#8 key) into an SVID; go-spiffe wants PKCS#8.
 func parseLeaf(lc *api.LeafCert) (*leaf, error) {
 	var certDER []byte
 	for rest := []byte(lc.CertPEM); ; {
@@ -184,15 +184,9 @@ func parseLeaf(lc *api.LeafCert) (*leaf, error) {
 	if kb == nil {
 		return nil, errors.New("consulca: leaf has no private key")
 	}
-	keyDER := kb.Bytes
-	if kb.Type == "EC PRIVATE KEY" {
-		k, err := x509.ParseECPrivateKey(kb.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("consulca: leaf key: %w", err)
-		}
-		if keyDER, err = x509.MarshalPKCS8PrivateKey(k); err != nil {
-			return nil, fmt.Errorf("consulca: leaf key: %w", err)
-		}
+	keyDER, err := pkcs8(kb)
+	if err != nil {
+		return nil, fmt.Errorf("consulca: leaf key: %w", err)
 	}
 	svid, err := x509svid.ParseRaw(certDER, keyDER)
 	if err != nil {
@@ -203,6 +197,28 @@ func parseLeaf(lc *api.LeafCert) (*leaf, error) {
 		return nil, err
 	}
 	return &leaf{svid: svid, cert: cert, serial: lc.SerialNumber}, nil
+}
+
+// pkcs8 returns the PKCS#8 DER of a PEM private key. Consul encodes leaf
+// keys as SEC1 "EC PRIVATE KEY" or, when the CA's PrivateKeyType is "rsa",
+// as PKCS#1 "RSA PRIVATE KEY"; any other block is taken to be PKCS#8.
+func pkcs8(kb *pem.Block) ([]byte, error) {
+	var (
+		key any
+		err error
+	)
+	switch kb.Type {
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(kb.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(kb.Bytes)
+	default:
+		return kb.Bytes, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return x509.MarshalPKCS8PrivateKey(key)
 }
 
 func fetchRoots(client *api.Client) consul.Fetch[*roots] {

@@ -1,12 +1,14 @@
 package sidecar
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/outrider-mesh/outrider/discovery"
@@ -160,6 +162,7 @@ func (s *Sidecar) Dump() ConfigDump {
 		d.Upstreams = append(d.Upstreams, ud)
 	}
 	s.mu.Unlock()
+	slices.SortFunc(d.Upstreams, func(a, b UpstreamDump) int { return cmp.Compare(a.BindAddress, b.BindAddress) })
 	return d
 }
 

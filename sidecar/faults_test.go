@@ -18,6 +18,8 @@ import (
 
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/mtls"
+	"github.com/outrider-mesh/outrider/mtls/mtlstest"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
 
@@ -108,7 +110,7 @@ func TestLocalApplicationDownClosesInbound(t *testing.T) {
 	})
 }
 
-func TestRejectsPlaintextOnPublicPort(t *testing.T) {
+func TestRejectsUntrustedClientsOnPublicPort(t *testing.T) {
 	t.Parallel()
 	a := consultest.Start(t)
 	app := startEcho(t)
@@ -130,8 +132,28 @@ func TestRejectsPlaintextOnPublicPort(t *testing.T) {
 	if err == nil {
 		t.Fatal("a client without a certificate was accepted")
 	}
+	// A certificate for the right trust domain and a valid-looking SPIFFE ID,
+	// from a CA that is not Consul's.
+	td := strings.TrimPrefix(sc.Dump().Identity.TrustDomain, "spiffe://")
+	rogue := mtlstest.NewCA(t, td)
+	cert, err := mtls.TLSCertificate(rogue.SVID(t, "spiffe://"+td+"/ns/default/dc/dc1/svc/client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = tls.Dial("tcp", addr(p[0]), &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*cert}})
+	if err == nil {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+	}
+	if err == nil {
+		t.Fatal("a client with a certificate from another CA was accepted")
+	}
 	eventually(t, 5*time.Second, func() error {
-		if n := strings.Count(logs.String(), "inbound connection rejected"); n < 2 {
+		if !strings.Contains(logs.String(), "x509svid: could not verify leaf certificate") {
+			return errors.New("wrong-CA rejection not logged with its reason")
+		}
+		if n := strings.Count(logs.String(), "inbound connection rejected"); n < 3 {
 			return errors.New("rejections not logged with a reason")
 		}
 		return nil
@@ -209,4 +231,55 @@ func TestConsulUnreachableAtStart(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run after cancel = %v, want nil", err)
 	}
+}
+
+// With ACLs enabled and default_policy deny, a connection that no intention
+// matches is denied (Consul's IntentionDefaultAllow follows the ACL default);
+// an allow intention opens it.
+func TestACLDefaultDenyAppliesWithoutIntentions(t *testing.T) {
+	t.Parallel()
+	a := consultest.Start(t, `acl { enabled = true
+  default_policy = "deny"
+  tokens { initial_management = "root-token" } }`)
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token = a.HTTPAddr, "root-token"
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Client = client
+	m := &mesh{agent: a, web: startEcho(t)}
+	p := consultest.FreePorts(t, 4)
+	register(t, a, service{name: "web", id: "web-1", appPort: m.web.port(), publicPort: p[0]})
+	register(t, a, service{name: "client", id: "client-1", appPort: p[3], publicPort: p[1],
+		upstreams: []api.Upstream{{DestinationName: "web", LocalBindPort: p[2]}}})
+	m.upstream = addr(p[2])
+	web := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1", TokenSet: true})
+	clientSC := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1", TokenSet: true})
+	clientSC.waitReady(t)
+	web.waitReady(t)
+	waitRoutable(t, a, "web", 1)
+	if d := web.Dump(); d.Consul.Token != "(redacted)" {
+		t.Fatalf("config_dump token = %q, want (redacted)", d.Consul.Token)
+	}
+	// The denial below must come from policy, not from a discovery gap.
+	eventually(t, 10*time.Second, func() error {
+		if s := clientSC.Dump().Upstreams[0].Snapshot; s == nil || len(s.Endpoints) != 1 {
+			return errors.New("client sidecar has not discovered web yet")
+		}
+		return nil
+	})
+	for range 3 {
+		if got, err := roundTrip(m.upstream, "default"); err == nil && got == "default" {
+			t.Fatal("connection allowed with ACL default deny and no intention")
+		}
+	}
+	if n := m.web.accepted.Load(); n != 0 {
+		t.Fatalf("denied connections reached the application %d times", n)
+	}
+	if d := web.Dump(); d.Stats["connections_denied"] == 0 {
+		t.Fatalf("no denial counted: %v", d.Stats)
+	}
+	setIntention(t, a, "web", "client", api.IntentionActionAllow)
+	m.waitFlowing(t)
 }

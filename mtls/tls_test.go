@@ -61,8 +61,16 @@ type server struct {
 
 func startServer(t *testing.T, src mtls.Source, authorize mtls.Authorizer) *server {
 	t.Helper()
+	return startServerALPN(t, src, authorize, nil)
+}
+
+// startServerALPN is startServer with the ALPN protocols the server selects
+// from: mtls.ALPNOutrider for an Outrider sidecar, "h2" for Consul's
+// built-in proxy.
+func startServerALPN(t *testing.T, src mtls.Source, authorize mtls.Authorizer, nextProtos []string) *server {
+	t.Helper()
 	s := &server{outcomes: make(chan error, 64), verdicts: make(chan verdict, 64)}
-	cfg := mtls.ServerConfig(src, authorize, nil)
+	cfg := mtls.ServerConfig(src, authorize, nextProtos)
 	inner := cfg.VerifyConnection
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		err := inner(cs)
@@ -461,16 +469,25 @@ func TestDialerResumption(t *testing.T) {
 	ca := mtlstest.NewCA(t, trustDomain)
 	tests := []struct {
 		name        string
+		serverALPN  []string
 		opts        []mtls.DialerOption
 		wantResumed bool
 	}{
-		{name: "default", wantResumed: false},
+		// By default only a server that negotiated the Outrider marker is
+		// resumed with: a server of unknown kind may authorize only on
+		// full handshakes.
+		{name: "default, unknown server", wantResumed: false},
+		{name: "default, Outrider server", serverALPN: []string{mtls.ALPNOutrider}, wantResumed: true},
+		// Consul's built-in proxy selects from ["h2"]: the handshake must
+		// still succeed (no ALPN overlap error), and never resume.
+		{name: "default, built-in-like h2 server", serverALPN: []string{"h2"}, wantResumed: false},
+		{name: "WithoutResumption", serverALPN: []string{mtls.ALPNOutrider}, opts: []mtls.DialerOption{mtls.WithoutResumption()}, wantResumed: false},
 		{name: "WithSessionCache", opts: []mtls.DialerOption{mtls.WithSessionCache(tls.NewLRUClientSessionCache(8))}, wantResumed: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := startServer(t, mtlstest.NewSource(ca.SVID(t, serverID), ca.Bundle()), nil)
+			s := startServerALPN(t, mtlstest.NewSource(ca.SVID(t, serverID), ca.Bundle()), nil, tt.serverALPN)
 			d := mtls.NewDialer(mtlstest.NewSource(ca.SVID(t, clientID), ca.Bundle()), wait, tt.opts...)
 			for i, want := range []bool{false, tt.wantResumed, tt.wantResumed} {
 				cs, err := dial(t, d, s.addr, serverID)

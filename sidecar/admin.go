@@ -123,6 +123,7 @@ func (s *Sidecar) Dump() ConfigDump {
 			"connections_total":         s.stat.connections.Load(),
 			"connections_active":        s.stat.active.Load(),
 			"tls_handshake_failures":    s.stat.handshakeFailures.Load(),
+			"tls_resumed_handshakes":    s.stat.resumed.Load(),
 			"connections_denied":        s.stat.denied.Load(),
 			"upstream_connect_failures": s.stat.upstreamFailures.Load(),
 		},

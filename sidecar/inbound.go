@@ -43,8 +43,12 @@ func (in *inbound) handle(c net.Conn) {
 		in.log.Warn("inbound connection rejected", "remote", remote, "reason", err)
 		return
 	}
+	cs := tc.ConnectionState()
+	if cs.DidResume {
+		in.stat.resumed.Add(1)
+	}
 	peer := ""
-	if pcs := tc.ConnectionState().PeerCertificates; len(pcs) > 0 {
+	if pcs := cs.PeerCertificates; len(pcs) > 0 {
 		if id, err := x509svid.IDFromCert(pcs[0]); err == nil {
 			peer = id.String()
 		}

@@ -85,6 +85,19 @@ func TestMeshL4(t *testing.T) {
 		}
 	})
 
+	// Two Outrider sidecars recognise each other (ALPN) and resume TLS
+	// sessions; the inbound side still verifies and authorizes each one.
+	t.Run("sessions resumed between Outrider sidecars", func(t *testing.T) {
+		for range 3 {
+			if got, err := roundTrip(m.upstream, "again"); err != nil || got != "again" {
+				t.Fatalf("round trip = %q, %v", got, err)
+			}
+		}
+		if n := m.webSC.Dump().Stats["tls_resumed_handshakes"]; n == 0 {
+			t.Fatal("no resumed handshake between two Outrider sidecars")
+		}
+	})
+
 	t.Run("large payload both ways", func(t *testing.T) {
 		msg := make([]byte, 4<<20)
 		rand.Read(msg)

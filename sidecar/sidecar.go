@@ -77,6 +77,7 @@ type counters struct {
 	connections       atomic.Int64
 	active            atomic.Int64
 	handshakeFailures atomic.Int64
+	resumed           atomic.Int64
 	upstreamFailures  atomic.Int64
 	denied            atomic.Int64
 }
@@ -325,7 +326,7 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 			s.inbound.ln.Close()
 		}
 		in := &inbound{ln: ln, log: s.log, stat: &s.stat}
-		in.tls = mtls.ServerConfig(src, s.authorize(&cfg), nil)
+		in.tls = mtls.ServerConfig(src, s.authorize(&cfg), []string{mtls.ALPNOutrider})
 		in.cfg.Store(&cfg.Public)
 		s.inbound = in
 		go serve(ln, s.conns, s.log, in.handle)

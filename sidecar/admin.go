@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"time"
 
@@ -32,10 +33,16 @@ func (s *Sidecar) listenAdmin() (net.Listener, error) {
 //
 //	GET /ready        200 "ready" once serving, 503 with the reason before
 //	GET /config_dump  the effective configuration and state, as JSON
+//	GET /debug/pprof/ Go's profiles (CPU, heap, goroutines, trace)
 func (s *Sidecar) serveAdmin(ctx context.Context, ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", s.handleReady)
 	mux.HandleFunc("GET /config_dump", s.handleConfigDump)
+	// Go's profiler, as Envoy's admin exposes its own: the admin listener
+	// is loopback-only by default.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

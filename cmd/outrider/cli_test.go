@@ -24,6 +24,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"stray argument", []string{"run", "-sidecar-for", "web-1", "extra"}, "unexpected arguments: extra"},
 		{"bad log level", []string{"run", "-sidecar-for", "web-1", "-log-level", "loud"}, "-log-level"},
 		{"bad log format", []string{"run", "-sidecar-for", "web-1", "-log-format", "xml"}, "-log-format"},
+		{"negative concurrency", []string{"run", "-sidecar-for", "web-1", "-concurrency", "-2"}, "-concurrency"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,5 +94,27 @@ func TestRunWithoutRegistrationExits1(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), `service \"nobody-1\" has no sidecar proxy registered`) {
 		t.Fatalf("stderr does not explain the missing registration:\n%s", stderr.String())
+	}
+}
+
+func TestConcurrency(t *testing.T) {
+	tests := []struct {
+		flag    int
+		env     string
+		want    int
+		wantErr bool
+	}{
+		{0, "", 1, false},
+		{0, "3", 3, false},
+		{2, "3", 2, false},
+		{0, "many", 0, true},
+		{0, "0", 0, true},
+		{-1, "", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := concurrency(tt.flag, tt.env)
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("concurrency(%d, %q) = %d, %v; want %d, error %v", tt.flag, tt.env, got, err, tt.want, tt.wantErr)
+		}
 	}
 }

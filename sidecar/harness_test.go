@@ -201,6 +201,23 @@ func eventually(t *testing.T, timeout time.Duration, f func() error) {
 	}
 }
 
+// echo writes msg on an open connection through the mesh and reads the
+// echo back, without closing anything.
+func echo(c net.Conn, msg string) error {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo %q, want %q", buf, msg)
+	}
+	return nil
+}
+
 // roundTrip dials addr, sends msg, half-closes, and returns all it reads
 // back until EOF.
 func roundTrip(addr, msg string) (string, error) {

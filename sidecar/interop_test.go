@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -37,27 +36,16 @@ func startBuiltin(t *testing.T, a *consultest.Agent, id string) {
 	})
 }
 
-// exchange writes msg on a fresh connection and reads the echo, without
-// half-closing (Consul's built-in proxy closes both directions at the first
-// end of stream).
+// exchange echoes msg on a fresh connection, without half-closing
+// (Consul's built-in proxy closes both directions at the first end of
+// stream).
 func exchange(addr, msg string) error {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, msg); err != nil {
-		return err
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		return err
-	}
-	if string(buf) != msg {
-		return fmt.Errorf("echo %q, want %q", buf, msg)
-	}
-	return nil
+	return echo(c, msg)
 }
 
 // Outrider and Consul's built-in proxy in one mesh, both directions, with

@@ -23,12 +23,7 @@ func TestShutdownDrainsOpenConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := io.WriteString(c, "first"); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 5)
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(c, buf); err != nil {
+	if err := echo(c, "first"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -43,12 +38,8 @@ func TestShutdownDrainsOpenConnections(t *testing.T) {
 		return nil
 	})
 	// ...but the open connection still works, and Run has not returned.
-	if _, err := io.WriteString(c, "second"); err != nil {
-		t.Fatal(err)
-	}
-	buf = make([]byte, 6)
-	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "second" {
-		t.Fatalf("open connection during drain: %q, %v", buf, err)
+	if err := echo(c, "second"); err != nil {
+		t.Fatalf("open connection during drain: %v", err)
 	}
 	select {
 	case err := <-m.clientSC.done:
@@ -77,11 +68,10 @@ func TestShutdownClosesConnectionsAfterDrainTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	io.WriteString(c, "x")
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+	if err := echo(c, "x"); err != nil {
 		t.Fatal(err)
 	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
 	m.clientSC.cancel()
 	select {
 	case err := <-m.clientSC.done:

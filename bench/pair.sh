@@ -13,6 +13,8 @@
 #                   builtin              consul connect proxy -sidecar-for, both sides
 #                   outrider             bin/outrider run -sidecar-for, both sides (env: OUTRIDER_ENV)
 #                   outrider-gomaxprocsN as outrider, with GOMAXPROCS=N added to OUTRIDER_ENV
+#                   outrider-goroutines  as outrider, relaying with two goroutines per connection
+#                                        instead of the event loop (OUTRIDER_DATA_PATH=goroutines)
 #                   nginx, haproxy       the anchor pairs configured as in /work/shared/ANCHORS.md
 #   ANCHORS=0     leave nginx and haproxy out of the default PAIRS
 #   ROUNDS        rounds per mode (default 5)
@@ -63,8 +65,9 @@ for p in "${PAIR_LIST[@]}"; do
 	case $p in
 	direct | builtin | outrider | nginx) ;;
 	outrider-gomaxprocs[0-9]*) [[ ${p#outrider-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
+	outrider-goroutines) ;;
 	haproxy) [[ -n $HAPROXY_BIN ]] || die "pair haproxy: haproxy is not installed" ;;
-	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN nginx haproxy)" ;;
+	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines nginx haproxy)" ;;
 	esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
@@ -334,6 +337,7 @@ for p in "${PAIR_LIST[@]}"; do
 	builtin) setup_consul_pair builtin builtin ;;
 	outrider) setup_consul_pair outrider outrider $OUTRIDER_ENV ;;
 	outrider-gomaxprocs*) setup_consul_pair "$p" outrider $OUTRIDER_ENV "GOMAXPROCS=${p#outrider-gomaxprocs}" ;;
+	outrider-goroutines) setup_consul_pair "$p" outrider $OUTRIDER_ENV "OUTRIDER_DATA_PATH=goroutines" ;;
 	nginx) setup_nginx_pair ;;
 	haproxy) setup_haproxy_pair ;;
 	esac

@@ -119,6 +119,7 @@ type Dialer struct {
 	timeout time.Duration
 	cache   tls.ClientSessionCache
 	peers   *outriderSessions // nil when WithSessionCache replaced the policy
+	wrap    func(net.Conn) net.Conn
 	configs sync.Map          // spiffeid.ID -> *tls.Config
 }
 
@@ -130,6 +131,12 @@ type DialerOption func(*Dialer)
 // re-verifies resumed sessions; for tests.
 func WithSessionCache(cache tls.ClientSessionCache) DialerOption {
 	return func(d *Dialer) { d.cache, d.peers = cache, nil }
+}
+
+// WithConnWrapper makes the Dialer build its TLS connections over
+// wrap(raw TCP connection); tls.Conn.NetConn returns the wrapper.
+func WithConnWrapper(wrap func(net.Conn) net.Conn) DialerOption {
+	return func(d *Dialer) { d.wrap = wrap }
 }
 
 // WithoutResumption disables session resumption entirely.
@@ -161,7 +168,11 @@ func (d *Dialer) Dial(ctx context.Context, addr string, expected spiffeid.ID) (*
 	if err != nil {
 		return nil, fmt.Errorf("mtls: dial %s: %w", addr, err)
 	}
-	conn := tls.Client(raw, d.config(expected))
+	under := raw
+	if d.wrap != nil {
+		under = d.wrap(raw)
+	}
+	conn := tls.Client(under, d.config(expected))
 	if err := conn.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		if d.peers != nil {

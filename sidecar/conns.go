@@ -11,17 +11,20 @@ import (
 // wait up to a deadline, then close whatever is left.
 type tracker struct {
 	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	conns map[net.Conn]func() error // how drain force-closes each connection
 	wg    sync.WaitGroup
+	// closing is set once drain started force-closing: later hand-overs
+	// are refused so nothing escapes the force close.
+	closing bool
 }
 
-func newTracker() *tracker { return &tracker{conns: map[net.Conn]struct{}{}} }
+func newTracker() *tracker { return &tracker{conns: map[net.Conn]func() error{}} }
 
 // add registers c for the lifetime of one handler; the handler calls the
 // returned func when it is done with c (it closes c).
 func (t *tracker) add(c net.Conn) func() {
 	t.mu.Lock()
-	t.conns[c] = struct{}{}
+	t.conns[c] = c.Close
 	t.mu.Unlock()
 	t.wg.Add(1)
 	return func() {
@@ -31,6 +34,19 @@ func (t *tracker) add(c net.Conn) func() {
 		t.mu.Unlock()
 		t.wg.Done()
 	}
+}
+
+// closeWith changes how drain force-closes c: a connection handed to the
+// event loop is closed by aborting its relay. It reports false when c is
+// no longer tracked or drain is already force-closing.
+func (t *tracker) closeWith(c net.Conn, f func() error) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.conns[c]; !ok || t.closing {
+		return false
+	}
+	t.conns[c] = f
+	return true
 }
 
 func (t *tracker) count() int {
@@ -51,9 +67,10 @@ func (t *tracker) drain(ctx context.Context) int {
 	case <-ctx.Done():
 	}
 	t.mu.Lock()
+	t.closing = true
 	n := len(t.conns)
-	for c := range t.conns {
-		c.Close()
+	for _, closeConn := range t.conns {
+		closeConn()
 	}
 	t.mu.Unlock()
 	<-done

@@ -122,6 +122,7 @@ func startSidecar(t *testing.T, a *consultest.Agent, opts sidecar.Options) *runn
 	opts.ConsulAddress = a.HTTPAddr
 	opts.MinBackoff, opts.MaxBackoff = 50*time.Millisecond, 500*time.Millisecond
 	opts.DrainTimeout = 2 * time.Second
+	opts.EventLoop = os.Getenv("OUTRIDER_TEST_GOROUTINES") == ""
 	sc, err := sidecar.New(a.Client, opts)
 	if err != nil {
 		t.Fatal(err)

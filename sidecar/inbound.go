@@ -20,8 +20,10 @@ type inbound struct {
 	ln   net.Listener
 	tls  *tls.Config
 	cfg  atomic.Pointer[PublicListener] // updated in place on registration changes
-	log  *slog.Logger
-	stat *counters
+	log   *slog.Logger
+	stat  *counters
+	loops *loops   // nil: relay with two goroutines per connection
+	conns *tracker // owner of c, for relays that outlive the handler's view of c
 }
 
 func (in *inbound) handle(c net.Conn) {
@@ -29,7 +31,8 @@ func (in *inbound) handle(c net.Conn) {
 	start := time.Now()
 	remote := c.RemoteAddr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.HandshakeTimeout)
-	tc := tls.Server(c, in.tls)
+	raw := newLoopConn(c)
+	tc := tls.Server(raw, in.tls)
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
@@ -63,8 +66,11 @@ func (in *inbound) handle(c net.Conn) {
 	}
 	defer app.Close()
 	in.stat.active.Add(1)
-	up, down := splice(tc, app)
+	up, down, err := forward(in.loops, tc, raw, app, in.conns, c)
 	in.stat.active.Add(-1)
+	if err != nil {
+		in.log.Debug("inbound connection aborted", "remote", remote, "peer", peer, "reason", err)
+	}
 	in.stat.connections.Add(1)
 	if in.log.Enabled(context.Background(), slog.LevelDebug) {
 		in.log.Debug("inbound connection closed", "remote", remote, "peer", peer,

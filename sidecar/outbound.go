@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"crypto/tls"
 	"context"
 	"errors"
 	"log/slog"
@@ -24,6 +25,8 @@ type outbound struct {
 	dialer *mtls.Dialer
 	log    *slog.Logger
 	stat   *counters
+	loops  *loops
+	conns  *tracker
 
 	// picker is replaced by the discovery goroutine on every snapshot and
 	// read by every connection.
@@ -58,8 +61,11 @@ func (o *outbound) handle(c net.Conn) {
 	}
 	defer tc.Close()
 	o.stat.active.Add(1)
-	sent, recv := splice(c, tc)
+	recv, sent, err := forward(o.loops, tc, tc.NetConn().(*loopConn), c, o.conns, c)
 	o.stat.active.Add(-1)
+	if err != nil {
+		o.log.Debug("outbound connection aborted", "upstream", o.up.DestinationName, "endpoint", ep.Address, "reason", err)
+	}
 	o.stat.connections.Add(1)
 	if o.log.Enabled(context.Background(), slog.LevelDebug) {
 		o.log.Debug("outbound connection closed", "upstream", o.up.DestinationName, "endpoint", ep.Address,
@@ -68,7 +74,7 @@ func (o *outbound) handle(c net.Conn) {
 }
 
 // dial tries up to maxDialAttempts distinct endpoints, in picker order.
-func (o *outbound) dial(ps *pickerState) (net.Conn, discovery.Endpoint, error) {
+func (o *outbound) dial(ps *pickerState) (*tls.Conn, discovery.Endpoint, error) {
 	var errs []error
 	tried := make(map[string]bool, maxDialAttempts)
 	attempts := min(maxDialAttempts, len(ps.snap.Endpoints))

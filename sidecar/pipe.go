@@ -83,3 +83,17 @@ func closeWrite(c net.Conn) error {
 	}
 	return c.Close()
 }
+
+// forward runs an established stream between the mTLS connection tc (built
+// over raw) and the plaintext connection plain until both directions end.
+// With loops it hands the stream to an event loop; otherwise, or if the
+// connections cannot be handed over, it splices with two goroutines. It
+// returns the bytes read from tc and from plain, and why the stream was
+// aborted, if it was.
+func forward(ls *loops, tc *tls.Conn, raw *loopConn, plain net.Conn, conns *tracker, tracked net.Conn) (fromTLS, fromPlain int64, err error) {
+	if ls != nil {
+		return ls.relayStream(tc, raw, plain, conns, tracked)
+	}
+	fromPlain, fromTLS = splice(plain, tc)
+	return fromTLS, fromPlain, nil
+}

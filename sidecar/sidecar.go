@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,9 @@ type Options struct {
 	Version string
 	// Backoff bounds Consul retries (defaults 250ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
+	// EventLoop relays established streams on epoll event loops (Linux),
+	// one per GOMAXPROCS, instead of two goroutines per connection.
+	EventLoop bool
 }
 
 // Sidecar is one running Consul Connect sidecar.
@@ -63,6 +67,8 @@ type Sidecar struct {
 	authz    policy.Authorizer
 	authzW   atomic.Pointer[consul.Watch[*policy.Intentions]]
 	regW     atomic.Pointer[consul.Watch[*api.AgentService]]
+
+	loops *loops // nil unless Options.EventLoop
 
 	mu        sync.Mutex // guards the listeners below (reconcile vs admin)
 	inbound   *inbound
@@ -178,6 +184,11 @@ func (s *Sidecar) run(ctx context.Context) error {
 	s.log.Info("sidecar registration found", "proxy_id", proxyID, "service", cfg.Service,
 		"public_listener", cfg.Public.BindAddress, "local_service", cfg.Public.LocalService, "upstreams", len(cfg.Upstreams))
 
+	if s.opts.EventLoop {
+		if s.loops, err = newLoops(runtime.GOMAXPROCS(0)); err != nil {
+			return err
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	defer s.shutdown()
 
@@ -325,7 +336,7 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 		if s.inbound != nil {
 			s.inbound.ln.Close()
 		}
-		in := &inbound{ln: ln, log: s.log, stat: &s.stat}
+		in := &inbound{ln: ln, log: s.log, stat: &s.stat, loops: s.loops, conns: s.conns}
 		in.tls = mtls.ServerConfig(src, s.authorize(&cfg), []string{mtls.ALPNOutrider})
 		in.cfg.Store(&cfg.Public)
 		s.inbound = in
@@ -382,7 +393,8 @@ func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: upstream %q listener: %w", u.DestinationName, err)
 	}
-	out := &outbound{up: u, ln: ln, dialer: mtls.NewDialer(src, u.ConnectTimeout), log: s.log, stat: &s.stat}
+	dialer := mtls.NewDialer(src, u.ConnectTimeout, mtls.WithConnWrapper(func(c net.Conn) net.Conn { return newLoopConn(c) }))
+	out := &outbound{up: u, ln: ln, dialer: dialer, log: s.log, stat: &s.stat, loops: s.loops, conns: s.conns}
 	wctx, cancel := context.WithCancel(ctx)
 	r := &upstreamRunner{out: out, cancel: cancel, done: make(chan struct{})}
 	w := consul.NewWatch("health/connect/"+u.DestinationName, consul.ConnectEndpoints(s.client, u.DestinationName, u.Datacenter, td),
@@ -446,5 +458,8 @@ func (s *Sidecar) shutdown() {
 	defer cancel()
 	if closed := s.conns.drain(ctx); closed > 0 {
 		s.log.Warn("drain timeout: closed open connections", "closed", closed)
+	}
+	if s.loops != nil {
+		s.loops.close()
 	}
 }

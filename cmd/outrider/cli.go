@@ -83,6 +83,7 @@ type runFlags struct {
 	httpAddr     string
 	token        string
 	concurrency  int
+	dataPath     string
 }
 
 func parseRun(args []string, stderr io.Writer) (runFlags, error) {
@@ -100,6 +101,8 @@ func parseRun(args []string, stderr io.Writer) (runFlags, error) {
 	fs.StringVar(&f.httpAddr, "http-addr", "", "Consul agent HTTP address (default: CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
 	fs.IntVar(&f.concurrency, "concurrency", 0,
 		"OS threads running Go code (GOMAXPROCS); default 1, or $GOMAXPROCS when set. One thread per sidecar avoids cross-thread wake-ups and measured the lowest CPU per request (bench/README.md)")
+	fs.StringVar(&f.dataPath, "data-path", cmp.Or(os.Getenv("OUTRIDER_DATA_PATH"), "loop"),
+		"how established streams are relayed: loop (epoll event loops, Linux) or goroutines (two per connection) (env OUTRIDER_DATA_PATH)")
 	fs.StringVar(&f.token, "token", "", "Consul ACL token (default: CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: outrider run (-sidecar-for <service-id> | -proxy-id <proxy-id>) [flags]\n\n"+
@@ -110,6 +113,10 @@ func parseRun(args []string, stderr io.Writer) (runFlags, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		return f, err
+	}
+	if f.dataPath != "loop" && f.dataPath != "goroutines" {
+		fs.Usage()
+		return f, fmt.Errorf("-data-path: want loop or goroutines, got %q", f.dataPath)
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
@@ -200,6 +207,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		ConsulAddress: cmp.Or(cfg.Address, "127.0.0.1:8500"),
 		TokenSet:      cfg.Token != "" || cfg.TokenFile != "",
 		Version:       version,
+		EventLoop:     f.dataPath == "loop" && runtime.GOOS == "linux",
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "outrider run:", err)

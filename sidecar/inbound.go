@@ -17,9 +17,9 @@ import (
 // authorizes the peer during the handshake, and pipes the connection to the
 // local application.
 type inbound struct {
-	ln   net.Listener
-	tls  *tls.Config
-	cfg  atomic.Pointer[PublicListener] // updated in place on registration changes
+	ln    net.Listener
+	tls   *tls.Config
+	cfg   atomic.Pointer[PublicListener] // updated in place on registration changes
 	log   *slog.Logger
 	stat  *counters
 	loops *loops   // nil: relay with two goroutines per connection

@@ -1,8 +1,8 @@
 package sidecar
 
 import (
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"

@@ -155,18 +155,18 @@ func ignoringEINTR(f func() (int, error)) (int, error) {
 
 // end is one side of a relay.
 type end struct {
-	c    *loopConn
-	rw   io.ReadWriter // the tls.Conn on the mTLS side, c on the plaintext side
-	tls  *tls.Conn
+	c     *loopConn
+	rw    io.ReadWriter // the tls.Conn on the mTLS side, c on the plaintext side
+	tls   *tls.Conn
 	peer  *end
 	relay *relay
 
-	registered bool // in the epoll set
+	registered bool   // in the epoll set
 	eof        bool   // read side finished cleanly
-	shutWant bool   // write side should be shut once c.out is flushed
-	shut     bool   // write side shut
-	events   uint32 // current epoll interest
-	bytes    int64  // bytes read from this end
+	shutWant   bool   // write side should be shut once c.out is flushed
+	shut       bool   // write side shut
+	events     uint32 // current epoll interest
+	bytes      int64  // bytes read from this end
 }
 
 // relay is an established stream between two ends, run by one loop.

@@ -120,7 +120,7 @@ type Dialer struct {
 	cache   tls.ClientSessionCache
 	peers   *outriderSessions // nil when WithSessionCache replaced the policy
 	wrap    func(net.Conn) net.Conn
-	configs sync.Map          // spiffeid.ID -> *tls.Config
+	configs sync.Map // spiffeid.ID -> *tls.Config
 }
 
 // DialerOption configures a Dialer.

@@ -97,3 +97,12 @@ func forward(ls *loops, tc *tls.Conn, raw *loopConn, plain net.Conn, conns *trac
 	fromPlain, fromTLS = splice(plain, tc)
 	return fromTLS, fromPlain, nil
 }
+
+// CloseWrite half-closes a connection that has not been handed to an
+// event loop (the goroutine data path splices through loopConn too).
+func (c *loopConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}

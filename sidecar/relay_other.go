@@ -21,3 +21,5 @@ func newLoops(int) (*loops, error) { return nil, errors.New("sidecar: the event 
 func (*loops) relayStream(*tls.Conn, *loopConn, net.Conn, *tracker, net.Conn) (int64, int64, error) {
 	return 0, 0, errors.New("sidecar: the event loop needs Linux")
 }
+
+func (*loops) close() {}

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -16,25 +17,30 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 // splice copies bytes both ways between a and b until both directions have
 // finished, propagating each direction's end of stream as a half-close so
 // protocols that shut down one side (request then response) keep working.
-// It closes neither connection; it returns the bytes copied a->b and b->a.
-// If either direction fails (not a clean EOF), both connections are closed
-// at once so the other direction cannot hang.
-func splice(a, b net.Conn) (ab, ba int64) {
-	done := make(chan int64, 1)
+// It returns the bytes copied a->b and b->a, and the first error if a
+// direction did not end cleanly; then both connections are closed at once
+// so the other direction cannot hang. Otherwise it closes neither.
+func splice(a, b net.Conn) (ab, ba int64, err error) {
+	type result struct {
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
 	go func() {
 		n, err := copyHalf(b, a)
 		if err != nil {
 			a.Close()
 			b.Close()
 		}
-		done <- n
+		done <- result{n, err}
 	}()
-	ba, err := copyHalf(a, b)
+	ba, err = copyHalf(a, b)
 	if err != nil {
 		a.Close()
 		b.Close()
 	}
-	return <-done, ba
+	r := <-done
+	return r.n, ba, cmp.Or(err, r.err)
 }
 
 // copyHalf copies src to dst with a pooled buffer, then half-closes dst's
@@ -94,8 +100,8 @@ func forward(ls *loops, tc *tls.Conn, raw *loopConn, plain net.Conn, conns *trac
 	if ls != nil {
 		return ls.relayStream(tc, raw, plain, conns, tracked)
 	}
-	fromPlain, fromTLS = splice(plain, tc)
-	return fromTLS, fromPlain, nil
+	fromPlain, fromTLS, err = splice(plain, tc)
+	return fromTLS, fromPlain, err
 }
 
 // CloseWrite half-closes a connection that has not been handed to an

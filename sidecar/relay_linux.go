@@ -419,7 +419,9 @@ func (l *loop) setEvents(e *end, events uint32) {
 
 func (l *loop) handle(e *end, events uint32, buf []byte) {
 	r := e.relay
-	if events&syscall.EPOLLOUT != 0 {
+	// A hang-up or error is reported whatever the interest: with output
+	// queued, the flush surfaces it; with the read side open, the read does.
+	if events&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) != 0 && len(e.c.out) > 0 {
 		done, err := e.c.flush()
 		if err != nil {
 			l.finish(r, err)
@@ -434,7 +436,7 @@ func (l *loop) handle(e *end, events uint32, buf []byte) {
 	}
 	if events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
 		e.c.readable = true
-		l.pump(r, e, buf)
+		l.pump(r, e, buf) // also re-derives e's interest, dropping it if there is nothing to wait for
 	}
 }
 

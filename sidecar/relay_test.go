@@ -180,3 +180,29 @@ func TestForwardForceClosedByDrain(t *testing.T) {
 		}
 	})
 }
+
+// A peer that resets its connection ends the stream on the other side too.
+func TestForwardPeerReset(t *testing.T) {
+	dataPaths(t, func(t *testing.T, ls *loops) {
+		s := startStream(t, ls, newTracker())
+		io.WriteString(s.tlsPeer, "x")
+		s.plainPeer.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(s.plainPeer, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		s.plainPeer.SetLinger(0)
+		s.plainPeer.Close() // RST
+		s.tlsPeer.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := s.tlsPeer.Read(make([]byte, 1)); err == nil {
+			t.Fatal("TLS peer still connected after the plaintext peer reset")
+		}
+		select {
+		case <-s.done:
+			if err := <-s.errc; err == nil {
+				t.Fatal("a reset stream reported a clean end")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("relay still running after a reset")
+		}
+	})
+}

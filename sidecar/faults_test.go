@@ -85,10 +85,7 @@ const balanceNoEndpoint = "no healthy endpoint"
 func TestLocalApplicationDownClosesInbound(t *testing.T) {
 	t.Parallel()
 	a := consultest.Start(t)
-	p := consultest.FreePorts(t, 5) // p[0] is web's application port: nothing listens there
-	register(t, a, service{name: "web", id: "web-1", appPort: p[0], publicPort: p[1]})
-	register(t, a, service{name: "client", id: "client-1", appPort: p[2], publicPort: p[3],
-		upstreams: []api.Upstream{{DestinationName: "web", LocalBindPort: p[4]}}})
+	p := registerPair(t, a, consultest.FreePorts(t, 1)[0]) // nothing listens on web's application port
 	logs := &logBuffer{}
 	web := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1", Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	client := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"})
@@ -101,7 +98,7 @@ func TestLocalApplicationDownClosesInbound(t *testing.T) {
 		}
 		return nil
 	})
-	closedPromptly(t, addr(p[4]))
+	closedPromptly(t, p.upstream)
 	eventually(t, 5*time.Second, func() error {
 		if !strings.Contains(logs.String(), "local application unreachable") {
 			return errors.New("no log line for the unreachable application")
@@ -249,11 +246,7 @@ func TestACLDefaultDenyAppliesWithoutIntentions(t *testing.T) {
 	}
 	a.Client = client
 	m := &mesh{agent: a, web: startEcho(t)}
-	p := consultest.FreePorts(t, 4)
-	register(t, a, service{name: "web", id: "web-1", appPort: m.web.port(), publicPort: p[0]})
-	register(t, a, service{name: "client", id: "client-1", appPort: p[3], publicPort: p[1],
-		upstreams: []api.Upstream{{DestinationName: "web", LocalBindPort: p[2]}}})
-	m.upstream = addr(p[2])
+	m.upstream = registerPair(t, a, m.web.port()).upstream
 	web := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1", TokenSet: true})
 	clientSC := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1", TokenSet: true})
 	clientSC.waitReady(t)

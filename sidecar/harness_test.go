@@ -86,6 +86,24 @@ func register(t *testing.T, a *consultest.Agent, s service) {
 	}
 }
 
+// pair is the usual test topology: web-1 (application on webApp) and
+// client-1, whose sidecar has web as an upstream.
+type pair struct {
+	webPublic int    // web's sidecar public port
+	upstream  string // client's local listener for web
+}
+
+// registerPair registers web-1 and client-1 with their sidecars on free
+// ports; webApp is web's application port.
+func registerPair(t *testing.T, a *consultest.Agent, webApp int) pair {
+	t.Helper()
+	p := consultest.FreePorts(t, 4)
+	register(t, a, service{name: "web", id: "web-1", appPort: webApp, publicPort: p[0]})
+	register(t, a, service{name: "client", id: "client-1", appPort: p[3], publicPort: p[1],
+		upstreams: []api.Upstream{{DestinationName: "web", LocalBindPort: p[2]}}})
+	return pair{webPublic: p[0], upstream: addr(p[2])}
+}
+
 // runningSidecar is an in-process Outrider sidecar.
 type runningSidecar struct {
 	*sidecar.Sidecar

@@ -63,10 +63,7 @@ func TestInteropWithBuiltinProxy(t *testing.T) {
 			t.Parallel()
 			a := consultest.Start(t)
 			web := startEcho(t)
-			p := consultest.FreePorts(t, 4)
-			register(t, a, service{name: "web", id: "web-1", appPort: web.port(), publicPort: p[0]})
-			register(t, a, service{name: "client", id: "client-1", appPort: p[1], publicPort: p[2],
-				upstreams: []api.Upstream{{DestinationName: "web", LocalBindPort: p[3]}}})
+			upstream := registerPair(t, a, web.port()).upstream
 			if tc.outriderInbound {
 				startSidecar(t, a, sidecar.Options{SidecarFor: "web-1"}).waitReady(t)
 				startBuiltin(t, a, "client-1")
@@ -75,7 +72,6 @@ func TestInteropWithBuiltinProxy(t *testing.T) {
 				startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"}).waitReady(t)
 			}
 			waitRoutable(t, a, "web", 1)
-			upstream := addr(p[3])
 			eventually(t, 20*time.Second, func() error { return exchange(upstream, "interop") })
 
 			setIntention(t, a, "web", "client", api.IntentionActionDeny)

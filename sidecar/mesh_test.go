@@ -32,11 +32,8 @@ func startMesh(t *testing.T) *mesh {
 	t.Helper()
 	a := consultest.Start(t)
 	web := startEcho(t)
-	p := consultest.FreePorts(t, 4)
-	register(t, a, service{name: "web", id: "web-1", appPort: web.port(), publicPort: p[0]})
-	register(t, a, service{name: "client", id: "client-1", appPort: p[3], publicPort: p[1],
-		upstreams: []api.Upstream{{DestinationName: "web", LocalBindPort: p[2]}}})
-	m := &mesh{agent: a, web: web, webPublic: p[0], upstream: addr(p[2])}
+	p := registerPair(t, a, web.port())
+	m := &mesh{agent: a, web: web, webPublic: p.webPublic, upstream: p.upstream}
 	m.webSC = startSidecar(t, a, sidecar.Options{SidecarFor: "web-1"})
 	m.clientSC = startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"})
 	m.webSC.waitReady(t)

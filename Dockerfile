@@ -14,5 +14,9 @@ USER nonroot:nonroot
 # Admin endpoints (/ready, /config_dump); bind them with -admin-bind 0.0.0.0:19000
 # to reach them from outside the container.
 EXPOSE 19000
+# Healthy once the sidecar serves (listeners up, certificates and intentions
+# loaded): the binary checks its own /ready, no shell needed.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
+  CMD ["/usr/local/bin/outrider", "wait", "-timeout", "0", "-quiet"]
 ENTRYPOINT ["/usr/local/bin/outrider"]
 CMD ["run"]

@@ -129,3 +129,62 @@ func TestFailedDialTriesAnotherEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// On shutdown the public listener closes first; the upstream listeners stay
+// usable for the application's own calls until the application stops
+// listening (or the grace period passes).
+func TestShutdownClosesInboundFirst(t *testing.T) {
+	t.Parallel()
+	a := consultest.Start(t)
+	web := startEcho(t)
+	clientApp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clientApp.Close()
+	p := consultest.FreePorts(t, 3)
+	register(t, a, service{name: "web", id: "web-1", appPort: web.port(), publicPort: p[0]})
+	register(t, a, service{name: "client", id: "client-1", appPort: clientApp.Addr().(*net.TCPAddr).Port, publicPort: p[1],
+		upstreams: []api.Upstream{{DestinationName: "web", LocalBindPort: p[2]}}})
+	startSidecar(t, a, sidecar.Options{SidecarFor: "web-1"}).waitReady(t)
+	client := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1", ShutdownGracePeriod: 20 * time.Second})
+	client.waitReady(t)
+	waitRoutable(t, a, "web", 1)
+	m := &mesh{upstream: addr(p[2])}
+	m.waitFlowing(t)
+
+	client.cancel()
+	eventually(t, 5*time.Second, func() error {
+		c, err := net.DialTimeout("tcp", addr(p[1]), time.Second)
+		if err == nil {
+			c.Close()
+			return errors.New("public listener still accepting")
+		}
+		return nil
+	})
+	// The application is still up: its outbound calls keep working.
+	for range 3 {
+		if got, err := roundTrip(m.upstream, "outbound during shutdown"); err != nil || got != "outbound during shutdown" {
+			t.Fatalf("upstream during shutdown: %q, %v", got, err)
+		}
+	}
+	select {
+	case <-client.done:
+		t.Fatal("sidecar stopped while the application was still listening")
+	default:
+	}
+	clientApp.Close() // the application exits
+	select {
+	case err := <-client.done:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+		client.done <- nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("sidecar did not stop after the application exited")
+	}
+	if c, err := net.DialTimeout("tcp", m.upstream, time.Second); err == nil {
+		c.Close()
+		t.Fatal("upstream listener still accepting after shutdown")
+	}
+}

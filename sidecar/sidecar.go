@@ -47,6 +47,14 @@ type Options struct {
 	Version string
 	// Backoff bounds Consul retries (defaults 250ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
+	// OnShutdown runs first when shutdown starts, before any listener
+	// closes (the CLI deregisters a self-registered sidecar there).
+	OnShutdown func()
+	// ShutdownGracePeriod keeps the upstream listeners open after the
+	// public one closed, until the local application stops listening or
+	// this long has passed, so the application can finish its own
+	// outbound calls while it shuts down (0: no wait).
+	ShutdownGracePeriod time.Duration
 	// EventLoop relays established streams on epoll event loops (Linux),
 	// one per GOMAXPROCS, instead of two goroutines per connection.
 	EventLoop bool
@@ -281,6 +289,27 @@ func (s *Sidecar) resolve(ctx context.Context) (string, *api.AgentService, error
 	}
 }
 
+// waitForApplication returns once nothing listens on app (the application
+// has exited) or the shutdown grace period has passed.
+func (s *Sidecar) waitForApplication(app string) {
+	if s.opts.ShutdownGracePeriod <= 0 || app == "" {
+		return
+	}
+	s.log.Info("public listener closed; upstreams stay open until the application exits",
+		"local_service", app, "grace_period", s.opts.ShutdownGracePeriod)
+	deadline := time.Now().Add(s.opts.ShutdownGracePeriod)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", app, 200*time.Millisecond)
+		if err != nil {
+			s.log.Info("application stopped listening; closing upstreams", "local_service", app)
+			return
+		}
+		c.Close()
+		time.Sleep(250 * time.Millisecond)
+	}
+	s.log.Info("shutdown grace period over; closing upstreams", "local_service", app)
+}
+
 func backoffDelay(lo, hi time.Duration, attempt int) time.Duration {
 	d := lo
 	for i := 1; i < attempt && d < hi; i++ {
@@ -438,13 +467,22 @@ func (s *Sidecar) updateReadyLocked() {
 	s.ready.Store(ready)
 }
 
-// shutdown stops accepting, drains connections and stops every watch.
+// shutdown stops accepting, inbound first, drains connections and stops
+// every watch.
 func (s *Sidecar) shutdown() {
 	s.ready.Store(false)
+	if s.opts.OnShutdown != nil {
+		s.opts.OnShutdown()
+	}
 	s.mu.Lock()
+	var app string
 	if s.inbound != nil {
 		s.inbound.ln.Close()
+		app = s.inbound.cfg.Load().LocalService
 	}
+	s.mu.Unlock()
+	s.waitForApplication(app)
+	s.mu.Lock()
 	for key, r := range s.upstreams {
 		r.stop()
 		delete(s.upstreams, key)

@@ -13,10 +13,12 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
 
@@ -27,6 +29,7 @@ const usage = `Usage: outrider <command> [flags]
 
 Commands:
   run       run as a Consul Connect sidecar
+  wait      wait until a sidecar is ready (for application entrypoints and health checks)
   version   print the version
 
 Run 'outrider run -h' for the flags of run.
@@ -49,6 +52,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runCmd(ctx, args[1:], stderr)
+	case "wait":
+		return waitCmd(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
@@ -84,6 +89,16 @@ type runFlags struct {
 	token        string
 	concurrency  int
 	dataPath     string
+	grace        time.Duration
+
+	// Self-registration (-register).
+	register    bool
+	serviceName string
+	servicePort int
+	serviceAddr string
+	publicPort  int
+	publicAddr  string
+	upstreams   []api.Upstream
 }
 
 func parseRun(args []string, stderr io.Writer) (runFlags, error) {
@@ -103,6 +118,23 @@ func parseRun(args []string, stderr io.Writer) (runFlags, error) {
 		"OS threads running Go code (GOMAXPROCS); default 1, or $GOMAXPROCS when set. One thread per sidecar avoids cross-thread wake-ups and measured the lowest CPU per request (bench/README.md)")
 	fs.StringVar(&f.dataPath, "data-path", cmp.Or(os.Getenv("OUTRIDER_DATA_PATH"), "loop"),
 		"how established streams are relayed: loop (epoll event loops, Linux) or goroutines (two per connection) (env OUTRIDER_DATA_PATH)")
+	fs.DurationVar(&f.grace, "shutdown-grace-period", 10*time.Second,
+		"on shutdown, keep upstream listeners open after the public one closed until the application stops listening or this long has passed (0: close at once)")
+	fs.BoolVar(&f.register, "register", false,
+		"register the sidecar (and, with -service-name and -service-port, the application) in Consul, and deregister on exit; needs -sidecar-for and -public-port")
+	fs.StringVar(&f.serviceName, "service-name", "", "with -register: register the application under this name, with the -sidecar-for value as its ID")
+	fs.IntVar(&f.servicePort, "service-port", 0, "with -register: the application's port")
+	fs.StringVar(&f.serviceAddr, "service-address", "", "with -register: the application's address (default: the node's)")
+	fs.IntVar(&f.publicPort, "public-port", 0, "with -register: the sidecar's public mTLS port")
+	fs.StringVar(&f.publicAddr, "public-address", "", "with -register: the address other sidecars dial (default: the node's)")
+	fs.Func("upstream", "with -register: an upstream, [bind-ip:]name[@dc]:local-port (repeatable)", func(s string) error {
+		u, err := consul.ParseUpstream(s)
+		if err != nil {
+			return err
+		}
+		f.upstreams = append(f.upstreams, u)
+		return nil
+	})
 	fs.StringVar(&f.token, "token", "", "Consul ACL token (default: CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: outrider run (-sidecar-for <service-id> | -proxy-id <proxy-id>) [flags]\n\n"+
@@ -129,6 +161,14 @@ func parseRun(args []string, stderr io.Writer) (runFlags, error) {
 	case f.sidecarFor != "" && f.proxyID != "":
 		fs.Usage()
 		return f, errors.New("-sidecar-for and -proxy-id are exclusive")
+	case f.register && f.sidecarFor == "":
+		return f, errors.New("-register needs -sidecar-for <application service ID>")
+	case f.register && (f.publicPort <= 0 || f.publicPort > 65535):
+		return f, errors.New("-register needs -public-port (1-65535)")
+	case f.register && (f.serviceName == "") != (f.servicePort == 0):
+		return f, errors.New("-service-name and -service-port go together (to register the application too)")
+	case !f.register && (f.serviceName != "" || f.servicePort != 0 || f.publicPort != 0 || len(f.upstreams) > 0):
+		return f, errors.New("-service-name, -service-port, -public-port and -upstream need -register")
 	}
 	return f, nil
 }
@@ -149,6 +189,37 @@ func concurrency(flagValue int, env string) (int, error) {
 		return n, nil
 	}
 	return 1, nil
+}
+
+// register performs -register, retrying while Consul cannot be reached.
+func register(ctx context.Context, client *api.Client, f runFlags, log *slog.Logger) (string, func() error, error) {
+	r := consul.Registration{
+		ServiceID:     f.sidecarFor,
+		PublicAddress: f.publicAddr,
+		PublicPort:    f.publicPort,
+		Upstreams:     f.upstreams,
+	}
+	if f.serviceName != "" {
+		r.Service = &api.AgentServiceRegistration{ID: f.sidecarFor, Name: f.serviceName, Port: f.servicePort, Address: f.serviceAddr}
+	}
+	delay := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		proxyID, deregister, err := consul.Register(ctx, client, r)
+		if err == nil {
+			log.Info("registered in Consul", "proxy_id", proxyID, "service_id", f.sidecarFor, "upstreams", len(f.upstreams))
+			return proxyID, deregister, nil
+		}
+		if errors.Is(err, consul.ErrNoSidecar) || errors.Is(err, consul.ErrRejected) || ctx.Err() != nil {
+			return "", nil, err
+		}
+		log.Warn("cannot register in Consul; retrying", "attempt", attempt, "retry_in", delay, "error", err)
+		select {
+		case <-ctx.Done():
+			return "", nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
 }
 
 func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
@@ -198,7 +269,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "outrider run: consul client:", err)
 		return exitFail
 	}
-	sc, err := sidecar.New(client, sidecar.Options{
+	opts := sidecar.Options{
 		SidecarFor:    f.sidecarFor,
 		ProxyID:       f.proxyID,
 		AdminBind:     f.adminBind,
@@ -208,7 +279,29 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		TokenSet:      cfg.Token != "" || cfg.TokenFile != "",
 		Version:       version,
 		EventLoop:     f.dataPath == "loop" && runtime.GOOS == "linux",
-	})
+
+		ShutdownGracePeriod: f.grace,
+	}
+	if f.register {
+		proxyID, deregister, err := register(ctx, client, f, log)
+		if err != nil {
+			log.Error("outrider stopped", "error", err)
+			return exitFail
+		}
+		opts.SidecarFor, opts.ProxyID = "", proxyID
+		var once sync.Once
+		opts.OnShutdown = func() {
+			once.Do(func() {
+				if err := deregister(); err != nil {
+					log.Error("deregistration failed", "error", err)
+					return
+				}
+				log.Info("deregistered from Consul", "proxy_id", proxyID)
+			})
+		}
+		defer opts.OnShutdown() // also when Run fails before its shutdown
+	}
+	sc, err := sidecar.New(client, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "outrider run:", err)
 		return exitUsage

@@ -20,7 +20,8 @@ import (
 )
 
 // The real binary, as a platform runs it: ready once serving, and on
-// SIGTERM it stops accepting, drains and exits 0.
+// SIGTERM (with the application stopping too) it stops accepting, drains
+// and exits 0.
 func TestBinaryExitsZeroOnSIGTERM(t *testing.T) {
 	a := consultest.Start(t)
 	bin := filepath.Join(t.TempDir(), "outrider")
@@ -70,6 +71,9 @@ func TestBinaryExitsZeroOnSIGTERM(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The orchestrator stops the application and the sidecar together;
+	// the sidecar closes its upstreams once the application is gone.
+	app.Close()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -103,6 +103,15 @@ type runFlags struct {
 
 func parseRun(args []string, stderr io.Writer) (runFlags, error) {
 	var f runFlags
+	fs := runFlagSet(&f, stderr)
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	return f, f.validate(fs)
+}
+
+// runFlagSet declares the flags of `outrider run` into f.
+func runFlagSet(f *runFlags, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("outrider run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.sidecarFor, "sidecar-for", os.Getenv("CONNECT_SIDECAR_FOR"),
@@ -143,34 +152,36 @@ func parseRun(args []string, stderr io.Writer) (runFlags, error) {
 			"CONSUL_HTTP_SSL_VERIFY and CONSUL_HTTP_AUTH like the consul CLI.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return f, err
-	}
+	return fs
+}
+
+// validate checks the parsed flags together; fs prints the usage.
+func (f *runFlags) validate(fs *flag.FlagSet) error {
 	if f.dataPath != "loop" && f.dataPath != "goroutines" {
 		fs.Usage()
-		return f, fmt.Errorf("-data-path: want loop or goroutines, got %q", f.dataPath)
+		return fmt.Errorf("-data-path: want loop or goroutines, got %q", f.dataPath)
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
-		return f, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	switch {
 	case f.sidecarFor == "" && f.proxyID == "":
 		fs.Usage()
-		return f, errors.New("one of -sidecar-for or -proxy-id is required")
+		return errors.New("one of -sidecar-for or -proxy-id is required")
 	case f.sidecarFor != "" && f.proxyID != "":
 		fs.Usage()
-		return f, errors.New("-sidecar-for and -proxy-id are exclusive")
+		return errors.New("-sidecar-for and -proxy-id are exclusive")
 	case f.register && f.sidecarFor == "":
-		return f, errors.New("-register needs -sidecar-for <application service ID>")
+		return errors.New("-register needs -sidecar-for <application service ID>")
 	case f.register && (f.publicPort <= 0 || f.publicPort > 65535):
-		return f, errors.New("-register needs -public-port (1-65535)")
+		return errors.New("-register needs -public-port (1-65535)")
 	case f.register && (f.serviceName == "") != (f.servicePort == 0):
-		return f, errors.New("-service-name and -service-port go together (to register the application too)")
+		return errors.New("-service-name and -service-port go together (to register the application too)")
 	case !f.register && (f.serviceName != "" || f.servicePort != 0 || f.publicPort != 0 || len(f.upstreams) > 0):
-		return f, errors.New("-service-name, -service-port, -public-port and -upstream need -register")
+		return errors.New("-service-name, -service-port, -public-port and -upstream need -register")
 	}
-	return f, nil
+	return nil
 }
 
 // concurrency resolves the -concurrency flag: an explicit value wins, then

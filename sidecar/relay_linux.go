@@ -172,7 +172,6 @@ type end struct {
 // relay is an established stream between two ends, run by one loop.
 type relay struct {
 	a, b    *end
-	loop    *loop
 	done    chan struct{}
 	aborted atomic.Bool
 	err     error // why the relay aborted, if it did (loop goroutine only, read after done)
@@ -249,11 +248,13 @@ func newLoop() (*loop, error) {
 		return nil, err
 	}
 	l := &loop{epfd: epfd, wakefd: int(wfd), byFD: map[int]*end{}, bufSize: bufSize, stopped: make(chan struct{})}
-	l.epf = os.NewFile(uintptr(epfd), "epoll")
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wakefd)}
 	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, l.wakefd, &ev); err != nil {
+		syscall.Close(epfd)
+		syscall.Close(l.wakefd)
 		return nil, fmt.Errorf("sidecar: epoll_ctl eventfd: %w", err)
 	}
+	l.epf = os.NewFile(uintptr(epfd), "epoll")
 	return l, nil
 }
 
@@ -274,7 +275,7 @@ func (ls *loops) relayStream(tlsSide *tls.Conn, tlsRaw *loopConn, plain net.Conn
 	b := &end{c: pc, rw: pc}
 	a.peer, b.peer = b, a
 	l := ls.pick()
-	r := &relay{a: a, b: b, loop: l, done: make(chan struct{})}
+	r := &relay{a: a, b: b, done: make(chan struct{})}
 	a.relay, b.relay = r, r
 	if !conns.closeWith(tracked, func() error { l.abort(r); return nil }) {
 		syscall.Close(tlsRaw.fd)

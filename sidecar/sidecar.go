@@ -30,8 +30,8 @@ type Options struct {
 	SidecarFor string
 	// ProxyID is the proxy's own service ID. Exclusive with SidecarFor.
 	ProxyID string
-	// AdminBind is host:port of the admin endpoints (default 127.0.0.1:19000;
-	// "" disables nothing: use "-" to turn the admin server off).
+	// AdminBind is host:port of the admin endpoints (default
+	// 127.0.0.1:19000); "-" turns the admin server off.
 	AdminBind string
 	// DrainTimeout bounds how long shutdown waits for open connections
 	// (default 15s).
@@ -276,7 +276,7 @@ func (s *Sidecar) resolve(ctx context.Context) (string, *api.AgentService, error
 		if ctx.Err() != nil {
 			return "", nil, ctx.Err()
 		}
-		delay := backoffDelay(s.opts.MinBackoff, s.opts.MaxBackoff, attempt)
+		delay := consul.Backoff(s.opts.MinBackoff, s.opts.MaxBackoff, attempt)
 		s.log.Warn("cannot reach Consul; retrying", "consul", s.opts.ConsulAddress, "attempt", attempt,
 			"retry_in", delay.Round(time.Millisecond), "error", err)
 		t := time.NewTimer(delay)
@@ -308,14 +308,6 @@ func (s *Sidecar) waitForApplication(app string) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	s.log.Info("shutdown grace period over; closing upstreams", "local_service", app)
-}
-
-func backoffDelay(lo, hi time.Duration, attempt int) time.Duration {
-	d := lo
-	for i := 1; i < attempt && d < hi; i++ {
-		d *= 2
-	}
-	return min(d, hi)
 }
 
 func (s *Sidecar) watchIntentions(ctx context.Context, service string, td spiffeid.TrustDomain) error {

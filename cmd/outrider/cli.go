@@ -213,7 +213,6 @@ func register(ctx context.Context, client *api.Client, f runFlags, log *slog.Log
 	if f.serviceName != "" {
 		r.Service = &api.AgentServiceRegistration{ID: f.sidecarFor, Name: f.serviceName, Port: f.servicePort, Address: f.serviceAddr}
 	}
-	delay := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		proxyID, deregister, err := consul.Register(ctx, client, r)
 		if err == nil {
@@ -223,13 +222,13 @@ func register(ctx context.Context, client *api.Client, f runFlags, log *slog.Log
 		if errors.Is(err, consul.ErrNoSidecar) || errors.Is(err, consul.ErrRejected) || ctx.Err() != nil {
 			return "", nil, err
 		}
-		log.Warn("cannot register in Consul; retrying", "attempt", attempt, "retry_in", delay, "error", err)
+		delay := consul.Backoff(250*time.Millisecond, 30*time.Second, attempt)
+		log.Warn("cannot register in Consul; retrying", "attempt", attempt, "retry_in", delay.Round(time.Millisecond), "error", err)
 		select {
 		case <-ctx.Done():
 			return "", nil, ctx.Err()
 		case <-time.After(delay):
 		}
-		delay = min(2*delay, 30*time.Second)
 	}
 }
 

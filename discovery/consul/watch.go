@@ -127,7 +127,7 @@ func (w *Watch[T]) Run(ctx context.Context) error {
 				err = errors.New("no query metadata in answer")
 			}
 			failures++
-			delay := backoff(w.cfg.minBackoff, w.cfg.maxBackoff, failures)
+			delay := Backoff(w.cfg.minBackoff, w.cfg.maxBackoff, failures)
 			st := w.Status()
 			st.Failures, st.LastError = failures, err.Error()
 			w.status.Store(&st)
@@ -173,9 +173,9 @@ func nextIndex(prev, got uint64) uint64 {
 	return got
 }
 
-// backoff returns the delay before retry n (n >= 1): exponential from lo to
+// Backoff returns the delay before retry n (n >= 1): exponential from lo to
 // hi with jitter in [d/2, d).
-func backoff(lo, hi time.Duration, n int) time.Duration {
+func Backoff(lo, hi time.Duration, n int) time.Duration {
 	d := lo
 	for i := 1; i < n && d < hi; i++ {
 		d *= 2

@@ -38,9 +38,9 @@ func TestBackoffGrowsWithJitterAndCaps(t *testing.T) {
 	for n := 1; n <= 10; n++ {
 		want := min(lo<<(n-1), hi)
 		for range 50 {
-			d := backoff(lo, hi, n)
+			d := Backoff(lo, hi, n)
 			if d < want/2 || d > want {
-				t.Fatalf("backoff(n=%d) = %s, want in [%s, %s]", n, d, want/2, want)
+				t.Fatalf("Backoff(n=%d) = %s, want in [%s, %s]", n, d, want/2, want)
 			}
 		}
 	}

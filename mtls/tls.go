@@ -47,6 +47,11 @@ var clientALPN = []string{ALPNOutrider, "http/1.1"}
 // (BenchmarkHandshake) on every new connection between sidecars.
 var curves = []tls.CurveID{tls.X25519, tls.CurveP256}
 
+// PostQuantumCurves puts the X25519MLKEM768 hybrid first, for links that
+// must resist harvest-now-decrypt-later; assign it to a config's
+// CurvePreferences, or pass it to WithCurves.
+var PostQuantumCurves = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
+
 // ServerConfig returns the configuration of a public (inbound) listener:
 // it presents the source's current SVID, requires a client certificate that
 // chains to the current bundle and carries one SPIFFE ID, and then asks
@@ -120,7 +125,8 @@ type Dialer struct {
 	cache   tls.ClientSessionCache
 	peers   *outriderSessions // nil when WithSessionCache replaced the policy
 	wrap    func(net.Conn) net.Conn
-	configs sync.Map // spiffeid.ID -> *tls.Config
+	curves  []tls.CurveID // nil: the package default
+	configs sync.Map      // spiffeid.ID -> *tls.Config
 }
 
 // DialerOption configures a Dialer.
@@ -137,6 +143,11 @@ func WithSessionCache(cache tls.ClientSessionCache) DialerOption {
 // wrap(raw TCP connection); tls.Conn.NetConn returns the wrapper.
 func WithConnWrapper(wrap func(net.Conn) net.Conn) DialerOption {
 	return func(d *Dialer) { d.wrap = wrap }
+}
+
+// WithCurves sets the key exchanges the Dialer offers, in order.
+func WithCurves(c []tls.CurveID) DialerOption {
+	return func(d *Dialer) { d.curves = c }
 }
 
 // WithoutResumption disables session resumption entirely.
@@ -192,6 +203,9 @@ func (d *Dialer) config(expected spiffeid.ID) *tls.Config {
 	}
 	cfg := ClientConfig(d.src, expected, d.cache)
 	cfg.NextProtos = clientALPN
+	if d.curves != nil {
+		cfg.CurvePreferences = d.curves
+	}
 	c, _ := d.configs.LoadOrStore(expected, cfg)
 	return c.(*tls.Config)
 }

@@ -90,6 +90,7 @@ type runFlags struct {
 	concurrency  int
 	dataPath     string
 	grace        time.Duration
+	postQuantum  bool
 
 	// Self-registration (-register).
 	register    bool
@@ -129,6 +130,8 @@ func runFlagSet(f *runFlags, stderr io.Writer) *flag.FlagSet {
 		"how established streams are relayed: loop (epoll event loops, Linux) or goroutines (two per connection) (env OUTRIDER_DATA_PATH)")
 	fs.DurationVar(&f.grace, "shutdown-grace-period", 10*time.Second,
 		"on shutdown, keep upstream listeners open after the public one closed until the application stops listening or this long has passed (0: close at once)")
+	fs.BoolVar(&f.postQuantum, "tls-post-quantum", false,
+		"prefer the X25519MLKEM768 post-quantum hybrid key exchange on mesh links (about 25% more CPU per full handshake)")
 	fs.BoolVar(&f.register, "register", false,
 		"register the sidecar (and, with -service-name and -service-port, the application) in Consul, and deregister on exit; needs -sidecar-for and -public-port")
 	fs.StringVar(&f.serviceName, "service-name", "", "with -register: register the application under this name, with the -sidecar-for value as its ID")
@@ -291,6 +294,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		EventLoop:     f.dataPath == "loop" && runtime.GOOS == "linux",
 
 		ShutdownGracePeriod: f.grace,
+		PostQuantum:         f.postQuantum,
 	}
 	if f.register {
 		proxyID, deregister, err := register(ctx, client, f, log)

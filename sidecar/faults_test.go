@@ -1,7 +1,6 @@
 package sidecar_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,36 +9,18 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/outrider-mesh/outrider/discovery/consul"
+	"github.com/outrider-mesh/outrider/internal/testutil"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/mtls/mtlstest"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
-
-// logBuffer collects log output for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // closedPromptly asserts that a connection to addr is closed by the sidecar
 // without delivering data (the read ends in EOF or a reset).
@@ -68,7 +49,7 @@ func TestNoHealthyUpstreamClosesConnection(t *testing.T) {
 	p := consultest.FreePorts(t, 3)
 	register(t, a, service{name: "client", id: "client-1", appPort: p[0], publicPort: p[1],
 		upstreams: []api.Upstream{{DestinationName: "nothing", LocalBindPort: p[2]}}})
-	logs := &logBuffer{}
+	logs := &testutil.Buffer{}
 	sc := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1", Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	sc.waitReady(t)
 	closedPromptly(t, addr(p[2]))
@@ -86,7 +67,7 @@ func TestLocalApplicationDownClosesInbound(t *testing.T) {
 	t.Parallel()
 	a := consultest.Start(t)
 	p := registerPair(t, a, consultest.FreePorts(t, 1)[0]) // nothing listens on web's application port
-	logs := &logBuffer{}
+	logs := &testutil.Buffer{}
 	web := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1", Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	client := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"})
 	web.waitReady(t)
@@ -113,7 +94,7 @@ func TestRejectsUntrustedClientsOnPublicPort(t *testing.T) {
 	app := startEcho(t)
 	p := consultest.FreePorts(t, 1)
 	register(t, a, service{name: "web", id: "web-1", appPort: app.port(), publicPort: p[0]})
-	logs := &logBuffer{}
+	logs := &testutil.Buffer{}
 	sc := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1", Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	sc.waitReady(t)
 
@@ -190,7 +171,7 @@ func TestConsulUnreachableAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &testutil.Buffer{}
 	sc, err := sidecar.New(client, sidecar.Options{
 		SidecarFor: "web-1", AdminBind: "127.0.0.1:0", ConsulAddress: cfg.Address,
 		Logger:     slog.New(slog.NewTextHandler(logs, nil)),

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outrider-mesh/outrider/internal/testutil"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 )
 
@@ -29,7 +30,7 @@ func TestRegisterAndDeregister(t *testing.T) {
 	admin := "127.0.0.1:" + strconv.Itoa(p[1])
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncWriter
+	var stderr testutil.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"run", "-register", "-sidecar-for", "api-1",

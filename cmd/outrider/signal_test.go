@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,13 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/outrider-mesh/outrider/internal/testutil"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 )
 
@@ -44,7 +43,7 @@ func TestBinaryExitsZeroOnSIGTERM(t *testing.T) {
 	admin := "127.0.0.1:" + strconv.Itoa(p[1])
 	cmd := exec.Command(bin, "run", "-sidecar-for", "web-1", "-admin-bind", admin, "-drain-timeout", "2s")
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+a.HTTPAddr, "CONNECT_SIDECAR_FOR=", "CONNECT_PROXY_ID=")
-	out := &syncWriter{}
+	out := &testutil.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -89,22 +88,4 @@ func TestBinaryExitsZeroOnSIGTERM(t *testing.T) {
 		c.Close()
 		t.Fatal("public listener still accepting after exit")
 	}
-}
-
-// syncWriter is a bytes.Buffer safe for the two pipes of a command.
-type syncWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }

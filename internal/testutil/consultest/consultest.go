@@ -4,7 +4,6 @@
 package consultest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -12,11 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/outrider-mesh/outrider/internal/testutil"
 )
 
 // Agent is a running dev agent.
@@ -30,7 +30,7 @@ type Agent struct {
 	Datacenter string
 
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testutil.Buffer
 	done chan struct{}
 }
 
@@ -108,7 +108,7 @@ func Start(t testing.TB, extraHCL ...string) *Agent {
 		HTTPAddr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(p[0])),
 		Node:       node,
 		Datacenter: "dc1",
-		log:        &syncBuffer{},
+		log:        &testutil.Buffer{},
 		done:       make(chan struct{}),
 	}
 	a.cmd = exec.Command(bin, "agent", "-dev",
@@ -183,21 +183,4 @@ func (a *Agent) Command(ctx context.Context, t testing.TB, args ...string) *exec
 	cmd := exec.CommandContext(ctx, Binary(t, "consul"), args...)
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+a.HTTPAddr, "CONSUL_HTTP_TOKEN=")
 	return cmd
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -66,7 +66,7 @@ const balanceNoEndpoint = "no healthy endpoint"
 func TestLocalApplicationDownClosesInbound(t *testing.T) {
 	t.Parallel()
 	a := consultest.Start(t)
-	p := registerPair(t, a, consultest.FreePorts(t, 1)[0]) // nothing listens on web's application port
+	p := registerPair(t, a, testutil.DeadPort(t)) // nothing listens on web's application port
 	logs := &testutil.Buffer{}
 	web := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1", Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	client := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"})
@@ -164,9 +164,8 @@ func TestSidecarForUnregisteredServiceFails(t *testing.T) {
 
 func TestConsulUnreachableAtStart(t *testing.T) {
 	t.Parallel()
-	p := consultest.FreePorts(t, 1) // nothing listens: Consul is down
 	cfg := api.DefaultConfig()
-	cfg.Address = addr(p[0])
+	cfg.Address = addr(testutil.DeadPort(t)) // nothing listens: Consul is down
 	client, err := api.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)

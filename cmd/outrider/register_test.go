@@ -130,10 +130,9 @@ func TestRegisterFlagErrors(t *testing.T) {
 }
 
 func TestWaitTimesOut(t *testing.T) {
-	p := consultest.FreePorts(t, 1)
 	var stderr bytes.Buffer
 	start := time.Now()
-	code := Main(context.Background(), []string{"wait", "-admin-addr", "127.0.0.1:" + strconv.Itoa(p[0]), "-timeout", "300ms"}, &bytes.Buffer{}, &stderr)
+	code := Main(context.Background(), []string{"wait", "-admin-addr", "127.0.0.1:" + strconv.Itoa(testutil.DeadPort(t)), "-timeout", "300ms"}, &bytes.Buffer{}, &stderr)
 	if code != exitFail || !strings.Contains(stderr.String(), "not ready after 300ms") {
 		t.Fatalf("wait = %d, %q", code, stderr.String())
 	}

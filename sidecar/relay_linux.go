@@ -190,7 +190,6 @@ type loop struct {
 	adds    []*relay
 	aborts  []*relay
 	byFD    map[int]*end
-	bufSize int
 	closing atomic.Bool
 	stopped chan struct{}
 }
@@ -247,7 +246,7 @@ func newLoop() (*loop, error) {
 		syscall.Close(int(wfd))
 		return nil, err
 	}
-	l := &loop{epfd: epfd, wakefd: int(wfd), byFD: map[int]*end{}, bufSize: bufSize, stopped: make(chan struct{})}
+	l := &loop{epfd: epfd, wakefd: int(wfd), byFD: map[int]*end{}, stopped: make(chan struct{})}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wakefd)}
 	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, l.wakefd, &ev); err != nil {
 		syscall.Close(epfd)
@@ -305,7 +304,7 @@ func (l *loop) abort(r *relay) {
 
 func (l *loop) run() {
 	events := make([]syscall.EpollEvent, 128)
-	buf := make([]byte, l.bufSize)
+	buf := make([]byte, bufSize)
 	rc, err := l.epf.SyscallConn()
 	if err != nil {
 		panic(fmt.Sprintf("sidecar: epoll fd: %v", err))

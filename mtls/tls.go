@@ -126,6 +126,7 @@ type Dialer struct {
 	peers   *outriderSessions // nil when WithSessionCache replaced the policy
 	wrap    func(net.Conn) net.Conn
 	curves  []tls.CurveID // nil: the package default
+	alpn    []string      // nil: clientALPN
 	configs sync.Map      // spiffeid.ID -> *tls.Config
 }
 
@@ -148,6 +149,13 @@ func WithConnWrapper(wrap func(net.Conn) net.Conn) DialerOption {
 // WithCurves sets the key exchanges the Dialer offers, in order.
 func WithCurves(c []tls.CurveID) DialerOption {
 	return func(d *Dialer) { d.curves = c }
+}
+
+// WithALPN sets the application protocols the Dialer offers, in order
+// (default: ALPNOutrider then http/1.1, for L4 streams). L7 dialers offer
+// "h2" or "http/1.1" alone and read the result from the connection state.
+func WithALPN(protos ...string) DialerOption {
+	return func(d *Dialer) { d.alpn = protos }
 }
 
 // WithoutResumption disables session resumption entirely.
@@ -203,6 +211,9 @@ func (d *Dialer) config(expected spiffeid.ID) *tls.Config {
 	}
 	cfg := ClientConfig(d.src, expected, d.cache)
 	cfg.NextProtos = clientALPN
+	if d.alpn != nil {
+		cfg.NextProtos = d.alpn
+	}
 	if d.curves != nil {
 		cfg.CurvePreferences = d.curves
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/mtls/consulca"
+	"github.com/outrider-mesh/outrider/sidecar/balance"
 )
 
 func (s *Sidecar) listenAdmin() (net.Listener, error) {
@@ -118,6 +119,13 @@ type UpstreamDump struct {
 	Listening string              `json:"listening"`
 	Snapshot  *discovery.Snapshot `json:"snapshot,omitempty"`
 	Discovery consul.Status       `json:"discovery"`
+	// LoadBalancer is the balancing in force (the service-resolver's
+	// LoadBalancer, or the protocol's default policy).
+	LoadBalancer balance.Config `json:"load_balancer"`
+	// LoadBalancerWatch is the discovery-chain watch's freshness.
+	LoadBalancerWatch consul.Status `json:"load_balancer_watch"`
+	// IdleConnections counts pooled HTTP/1.1 connections to endpoints.
+	IdleConnections int `json:"idle_connections"`
 }
 
 // Dump returns the current ConfigDump.
@@ -133,6 +141,8 @@ func (s *Sidecar) Dump() ConfigDump {
 			"tls_resumed_handshakes":    s.stat.resumed.Load(),
 			"connections_denied":        s.stat.denied.Load(),
 			"upstream_connect_failures": s.stat.upstreamFailures.Load(),
+			"http_requests_total":       s.stat.requests.Load(),
+			"http_bad_requests":         s.stat.badRequests.Load(),
 		},
 		DrainTimeout: s.opts.DrainTimeout.String(),
 		Upstreams:    []UpstreamDump{},
@@ -160,12 +170,16 @@ func (s *Sidecar) Dump() ConfigDump {
 	}
 	s.mu.Lock()
 	for _, r := range s.upstreams {
-		ud := UpstreamDump{Upstream: r.out.up, Listening: r.out.ln.Addr().String()}
-		if ps := r.out.picker.Load(); ps != nil {
-			ud.Snapshot = ps.snap
-		}
+		ud := UpstreamDump{Upstream: *r.out.cfg.Load(), Listening: r.out.ln.Addr().String(),
+			LoadBalancer: r.out.bal.Config(), IdleConnections: r.out.h1.idle()}
+		r.out.mu.Lock()
+		ud.Snapshot = r.out.snap
+		r.out.mu.Unlock()
 		if w := r.watch.Load(); w != nil {
 			ud.Discovery = w.Status()
+		}
+		if w := r.lbWatch.Load(); w != nil {
+			ud.LoadBalancerWatch = w.Status()
 		}
 		d.Upstreams = append(d.Upstreams, ud)
 	}

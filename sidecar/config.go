@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
 
 // Config is the data plane's effective configuration for one proxied
@@ -47,6 +50,46 @@ type PublicListener struct {
 	// HandshakeTimeout bounds the client's TLS handshake
 	// (Proxy.Config handshake_timeout_ms, default 10s).
 	HandshakeTimeout time.Duration `json:"handshake_timeout"`
+	// Protocol is the local service's protocol: Proxy.Config.protocol,
+	// which the Consul agent fills from the service's service-defaults
+	// entry, else proxy-defaults, unless the registration sets it (the
+	// precedence Consul applies for Envoy). Default tcp.
+	Protocol Protocol `json:"protocol"`
+	// MaxHeaderBytes bounds an HTTP request head (Proxy.Config
+	// max_header_bytes, default 64 KiB); larger heads get 431.
+	MaxHeaderBytes int `json:"max_header_bytes"`
+	// LocalRequestTimeout bounds how long an HTTP request waits for the
+	// application's response head (Proxy.Config local_request_timeout_ms,
+	// default 15s as Envoy's route timeout); then the caller gets 504.
+	LocalRequestTimeout time.Duration `json:"local_request_timeout"`
+}
+
+// Protocol is an L4 or L7 protocol as Consul names it in service-defaults.
+type Protocol string
+
+// The protocols Consul's config entries name.
+const (
+	TCP   Protocol = "tcp"
+	HTTP  Protocol = "http"
+	HTTP2 Protocol = "http2"
+	GRPC  Protocol = "grpc"
+)
+
+// L7 reports whether the protocol is proxied per request.
+func (p Protocol) L7() bool { return p == HTTP || p == HTTP2 || p == GRPC }
+
+// protocolValue reads a "protocol" key from an opaque Consul config map.
+func protocolValue(m map[string]any) (Protocol, error) {
+	v, ok := m["protocol"]
+	if !ok || v == nil || v == "" {
+		return TCP, nil
+	}
+	s, _ := v.(string)
+	switch p := Protocol(strings.ToLower(s)); p {
+	case TCP, HTTP, HTTP2, GRPC:
+		return p, nil
+	}
+	return "", fmt.Errorf("want one of tcp, http, http2, grpc, got %v", v)
 }
 
 // Upstream is one outbound listener: plaintext in from the application,
@@ -64,13 +107,22 @@ type Upstream struct {
 	// (Config connect_timeout_ms on the upstream, else on the proxy,
 	// default 5s as Consul's Envoy clusters use).
 	ConnectTimeout time.Duration `json:"connect_timeout"`
+	// Protocol is the destination's protocol: the upstream's
+	// Config.protocol, which the Consul agent fills from the destination's
+	// service-defaults, else proxy-defaults. Default tcp. A change applies
+	// to new connections without rebinding the listener.
+	Protocol Protocol `json:"protocol"`
+	// MaxHeaderBytes bounds HTTP heads on this listener (the proxy's
+	// max_header_bytes).
+	MaxHeaderBytes int `json:"max_header_bytes"`
 }
 
-// Key identifies an upstream listener by every field: a listener is
-// immutable, so any change replaces it (the old one closes first, so the
-// same port can be bound again; its open connections continue).
+// Key identifies an upstream listener by the fields that need a new
+// listener or discovery watch when they change: the listener is replaced
+// (the old one closes first, so the same port can be bound again; its open
+// connections continue). Other fields apply to new connections in place.
 func (u Upstream) Key() string {
-	return u.BindAddress + "->" + u.Datacenter + "/" + u.Namespace + "/" + u.DestinationName + "@" + u.ConnectTimeout.String()
+	return u.BindAddress + "->" + u.Datacenter + "/" + u.Namespace + "/" + u.DestinationName
 }
 
 // FromRegistration derives the Config from a connect-proxy registration
@@ -127,15 +179,32 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("sidecar: %s: %w", field("handshake_timeout_ms"), err)
 	}
+	requestTimeout, err := msValue(p.Config, "local_request_timeout_ms", 15*time.Second)
+	if err != nil {
+		return Config{}, fmt.Errorf("sidecar: %s: %w", field("local_request_timeout_ms"), err)
+	}
 	connectTimeout, err := msValue(p.Config, "connect_timeout_ms", 5*time.Second)
 	if err != nil {
 		return Config{}, fmt.Errorf("sidecar: %s: %w", field("connect_timeout_ms"), err)
+	}
+	protocol, err := protocolValue(p.Config)
+	if err != nil {
+		return Config{}, fmt.Errorf("sidecar: %s: %w", field("protocol"), err)
+	}
+	maxHeader := http1.DefaultMaxHeaderBytes
+	if _, ok := p.Config["max_header_bytes"]; ok {
+		if maxHeader, err = intValue(p.Config["max_header_bytes"]); err != nil || maxHeader < 1024 || maxHeader > 1<<20 {
+			return Config{}, fmt.Errorf("sidecar: %s: want an integer between 1024 and 1048576, got %v", field("max_header_bytes"), p.Config["max_header_bytes"])
+		}
 	}
 	c.Public = PublicListener{
 		BindAddress:         net.JoinHostPort(host, strconv.Itoa(port)),
 		LocalService:        net.JoinHostPort(cmp.Or(p.LocalServiceAddress, "127.0.0.1"), strconv.Itoa(p.LocalServicePort)),
 		LocalConnectTimeout: localTimeout,
 		HandshakeTimeout:    handshake,
+		Protocol:            protocol,
+		MaxHeaderBytes:      maxHeader,
+		LocalRequestTimeout: requestTimeout,
 	}
 	seen := map[string]string{}
 	for i, u := range p.Upstreams {
@@ -156,12 +225,18 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 		if err != nil {
 			return Config{}, fmt.Errorf("sidecar: %s: Config.connect_timeout_ms: %w", where, err)
 		}
+		upProto, err := protocolValue(u.Config)
+		if err != nil {
+			return Config{}, fmt.Errorf("sidecar: %s: Config.protocol: %w", where, err)
+		}
 		up := Upstream{
 			DestinationName: u.DestinationName,
 			Datacenter:      u.Datacenter,
 			Namespace:       cmp.Or(u.DestinationNamespace, "default"),
 			BindAddress:     net.JoinHostPort(cmp.Or(u.LocalBindAddress, "127.0.0.1"), strconv.Itoa(u.LocalBindPort)),
 			ConnectTimeout:  ct,
+			Protocol:        upProto,
+			MaxHeaderBytes:  maxHeader,
 		}
 		if prev, dup := seen[up.BindAddress]; dup {
 			return Config{}, fmt.Errorf("sidecar: %s: LocalBindPort %s is already used by upstream %q", where, up.BindAddress, prev)

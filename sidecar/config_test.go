@@ -34,8 +34,10 @@ func TestFromRegistration(t *testing.T) {
 		Public: PublicListener{
 			BindAddress: "10.0.0.5:21000", LocalService: "127.0.0.1:8080",
 			LocalConnectTimeout: time.Second, HandshakeTimeout: 10 * time.Second,
+			Protocol: TCP, MaxHeaderBytes: 64 << 10, LocalRequestTimeout: 15 * time.Second,
 		},
-		Upstreams: []Upstream{{DestinationName: "api", Namespace: "default", BindAddress: "127.0.0.1:9191", ConnectTimeout: 5 * time.Second}},
+		Upstreams: []Upstream{{DestinationName: "api", Namespace: "default", BindAddress: "127.0.0.1:9191", ConnectTimeout: 5 * time.Second,
+			Protocol: TCP, MaxHeaderBytes: 64 << 10}},
 	}
 	if c.Public != want.Public || c.Service != want.Service || c.ProxyID != want.ProxyID || len(c.Upstreams) != 1 || c.Upstreams[0] != want.Upstreams[0] {
 		t.Fatalf("FromRegistration =\n%+v\nwant\n%+v", c, want)
@@ -69,6 +71,12 @@ func TestFromRegistrationProxyConfig(t *testing.T) {
 			s.Proxy.Upstreams[0].LocalBindAddress = "127.0.0.9"
 		}, func(c Config) bool {
 			return c.Public.LocalService == "10.1.1.1:8080" && c.Upstreams[0].Datacenter == "dc2" && c.Upstreams[0].BindAddress == "127.0.0.9:9191"
+		}},
+		{"protocols from the merged registration", func(s *api.AgentService) {
+			s.Proxy.Config = map[string]any{"protocol": "HTTP", "max_header_bytes": float64(8192)}
+			s.Proxy.Upstreams[0].Config = map[string]any{"protocol": "grpc"}
+		}, func(c Config) bool {
+			return c.Public.Protocol == HTTP && c.Upstreams[0].Protocol == GRPC && c.Public.MaxHeaderBytes == 8192 && c.Upstreams[0].MaxHeaderBytes == 8192
 		}},
 		{"IPv6 addresses", func(s *api.AgentService) { s.Address = "::1" },
 			func(c Config) bool { return c.Public.BindAddress == "[::1]:21000" }},
@@ -106,6 +114,9 @@ func TestFromRegistrationErrorsNameTheField(t *testing.T) {
 		{"upstream without port", func(s *api.AgentService) { s.Proxy.Upstreams[0].LocalBindPort = 0 }, "Upstreams[0]: LocalBindPort"},
 		{"prepared query", func(s *api.AgentService) { s.Proxy.Upstreams[0].DestinationType = "prepared_query" }, "DestinationType"},
 		{"upstream timeout", func(s *api.AgentService) { s.Proxy.Upstreams[0].Config = map[string]any{"connect_timeout_ms": true} }, "Upstreams[0]: Config.connect_timeout_ms"},
+		{"unknown protocol", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"protocol": "http3"} }, "Proxy.Config.protocol"},
+		{"unknown upstream protocol", func(s *api.AgentService) { s.Proxy.Upstreams[0].Config = map[string]any{"protocol": 7.0} }, "Upstreams[0]: Config.protocol"},
+		{"header limit too small", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"max_header_bytes": "10"} }, "Proxy.Config.max_header_bytes"},
 		{"duplicate bind", func(s *api.AgentService) {
 			s.Proxy.Upstreams = append(s.Proxy.Upstreams, api.Upstream{DestinationName: "db", LocalBindPort: 9191})
 		}, "already used"},

@@ -12,13 +12,20 @@ import (
 type tracker struct {
 	mu    sync.Mutex
 	conns map[net.Conn]func() error // how drain force-closes each connection
+	// graceful holds, for keep-alive HTTP connections, how to close them
+	// at their next idle moment; drain calls these first.
+	graceful map[net.Conn]func()
 	wg    sync.WaitGroup
 	// closing is set once drain started force-closing: later hand-overs
 	// are refused so nothing escapes the force close.
 	closing bool
+	// draining is set once drain started.
+	draining bool
 }
 
-func newTracker() *tracker { return &tracker{conns: map[net.Conn]func() error{}} }
+func newTracker() *tracker {
+	return &tracker{conns: map[net.Conn]func() error{}, graceful: map[net.Conn]func(){}}
+}
 
 // add registers c for the lifetime of one handler; the handler calls the
 // returned func when it is done with c (it closes c).
@@ -31,6 +38,7 @@ func (t *tracker) add(c net.Conn) func() {
 		c.Close()
 		t.mu.Lock()
 		delete(t.conns, c)
+		delete(t.graceful, c)
 		t.mu.Unlock()
 		t.wg.Done()
 	}
@@ -49,6 +57,21 @@ func (t *tracker) closeWith(c net.Conn, f func() error) bool {
 	return true
 }
 
+// onDrain registers how to end c gracefully (between two requests) once
+// draining starts; f runs at once when draining already started.
+func (t *tracker) onDrain(c net.Conn, f func()) {
+	t.mu.Lock()
+	_, ok := t.conns[c]
+	if ok && !t.draining {
+		t.graceful[c] = f
+	}
+	draining := t.draining
+	t.mu.Unlock()
+	if ok && draining {
+		f()
+	}
+}
+
 func (t *tracker) count() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -59,6 +82,14 @@ func (t *tracker) count() int {
 // is done; then it closes the rest and waits for their handlers. It reports
 // how many connections had to be closed.
 func (t *tracker) drain(ctx context.Context) int {
+	t.mu.Lock()
+	t.draining = true
+	graceful := t.graceful
+	t.graceful = map[net.Conn]func(){}
+	t.mu.Unlock()
+	for _, f := range graceful {
+		f()
+	}
 	done := make(chan struct{})
 	go func() { t.wg.Wait(); close(done) }()
 	select {

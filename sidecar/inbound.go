@@ -1,21 +1,28 @@
 package sidecar
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
 
 // inbound is the public listener: it terminates mTLS from other sidecars,
-// authorizes the peer during the handshake, and pipes the connection to the
-// local application.
+// authorizes the peer during the handshake, and forwards to the local
+// application: bytes for a tcp service; requests for an HTTP one, over
+// pooled connections (HTTP/1.1, or h2c for http2 and grpc services).
 type inbound struct {
 	ln    net.Listener
 	tls   *tls.Config
@@ -24,6 +31,73 @@ type inbound struct {
 	stat  *counters
 	loops *loops   // nil: relay with two goroutines per connection
 	conns *tracker // owner of c, for relays that outlive the handler's view of c
+
+	app      *connPool       // HTTP/1.1 connections to the application
+	appH1    *http.Transport // for HTTP/2 requests to an HTTP/1.1 application
+	appH2C   *http.Transport // for any request to an http2 or grpc application
+	h2Server *h2Server
+}
+
+func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
+	in := &inbound{ln: ln, log: s.log, stat: &s.stat, loops: s.loops, conns: s.conns}
+	in.cfg.Store(cfg)
+	dial := func(ctx context.Context) (net.Conn, error) {
+		cfg := in.cfg.Load()
+		d := net.Dialer{Timeout: cfg.LocalConnectTimeout}
+		c, err := d.DialContext(ctx, "tcp", cfg.LocalService)
+		if err != nil {
+			return nil, &dialError{err}
+		}
+		return c, nil
+	}
+	in.app = newConnPool(dial)
+	transport := func(h2c bool) *http.Transport {
+		var protos http.Protocols
+		if h2c {
+			protos.SetUnencryptedHTTP2(true)
+		} else {
+			protos.SetHTTP1(true)
+		}
+		return &http.Transport{
+			Protocols:             &protos,
+			DialContext:           func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+			DisableCompression:    true,
+			MaxIdleConnsPerHost:   poolMaxIdle,
+			IdleConnTimeout:       poolIdleTimeout,
+			ResponseHeaderTimeout: cfg.LocalRequestTimeout,
+		}
+	}
+	in.appH1, in.appH2C = transport(false), transport(true)
+	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log), cfg.MaxHeaderBytes, in.log)
+	return in
+}
+
+// appTransport sends a request to the application with the transport its
+// current protocol needs.
+type appTransport struct{ in *inbound }
+
+func (a appTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if a.in.cfg.Load().Protocol == HTTP {
+		return a.in.appH1.RoundTrip(r)
+	}
+	return a.in.appH2C.RoundTrip(r)
+}
+
+// close releases pooled connections once the listener is closed.
+func (in *inbound) close() {
+	in.h2Server.shutdown()
+	in.app.close()
+	in.appH1.CloseIdleConnections()
+	in.appH2C.CloseIdleConnections()
+}
+
+// name implements h1Target.
+func (in *inbound) name() string { return "local_app" }
+
+// acquire implements h1Target: a pooled connection to the application.
+func (in *inbound) acquire(ctx context.Context, _ *http1.RequestHead, _ netip.Addr, _ []string) (*upConn, *balance.Endpoint, *balance.SetCookie, error) {
+	uc, err := in.app.get(ctx)
+	return uc, nil, nil, err
 }
 
 func (in *inbound) handle(c net.Conn) {
@@ -56,6 +130,13 @@ func (in *inbound) handle(c net.Conn) {
 			peer = id.String()
 		}
 	}
+	if cfg.Protocol.L7() {
+		// An HTTP service is always served per request, whatever the peer
+		// negotiated, so per-request policy cannot be skipped by asking
+		// for a byte stream.
+		in.handleL7(tc, c, cfg, peer)
+		return
+	}
 	d := net.Dialer{Timeout: cfg.LocalConnectTimeout}
 	app, err := d.Dial("tcp", cfg.LocalService)
 	if err != nil {
@@ -76,4 +157,29 @@ func (in *inbound) handle(c net.Conn) {
 		in.log.Debug("inbound connection closed", "remote", remote, "peer", peer,
 			"bytes_in", up, "bytes_out", down, "duration", time.Since(start))
 	}
+}
+
+// handleL7 serves an authenticated connection to an HTTP service: HTTP/2
+// (by ALPN or by its preface) and any request to an http2/grpc service go
+// through the net/http path; HTTP/1.1 to an http service through the
+// lean HTTP/1.1 loop.
+func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener, peer string) {
+	br := bufio.NewReaderSize(tc, bufSize)
+	info := connInfo{src: remoteIP(tracked), peer: peer}
+	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
+	if !h2 && cfg.Protocol == HTTP {
+		tc.SetReadDeadline(time.Now().Add(clientIdleTimeout))
+		first, err := br.Peek(3)
+		tc.SetReadDeadline(time.Time{})
+		if err != nil {
+			return
+		}
+		if string(first) != "PRI" {
+			p := &h1Proxy{target: in, log: in.log, stat: in.stat, maxHeaderBytes: cfg.MaxHeaderBytes,
+				responseTimeout: cfg.LocalRequestTimeout, inbound: true}
+			p.serve(tc, br, in.conns, tracked)
+			return
+		}
+	}
+	in.h2Server.serveConn(&bufferedConn{Conn: tc, r: br}, info)
 }

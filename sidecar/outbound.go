@@ -1,101 +1,335 @@
 package sidecar
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
 
 // maxDialAttempts bounds how many distinct endpoints one connection tries.
 const maxDialAttempts = 3
 
 // outbound is one upstream listener: plaintext from the application, mTLS
-// to an endpoint picked per connection from the latest snapshot.
+// to endpoints of the destination. A tcp destination gets one endpoint per
+// connection; an HTTP destination gets one per request, over pooled
+// connections (HTTP/1.1 for http, HTTP/2 for http2 and grpc, and HTTP/2
+// whenever the application itself speaks HTTP/2).
 type outbound struct {
-	up     Upstream
 	ln     net.Listener
-	dialer *mtls.Dialer
+	dialer *mtls.Dialer // L4: one stream per connection
 	log    *slog.Logger
 	stat   *counters
 	loops  *loops
 	conns  *tracker
 
-	// picker is replaced by the discovery goroutine on every snapshot and
-	// read by every connection.
-	picker atomic.Pointer[pickerState]
+	// cfg is the listener's configuration; fields other than the key
+	// (protocol, timeouts) change in place and apply to new connections.
+	cfg atomic.Pointer[Upstream]
+
+	bal *balance.Balancer
+	// mu serializes balancer updates from the endpoint and discovery-chain
+	// watches; the snapshot and load-balancer config are the last seen.
+	mu   sync.Mutex
+	snap *discovery.Snapshot
+	lb   balance.Config
+	seen atomic.Bool // a first snapshot arrived
+
+	// HTTP/1.1 pools per endpoint, and the HTTP/2 transport.
+	h1       *endpointPools
+	h2       *http.Transport
+	h2Server *h2Server
+	ids      atomic.Pointer[map[string]spiffeid.ID] // endpoint address -> identity, for the HTTP/2 dialer
 }
 
-type pickerState struct {
-	snap   *discovery.Snapshot
-	picker balance.Picker
+func newOutbound(u Upstream, ln net.Listener, src mtls.Source, dopts []mtls.DialerOption, s *Sidecar) *outbound {
+	o := &outbound{
+		ln:     ln,
+		dialer: mtls.NewDialer(src, u.ConnectTimeout, dopts...),
+		log:    s.log,
+		stat:   &s.stat,
+		loops:  s.loops,
+		conns:  s.conns,
+		bal:    balance.NewBalancer(balance.RoundRobin),
+	}
+	o.cfg.Store(&u)
+	empty := map[string]spiffeid.ID{}
+	o.ids.Store(&empty)
+	h1Opts := append(append([]mtls.DialerOption(nil), dopts...), mtls.WithALPN("http/1.1"), mtls.WithoutResumption())
+	h1Dialer := mtls.NewDialer(src, u.ConnectTimeout, h1Opts...)
+	o.h1 = &endpointPools{dial: func(ctx context.Context, ep discovery.Endpoint) (net.Conn, error) {
+		c, err := h1Dialer.Dial(ctx, ep.Address, ep.Identity)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}}
+	h2Opts := append(append([]mtls.DialerOption(nil), dopts...), mtls.WithALPN("h2"), mtls.WithoutResumption())
+	h2Dialer := mtls.NewDialer(src, u.ConnectTimeout, h2Opts...)
+	var protos http.Protocols
+	protos.SetHTTP2(true)
+	o.h2 = &http.Transport{
+		Protocols:          &protos,
+		DisableCompression: true,
+		MaxIdleConns:       1024,
+		IdleConnTimeout:    poolIdleTimeout,
+		HTTP2:              &http.HTTP2Config{MaxConcurrentStreams: 1000},
+		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			id, ok := (*o.ids.Load())[addr]
+			if !ok {
+				return nil, &dialError{errors.New("sidecar: endpoint " + addr + " left discovery")}
+			}
+			c, err := h2Dialer.Dial(ctx, addr, id)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+				c.Close()
+				return nil, &dialError{errors.New("sidecar: endpoint " + addr + " did not negotiate h2 (got " + p + ")")}
+			}
+			return c, nil
+		},
+	}
+	o.h2Server = newH2Server(reverseProxy(&meshTransport{o: o}, u.DestinationName, false, o.stat, o.log), u.MaxHeaderBytes, o.log)
+	return o
 }
 
-// update publishes a new snapshot; called on the discovery goroutine.
+// name is the destination, for logs.
+func (o *outbound) name() string { return o.cfg.Load().DestinationName }
+
+// update publishes a new snapshot; called on the endpoint watch goroutine.
 func (o *outbound) update(snap *discovery.Snapshot) {
-	o.picker.Store(&pickerState{snap: snap, picker: balance.New(balance.RoundRobin, snap)})
-	o.log.Info("upstream endpoints updated", "upstream", o.up.DestinationName, "endpoints", len(snap.Endpoints), "index", snap.Index)
+	o.mu.Lock()
+	o.snap = snap
+	o.rebalanceLocked()
+	o.mu.Unlock()
+	ids := make(map[string]spiffeid.ID, len(snap.Endpoints))
+	keep := make(map[poolKey]bool, len(snap.Endpoints))
+	for _, e := range snap.Endpoints {
+		ids[e.Address] = e.Identity
+		keep[poolKey{e.Address, e.Identity}] = true
+	}
+	o.ids.Store(&ids)
+	o.h1.retain(keep)
+	o.seen.Store(true)
+	o.log.Info("upstream endpoints updated", "upstream", o.name(), "endpoints", len(snap.Endpoints), "index", snap.Index)
+}
+
+// setLoadBalancer applies a service-resolver LoadBalancer; called on the
+// discovery-chain watch goroutine.
+func (o *outbound) setLoadBalancer(cfg balance.Config) {
+	o.mu.Lock()
+	o.lb = cfg
+	o.rebalanceLocked()
+	o.mu.Unlock()
+}
+
+// rebalanceLocked rebuilds the balancer from the latest snapshot, load
+// balancer config and protocol (least request is the L7 default, round
+// robin the L4 one, as in Envoy).
+func (o *outbound) rebalanceLocked() {
+	cfg := o.lb
+	if cfg.Policy == "" {
+		cfg.Policy = balance.RoundRobin
+		if o.cfg.Load().Protocol.L7() {
+			cfg.Policy = balance.LeastRequest
+		}
+	}
+	o.bal.Update(o.snap, cfg)
+}
+
+// setConfig applies in-place changes to the listener's configuration.
+func (o *outbound) setConfig(u Upstream) {
+	prev := o.cfg.Swap(&u)
+	if prev.Protocol != u.Protocol {
+		o.log.Info("upstream protocol changed; applies to new connections", "upstream", u.DestinationName, "was", prev.Protocol, "now", u.Protocol)
+		o.mu.Lock()
+		o.rebalanceLocked()
+		o.mu.Unlock()
+	}
+}
+
+// close releases pooled connections once the listener is closed.
+func (o *outbound) close() {
+	o.h2Server.shutdown()
+	o.h1.closeAll()
+	o.h2.CloseIdleConnections()
 }
 
 func (o *outbound) handle(c net.Conn) {
-	start := time.Now()
-	ps := o.picker.Load()
-	if ps == nil {
+	cfg := o.cfg.Load()
+	if !o.seen.Load() {
 		o.stat.upstreamFailures.Add(1)
-		o.log.Error("no endpoints discovered yet; closing connection", "upstream", o.up.DestinationName)
+		o.log.Error("no endpoints discovered yet; closing connection", "upstream", cfg.DestinationName)
 		return
 	}
-	tc, ep, err := o.dial(ps)
+	if !cfg.Protocol.L7() {
+		o.handleL4(c, cfg)
+		return
+	}
+	br := bufio.NewReaderSize(c, bufSize)
+	c.SetReadDeadline(time.Now().Add(clientIdleTimeout))
+	first, err := br.Peek(3)
+	c.SetReadDeadline(time.Time{})
+	if err != nil {
+		return
+	}
+	src := remoteIP(c)
+	if cfg.Protocol != HTTP || string(first) == "PRI" {
+		o.h2Server.serveConn(&bufferedConn{Conn: c, r: br}, connInfo{src: src})
+		return
+	}
+	p := &h1Proxy{target: o, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes}
+	p.serve(c, br, o.conns, c)
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// acquire implements h1Target: pick an endpoint for the request, then a
+// pooled connection to it.
+func (o *outbound) acquire(ctx context.Context, req *http1.RequestHead, src netip.Addr, tried []string) (*upConn, *balance.Endpoint, *balance.SetCookie, error) {
+	var hash uint64
+	var hashed bool
+	var cookie *balance.SetCookie
+	if hp := o.bal.Config().HashPolicies; len(hp) > 0 {
+		hash, hashed, cookie = balance.Hash(hp, requestHash{req: req, src: src})
+	}
+	ep, err := o.bal.Pick(hash, hashed, tried)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	uc, err := o.h1.get(ep.Endpoint).get(ctx)
+	if err != nil {
+		return nil, ep, nil, err
+	}
+	return uc, ep, cookie, nil
+}
+
+func (o *outbound) handleL4(c net.Conn, cfg *Upstream) {
+	start := time.Now()
+	tc, ep, err := o.dial()
 	if err != nil {
 		o.stat.upstreamFailures.Add(1)
-		o.log.Error("upstream unavailable; closing connection", "upstream", o.up.DestinationName,
-			"endpoints", len(ps.snap.Endpoints), "error", err)
+		o.log.Error("upstream unavailable; closing connection", "upstream", cfg.DestinationName, "error", err)
 		return
 	}
 	defer tc.Close()
+	defer ep.Done()
 	o.stat.active.Add(1)
 	recv, sent, err := forward(o.loops, tc, tc.NetConn().(*loopConn), c, o.conns, c)
 	o.stat.active.Add(-1)
 	if err != nil {
-		o.log.Debug("outbound connection aborted", "upstream", o.up.DestinationName, "endpoint", ep.Address, "reason", err)
+		o.log.Debug("outbound connection aborted", "upstream", cfg.DestinationName, "endpoint", ep.Address, "reason", err)
 	}
 	o.stat.connections.Add(1)
 	if o.log.Enabled(context.Background(), slog.LevelDebug) {
-		o.log.Debug("outbound connection closed", "upstream", o.up.DestinationName, "endpoint", ep.Address,
+		o.log.Debug("outbound connection closed", "upstream", cfg.DestinationName, "endpoint", ep.Address,
 			"bytes_out", sent, "bytes_in", recv, "duration", time.Since(start))
 	}
 }
 
-// dial tries up to maxDialAttempts distinct endpoints, in picker order.
-func (o *outbound) dial(ps *pickerState) (*tls.Conn, discovery.Endpoint, error) {
+// dial tries up to maxDialAttempts distinct endpoints, in balancer order.
+func (o *outbound) dial() (*tls.Conn, *balance.Endpoint, error) {
 	var errs []error
-	tried := make(map[string]bool, maxDialAttempts)
-	attempts := min(maxDialAttempts, len(ps.snap.Endpoints))
-	for i := 0; len(tried) < attempts && i < 4*maxDialAttempts; i++ {
-		ep, err := ps.picker.Pick()
+	var tried []string
+	for range maxDialAttempts {
+		ep, err := o.bal.Pick(0, false, tried)
 		if err != nil {
-			return nil, ep, err
+			break
 		}
-		if tried[ep.Address] {
-			continue
-		}
-		tried[ep.Address] = true
 		tc, err := o.dialer.Dial(context.Background(), ep.Address, ep.Identity)
 		if err == nil {
 			return tc, ep, nil
 		}
-		o.log.Warn("upstream endpoint failed; trying another", "upstream", o.up.DestinationName, "endpoint", ep.Address, "error", err)
+		ep.Done()
+		o.log.Warn("upstream endpoint failed; trying another", "upstream", o.name(), "endpoint", ep.Address, "error", err)
 		errs = append(errs, err)
+		tried = append(tried, ep.Address)
 	}
 	if len(errs) == 0 {
-		return nil, discovery.Endpoint{}, balance.ErrNoEndpoint
+		return nil, nil, balance.ErrNoEndpoint
 	}
-	return nil, discovery.Endpoint{}, errors.Join(errs...)
+	return nil, nil, errors.Join(errs...)
+}
+
+// meshTransport balances each HTTP/2 request over the destination's
+// endpoints: it picks one (hash policies included), sends the request on
+// the pooled HTTP/2 connection to it, and tries another endpoint when the
+// connection cannot be made (nothing was sent yet then).
+type meshTransport struct{ o *outbound }
+
+func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	o := m.o
+	var hash uint64
+	var hashed bool
+	if hp := o.bal.Config().HashPolicies; len(hp) > 0 {
+		var cookie *balance.SetCookie
+		hash, hashed, cookie = balance.Hash(hp, httpRequestHash{r: r, src: connInfoFrom(r.Context()).src})
+		if slot, ok := r.Context().Value(setCookieKey{}).(*setCookieSlot); ok {
+			slot.cookie = cookie
+		}
+	}
+	var tried []string
+	var lastErr error
+	for range maxPickAttempts {
+		ep, err := o.bal.Pick(hash, hashed, tried)
+		if err != nil {
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return nil, err
+		}
+		out := *r
+		u := *r.URL
+		u.Scheme, u.Host = "https", ep.Address
+		out.URL = &u
+		resp, err := o.h2.RoundTrip(&out)
+		if err != nil {
+			ep.Done()
+			var de *dialError
+			if errors.As(err, &de) {
+				o.log.Warn("upstream endpoint failed; trying another", "upstream", o.name(), "endpoint", ep.Address, "error", err)
+				tried = append(tried, ep.Address)
+				lastErr = err
+				continue
+			}
+			return nil, err
+		}
+		resp.Body = &doneBody{ReadCloser: resp.Body, done: ep.Done}
+		return resp, nil
+	}
+	return nil, lastErr
+}
+
+// doneBody calls done once, when the body is closed.
+type doneBody struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *doneBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.done)
+	return err
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/mtls/consulca"
 	"github.com/outrider-mesh/outrider/policy"
+	"github.com/outrider-mesh/outrider/sidecar/balance"
 )
 
 // Options configure a Sidecar. The zero value of every field but the
@@ -98,12 +99,15 @@ type counters struct {
 	resumed           atomic.Int64
 	upstreamFailures  atomic.Int64
 	denied            atomic.Int64
+	requests          atomic.Int64 // HTTP requests answered by an upstream
+	badRequests       atomic.Int64 // malformed HTTP requests rejected
 }
 
 // upstreamRunner is an outbound listener and the discovery watch feeding it.
 type upstreamRunner struct {
 	out    *outbound
-	watch  atomic.Pointer[consul.Watch[*discovery.Snapshot]]
+	watch   atomic.Pointer[consul.Watch[*discovery.Snapshot]]
+	lbWatch atomic.Pointer[consul.Watch[*api.LoadBalancer]]
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -360,13 +364,17 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 		}
 		if s.inbound != nil {
 			s.inbound.ln.Close()
+			s.inbound.close()
 		}
-		in := &inbound{ln: ln, log: s.log, stat: &s.stat, loops: s.loops, conns: s.conns}
-		in.tls = mtls.ServerConfig(src, s.authorize(&cfg), []string{mtls.ALPNOutrider})
+		pub := cfg.Public
+		in := newInbound(ln, &pub, s)
+		// Every protocol is offered whatever the service's protocol is, so
+		// a protocol change never fails handshakes; what the connection
+		// carries is decided after the handshake by the current protocol.
+		in.tls = mtls.ServerConfig(src, s.authorize(&cfg), []string{mtls.ALPNOutrider, "h2", "http/1.1"})
 		if s.opts.PostQuantum {
 			in.tls.CurvePreferences = mtls.PostQuantumCurves
 		}
-		in.cfg.Store(&cfg.Public)
 		s.inbound = in
 		go serve(ln, s.conns, s.log, in.handle)
 		s.log.Info("public listener up", "address", ln.Addr().String())
@@ -382,12 +390,13 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 		if _, ok := want[key]; !ok {
 			r.stop()
 			delete(s.upstreams, key)
-			s.log.Info("upstream listener removed", "upstream", r.out.up.DestinationName, "address", r.out.up.BindAddress)
+			s.log.Info("upstream listener removed", "upstream", r.out.name(), "address", r.out.cfg.Load().BindAddress)
 		}
 	}
 	var errs []error
 	for key, u := range want {
-		if _, ok := s.upstreams[key]; ok {
+		if r, ok := s.upstreams[key]; ok {
+			r.out.setConfig(u)
 			continue
 		}
 		r, err := s.startUpstream(ctx, u, src, td)
@@ -425,15 +434,25 @@ func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source
 	if s.opts.PostQuantum {
 		dopts = append(dopts, mtls.WithCurves(mtls.PostQuantumCurves))
 	}
-	dialer := mtls.NewDialer(src, u.ConnectTimeout, dopts...)
-	out := &outbound{up: u, ln: ln, dialer: dialer, log: s.log, stat: &s.stat, loops: s.loops, conns: s.conns}
+	out := newOutbound(u, ln, src, dopts, s)
 	wctx, cancel := context.WithCancel(ctx)
 	r := &upstreamRunner{out: out, cancel: cancel, done: make(chan struct{})}
 	w := consul.NewWatch("health/connect/"+u.DestinationName, consul.ConnectEndpoints(s.client, u.DestinationName, u.Datacenter, td),
 		out.update, s.watchOpts()...)
 	r.watch.Store(w)
+	lbw := consul.NewWatch("discovery-chain/"+u.DestinationName, consul.LoadBalancer(s.client, u.DestinationName, u.Datacenter),
+		func(lb *api.LoadBalancer) {
+			cfg, err := balance.FromConsul(lb)
+			if err != nil {
+				s.log.Error("ignoring invalid service-resolver LoadBalancer; keeping the current one", "upstream", u.DestinationName, "error", err)
+				return
+			}
+			out.setLoadBalancer(cfg)
+		}, s.watchOpts()...)
+	r.lbWatch.Store(lbw)
 	var wg sync.WaitGroup
 	wg.Go(func() { w.Run(wctx) })
+	wg.Go(func() { lbw.Run(wctx) })
 	wg.Go(func() { serve(ln, s.conns, s.log, out.handle) })
 	go func() { wg.Wait(); close(r.done) }()
 	s.log.Info("upstream listener up", "upstream", u.DestinationName, "address", ln.Addr().String())
@@ -446,6 +465,7 @@ func (r *upstreamRunner) stop() {
 	r.cancel()
 	r.out.ln.Close()
 	<-r.done
+	r.out.close()
 }
 
 func (s *Sidecar) updateReady() {
@@ -481,6 +501,7 @@ func (s *Sidecar) shutdown() {
 	var app string
 	if s.inbound != nil {
 		s.inbound.ln.Close()
+		s.inbound.close()
 		app = s.inbound.cfg.Load().LocalService
 	}
 	s.mu.Unlock()

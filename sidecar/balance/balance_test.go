@@ -68,7 +68,7 @@ func TestRoundRobinProportions(t *testing.T) {
 // Smooth weighted round robin never sends a run of the heavy endpoint's
 // whole share before the others get one.
 func TestScheduleIsInterleaved(t *testing.T) {
-	got := schedule(snap(5, 1, 1).Endpoints)
+	got := schedule([]int{5, 1, 1})
 	want := []uint32{0, 0, 1, 0, 2, 0, 0}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("schedule = %v, want %v", got, want)
@@ -76,7 +76,7 @@ func TestScheduleIsInterleaved(t *testing.T) {
 }
 
 func TestScheduleBounded(t *testing.T) {
-	s := schedule(snap(65535, 1, 65534).Endpoints)
+	s := schedule([]int{65535, 1, 65534})
 	if len(s) > maxSchedule+3 {
 		t.Fatalf("schedule has %d slots, want at most %d", len(s), maxSchedule+3)
 	}

@@ -1,0 +1,496 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/http1"
+)
+
+// The HTTP/1.1 forwarding loop: one goroutine per client connection reads
+// a request head, picks where it goes, streams the request to a pooled
+// upstream connection and the response back, and loops while both sides
+// keep the connection alive. Nothing is buffered beyond the bufio buffers;
+// no goroutine is started per request (only for Upgrade tunnels).
+
+const (
+	// clientIdleTimeout closes a keep-alive client connection that sent
+	// nothing for this long (above poolIdleTimeout, so a peer's pool drops
+	// the connection first).
+	clientIdleTimeout = 90 * time.Second
+	// headReadTimeout bounds how long a started request head may take.
+	headReadTimeout = 30 * time.Second
+	// continueTimeout is how long a request with Expect: 100-continue waits
+	// for the upstream's interim answer before its body is sent anyway
+	// (curl waits 1 s).
+	continueTimeout = time.Second
+	// maxPickAttempts bounds how many endpoints one request tries to
+	// connect to.
+	maxPickAttempts = 3
+)
+
+// Error codes of responses the sidecar generates itself, sent in the
+// x-outrider-error header (as Envoy's x-envoy-* headers do) and logged.
+const (
+	errNoHealthyUpstream = "no_healthy_upstream"
+	errConnectFailure    = "upstream_connect_failure"
+	errUpstreamTimeout   = "upstream_timeout"
+	errUpstreamReset     = "upstream_reset"
+	errBadResponse       = "bad_upstream_response"
+	errBadRequest        = "bad_request"
+)
+
+// headerError names the header on every response the sidecar generates.
+const headerError = "x-outrider-error"
+
+// h1Target is where a route sends requests: a balanced set of mesh
+// endpoints (outbound) or the local application (inbound).
+type h1Target interface {
+	// acquire returns a connection for req, skipping endpoints in tried.
+	// The returned *balance.Endpoint (nil for the application) must be
+	// released with Done. Errors are balance.ErrNoEndpoint or dial errors.
+	acquire(ctx context.Context, req *http1.RequestHead, src netip.Addr, tried []string) (*upConn, *balance.Endpoint, *balance.SetCookie, error)
+	// name is the upstream or application, for logs.
+	name() string
+}
+
+// h1Proxy holds what every connection of one listener shares.
+type h1Proxy struct {
+	target          h1Target
+	log             *slog.Logger
+	stat            *counters
+	maxHeaderBytes  int
+	responseTimeout time.Duration // 0: none
+	inbound         bool          // set X-Forwarded-For/-Proto on requests
+}
+
+// h1Conn is the per-connection state; its heads and buffers are reused for
+// every request on the connection.
+type h1Conn struct {
+	p    *h1Proxy
+	c    net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	src  netip.Addr
+	req  http1.RequestHead
+	resp http1.ResponseHead
+	wire []byte // head being written
+	drain *drainState
+}
+
+// drainState lets shutdown close a keep-alive connection between requests
+// without cutting one in flight.
+type drainState struct {
+	mu       sync.Mutex
+	idle     bool
+	draining bool
+	c        net.Conn
+}
+
+// graceful is called by the tracker when draining starts.
+func (d *drainState) graceful() {
+	d.mu.Lock()
+	d.draining = true
+	if d.idle {
+		d.c.SetReadDeadline(time.Unix(1, 0))
+	}
+	d.mu.Unlock()
+}
+
+// setIdle marks the connection as waiting for a request (true) or serving
+// one; it reports false when the connection must close instead.
+func (d *drainState) setIdle(idle bool) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.idle = idle
+	return !d.draining
+}
+
+var h1BufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// serve runs the loop for client connection c (already past any TLS
+// handshake); br may hold bytes already read from c. It returns when the
+// connection is done; the caller closes c.
+func (p *h1Proxy) serve(c net.Conn, br *bufio.Reader, conns *tracker, tracked net.Conn) {
+	hc := &h1Conn{p: p, c: c, br: br, bw: bufio.NewWriterSize(c, bufSize)}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		hc.src = ap.Addr().Unmap()
+	}
+	hc.drain = &drainState{c: c}
+	conns.onDrain(tracked, hc.drain.graceful)
+	bp := h1BufPool.Get().(*[]byte)
+	hc.wire = (*bp)[:0]
+	defer func() { *bp = hc.wire[:0]; h1BufPool.Put(bp) }()
+	for hc.serveOne() {
+	}
+}
+
+// serveOne handles one request; it reports whether the connection stays
+// open for another.
+func (hc *h1Conn) serveOne() bool {
+	p := hc.p
+	if !hc.drain.setIdle(true) {
+		return false
+	}
+	hc.c.SetReadDeadline(time.Now().Add(clientIdleTimeout))
+	if _, err := hc.br.Peek(1); err != nil {
+		return false // closed, idle timeout or draining
+	}
+	if !hc.drain.setIdle(false) {
+		// Draining began as the request arrived; it is still served.
+		hc.req.Close = true
+	}
+	hc.c.SetReadDeadline(time.Now().Add(headReadTimeout))
+	err := hc.req.Read(hc.br, p.maxHeaderBytes)
+	hc.c.SetReadDeadline(time.Time{})
+	if err != nil {
+		var he *http1.Error
+		if errors.As(err, &he) {
+			p.stat.badRequests.Add(1)
+			p.log.Warn("malformed request rejected", "listener", p.target.name(), "remote", hc.c.RemoteAddr().String(),
+				"status", he.Status, "reason", he.Reason)
+			hc.fail(he.Status, he.Reason, errBadRequest, true)
+		}
+		return false
+	}
+	hc.drain.mu.Lock()
+	if hc.drain.draining {
+		hc.req.Close = true
+	}
+	hc.drain.mu.Unlock()
+	return hc.forward()
+}
+
+// fail writes a sidecar-generated error response.
+func (hc *h1Conn) fail(status int, body, code string, close bool) {
+	http1.WriteError(hc.bw, status, body, close, headerError, code)
+	hc.bw.Flush()
+}
+
+// forward sends the current request upstream and relays the response.
+func (hc *h1Conn) forward() bool {
+	p, req := hc.p, &hc.req
+	if p.inbound {
+		hc.setForwarded()
+	}
+	if !req.Header.Has("X-Request-Id") {
+		req.Header.Add("X-Request-Id", newRequestID())
+	}
+	var tried []string
+	var lastErr error
+	for attempt := 0; attempt < maxPickAttempts; attempt++ {
+		uc, ep, cookie, err := p.target.acquire(context.Background(), req, hc.src, tried)
+		if errors.Is(err, balance.ErrNoEndpoint) {
+			break // none, or none left untried
+		}
+		if err != nil {
+			lastErr = err
+			if ep == nil {
+				break // the application: nothing else to try
+			}
+			tried = append(tried, ep.Address)
+			ep.Done()
+			p.log.Warn("upstream endpoint failed; trying another", "upstream", p.target.name(), "endpoint", ep.Address, "error", err)
+			continue
+		}
+		keep, retry := hc.exchange(uc, ep, cookie)
+		if ep != nil {
+			ep.Done()
+		}
+		if !retry {
+			return keep
+		}
+		// A reused pooled connection failed before the request reached the
+		// application: send it once more, on a fresh connection.
+		lastErr = errors.New("pooled connection closed by the upstream")
+	}
+	p.stat.upstreamFailures.Add(1)
+	keep := !req.Close && req.Body == http1.BodyNone
+	if lastErr == nil {
+		p.log.Error("no healthy endpoint", "upstream", p.target.name(), "method", string(req.Method), "path", string(req.Target))
+		hc.fail(503, "no healthy upstream", errNoHealthyUpstream, !keep)
+		return keep
+	}
+	p.log.Error("upstream unavailable", "upstream", p.target.name(), "method", string(req.Method), "path", string(req.Target), "error", lastErr)
+	hc.fail(503, "upstream connect error", errConnectFailure, !keep)
+	return keep
+}
+
+// exchange runs one request/response on uc. retry reports that uc was a
+// reused connection that failed before any byte of the request could have
+// been acted on, and the request can be sent again; then uc is closed.
+func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.SetCookie) (keep, retry bool) {
+	p, req, resp := hc.p, &hc.req, &hc.resp
+	hc.wire = req.AppendWire(hc.wire[:0])
+	_, werr := uc.bw.Write(hc.wire)
+	if werr == nil && (req.Body == http1.BodyNone || req.Expect100) {
+		werr = uc.bw.Flush()
+	}
+	if werr != nil {
+		uc.Conn.Close()
+		if uc.reused && req.Body == http1.BodyNone {
+			return false, true
+		}
+		return hc.upstreamFailed(werr), false
+	}
+
+	bodySent := req.Body == http1.BodyNone
+	if req.Expect100 && !bodySent {
+		// Wait briefly for the upstream's verdict before sending the body.
+		uc.Conn.SetReadDeadline(time.Now().Add(continueTimeout))
+		err := resp.Read(uc.br, req.Method, p.maxHeaderBytes)
+		uc.Conn.SetReadDeadline(time.Time{})
+		switch {
+		case err == nil && resp.Status == 100:
+			hc.wire = resp.AppendWire(hc.wire[:0], http1.BodyNone, false)
+			hc.bw.Write(hc.wire)
+			if err := hc.bw.Flush(); err != nil {
+				uc.Conn.Close()
+				return false, false
+			}
+		case err == nil:
+			// A final answer (417, 401, ...) without reading the body: relay
+			// it; the unread body means the client connection must close.
+			req.Close = true
+			return hc.relayResponse(uc, cookie, true), false
+		case isTimeout(err):
+			// No interim answer: send the body anyway, as clients do.
+		default:
+			uc.Conn.Close()
+			return hc.upstreamFailed(err), false
+		}
+	}
+	if !bodySent {
+		if _, err := http1.CopyBody(uc.bw, hc.br, req.Body, req.ContentLength, req.Body); err != nil {
+			uc.Conn.Close()
+			if errors.Is(err, http1.ErrBodySource) {
+				if isFraming(err) {
+					// Bad framing found mid-body: the upstream saw an
+					// aborted request; the client gets the 400.
+					p.stat.badRequests.Add(1)
+					p.log.Warn("malformed request body rejected", "upstream", p.target.name(), "remote", hc.c.RemoteAddr().String(),
+						"status", 400, "reason", err)
+					hc.fail(400, "malformed request body", errBadRequest, true)
+					return false, false
+				}
+				p.log.Debug("client request body aborted", "upstream", p.target.name(), "error", err)
+				return false, false
+			}
+			return hc.upstreamFailed(err), false
+		}
+		if err := uc.bw.Flush(); err != nil {
+			uc.Conn.Close()
+			return hc.upstreamFailed(err), false
+		}
+	}
+
+	if p.responseTimeout > 0 {
+		uc.Conn.SetReadDeadline(time.Now().Add(p.responseTimeout))
+	}
+	for {
+		err := resp.Read(uc.br, req.Method, p.maxHeaderBytes)
+		if err != nil {
+			uc.Conn.Close()
+			if uc.reused && req.Body == http1.BodyNone && (errors.Is(err, io.EOF) || isReset(err)) {
+				return false, true
+			}
+			return hc.upstreamFailed(err), false
+		}
+		if resp.Status >= 200 || resp.Status == 101 {
+			break
+		}
+		// Interim responses (100, 103) are relayed as they come.
+		hc.wire = resp.AppendWire(hc.wire[:0], http1.BodyNone, false)
+		hc.bw.Write(hc.wire)
+		hc.bw.Flush()
+	}
+	if p.responseTimeout > 0 {
+		uc.Conn.SetReadDeadline(time.Time{})
+	}
+	return hc.relayResponse(uc, cookie, false), false
+}
+
+// relayResponse writes the response head read into hc.resp to the client
+// and streams its body. It returns uc to its pool when the exchange ended
+// cleanly, and reports whether the client connection stays open.
+func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnread bool) bool {
+	p, req, resp := hc.p, &hc.req, &hc.resp
+	if resp.Status == 101 && req.Upgrade != nil {
+		return hc.tunnel(uc)
+	}
+	if cookie != nil {
+		resp.Header.Add("Set-Cookie", cookie.String())
+	}
+	out := resp.Body
+	closeClient := req.Close || req.Minor == 0
+	if out == http1.BodyUntilClose {
+		if req.Minor >= 1 {
+			out = http1.BodyChunked
+		} else {
+			closeClient = true
+		}
+	}
+	if out == http1.BodyChunked && req.Minor == 0 {
+		// An HTTP/1.0 client cannot take chunks: delimit by closing.
+		out, closeClient = http1.BodyUntilClose, true
+	}
+	hc.wire = resp.AppendWire(hc.wire[:0], out, closeClient)
+	if _, err := hc.bw.Write(hc.wire); err != nil {
+		uc.Conn.Close()
+		return false
+	}
+	if resp.Body != http1.BodyNone {
+		if _, err := http1.CopyBody(hc.bw, uc.br, resp.Body, resp.ContentLength, out); err != nil {
+			uc.Conn.Close()
+			if errors.Is(err, http1.ErrBodySource) {
+				p.stat.upstreamFailures.Add(1)
+				p.log.Warn("upstream response body cut short", "upstream", p.target.name(), "error", err)
+			}
+			return false // the client sees a truncated body and a close
+		}
+	}
+	if err := hc.bw.Flush(); err != nil {
+		uc.Conn.Close()
+		return false
+	}
+	if resp.Close || bodyUnread {
+		uc.Conn.Close()
+	} else {
+		uc.pool.put(uc)
+	}
+	p.stat.requests.Add(1)
+	return !closeClient
+}
+
+// tunnel relays bytes both ways after a 101 Switching Protocols, for
+// WebSocket and other upgrades. It owns uc from here on.
+func (hc *h1Conn) tunnel(uc *upConn) bool {
+	hc.wire = hc.resp.AppendWire(hc.wire[:0], http1.BodyNone, false)
+	hc.bw.Write(hc.wire)
+	if err := hc.bw.Flush(); err != nil {
+		uc.Conn.Close()
+		return false
+	}
+	hc.p.stat.requests.Add(1)
+	hc.p.stat.active.Add(1)
+	client := &bufferedConn{Conn: hc.c, r: hc.br}
+	up := &bufferedConn{Conn: uc.Conn, r: uc.br}
+	splice(client, up)
+	hc.p.stat.active.Add(-1)
+	uc.Conn.Close()
+	return false
+}
+
+// upstreamFailed maps an upstream error to the sidecar's response (only
+// when no byte of the response went to the client yet) and reports false.
+func (hc *h1Conn) upstreamFailed(err error) bool {
+	p := hc.p
+	p.stat.upstreamFailures.Add(1)
+	status, body, code := 502, "upstream reset before response", errUpstreamReset
+	var he *http1.Error
+	switch {
+	case isTimeout(err):
+		status, body, code = 504, "upstream request timeout", errUpstreamTimeout
+	case errors.As(err, &he):
+		status, body, code = 502, "bad upstream response", errBadResponse
+	}
+	p.log.Error("upstream request failed", "upstream", p.target.name(), "method", string(hc.req.Method),
+		"path", string(hc.req.Target), "status", status, "reason", code, "error", err)
+	hc.fail(status, body, code, true)
+	return false
+}
+
+// setForwarded records the mesh hop for the application.
+func (hc *h1Conn) setForwarded() {
+	h := &hc.req.Header
+	ip := hc.src.String()
+	if prior, ok := h.Get("X-Forwarded-For"); ok {
+		h.Set("X-Forwarded-For", string(prior)+", "+ip)
+	} else {
+		h.Add("X-Forwarded-For", ip)
+	}
+	if !h.Has("X-Forwarded-Proto") {
+		h.Add("X-Forwarded-Proto", "https")
+	}
+}
+
+// newRequestID returns a random UUIDv4 string (not cryptographic: it
+// correlates logs and traces).
+func newRequestID() string {
+	const hex = "0123456789abcdef"
+	var b [36]byte
+	hi, lo := rand.Uint64(), rand.Uint64()
+	hi = hi&^(0xf<<12) | 4<<12         // version 4
+	lo = lo&^(0x3<<62) | 0x2<<62       // variant 10
+	j := 0
+	for i := 0; i < 32; i++ {
+		if i == 8 || i == 12 || i == 16 || i == 20 {
+			b[j] = '-'
+			j++
+		}
+		var nib uint64
+		if i < 16 {
+			nib = hi >> (60 - 4*i) & 0xf
+		} else {
+			nib = lo >> (60 - 4*(i-16)) & 0xf
+		}
+		b[j] = hex[nib]
+		j++
+	}
+	return string(b[:])
+}
+
+// bufferedConn reads through r (which may hold bytes already read from
+// Conn) and writes straight to Conn.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// CloseWrite half-closes when the underlying connection can.
+func (b *bufferedConn) CloseWrite() error {
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// isFraming reports a body framing error (not an I/O failure or a body
+// cut short by the peer).
+func isFraming(err error) bool {
+	var ne net.Error
+	return !errors.Is(err, io.ErrUnexpectedEOF) && !errors.As(err, &ne) && !errors.Is(err, net.ErrClosed)
+}
+
+func isReset(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// requestHash adapts a request head to balance.Request.
+type requestHash struct {
+	req *http1.RequestHead
+	src netip.Addr
+}
+
+func (r requestHash) Header(name string) ([]byte, bool) { return r.req.Header.Get(name) }
+func (r requestHash) Cookie(name string) ([]byte, bool) { return r.req.Header.Cookie(name) }
+func (r requestHash) Query(name string) ([]byte, bool)  { return r.req.Query(name) }
+func (r requestHash) SourceIP() netip.Addr              { return r.src }

@@ -1,0 +1,324 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/outrider-mesh/outrider/sidecar/balance"
+)
+
+// The net/http path carries HTTP/2 and gRPC (and HTTP/1.1 to or from
+// HTTP/2-only services): Go's HTTP server reads requests from connections
+// the sidecar accepted and handed over, and httputil.ReverseProxy forwards
+// them through a RoundTripper that balances each request over the mesh
+// (outbound) or sends it to the application (inbound). Streams are flushed
+// as they come, trailers and grpc-status pass through, and grpc-timeout
+// bounds the call.
+
+// h2Server serves handed-over connections with a net/http server.
+type h2Server struct {
+	srv *http.Server
+	ln  *connListener
+}
+
+// newH2Server starts a server for h whose connections come from serveConn.
+// Its HTTP/2 accepts prior-knowledge connections (h2c from applications,
+// and h2 over the sidecar's TLS, which the server sees as plaintext because
+// the handshake is done before hand-over).
+func newH2Server(h http.Handler, maxHeaderBytes int, log *slog.Logger) *h2Server {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	s := &h2Server{
+		srv: &http.Server{
+			Handler:           h,
+			Protocols:         &protos,
+			MaxHeaderBytes:    maxHeaderBytes,
+			ReadHeaderTimeout: headReadTimeout,
+			IdleTimeout:       clientIdleTimeout,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+			HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 1000},
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				if hc, ok := c.(*handedConn); ok {
+					ctx = context.WithValue(ctx, connInfoKey{}, hc.info)
+				}
+				return ctx
+			},
+		},
+		ln: newConnListener(),
+	}
+	go s.srv.Serve(s.ln)
+	return s
+}
+
+// connInfo is what a handler may know about the connection a request came on.
+type connInfo struct {
+	src  netip.Addr
+	peer string // peer SPIFFE ID (inbound)
+}
+
+type connInfoKey struct{}
+
+func connInfoFrom(ctx context.Context) connInfo {
+	ci, _ := ctx.Value(connInfoKey{}).(connInfo)
+	return ci
+}
+
+// serveConn hands c to the server and blocks until the server closed it,
+// so the caller's connection accounting stays right.
+func (s *h2Server) serveConn(c net.Conn, info connInfo) {
+	hc := &handedConn{Conn: c, info: info, closed: make(chan struct{})}
+	if !s.ln.push(hc) {
+		return
+	}
+	<-hc.closed
+}
+
+// shutdown stops taking connections, sends HTTP/2 GOAWAY and closes idle
+// connections; in-flight requests finish (the sidecar's drain bounds them
+// by closing their connections). It does not wait.
+func (s *h2Server) shutdown() {
+	s.ln.Close()
+	go s.srv.Shutdown(context.Background())
+}
+
+// handedConn signals when the server closes it.
+type handedConn struct {
+	net.Conn
+	info   connInfo
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *handedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
+}
+
+// connListener is a net.Listener fed by push.
+type connListener struct {
+	ch     chan net.Conn
+	done   chan struct{}
+	closed atomic.Bool
+	once   sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// reverseProxy returns the handler forwarding to rt. inbound adds the
+// X-Forwarded-* fields for the application.
+func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counters, log *slog.Logger) http.Handler {
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			out := pr.Out
+			out.URL.Scheme = "http"
+			out.URL.Host = pr.In.Host
+			if out.URL.Host == "" {
+				out.URL.Host = name
+			}
+			ci := connInfoFrom(pr.In.Context())
+			if inbound {
+				ip := ci.src.String()
+				if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+					out.Header.Set("X-Forwarded-For", joinComma(prior)+", "+ip)
+				} else {
+					out.Header.Set("X-Forwarded-For", ip)
+				}
+				if out.Header.Get("X-Forwarded-Proto") == "" {
+					out.Header.Set("X-Forwarded-Proto", "https")
+				}
+			}
+			if out.Header.Get("X-Request-Id") == "" {
+				out.Header.Set("X-Request-Id", newRequestID())
+			}
+		},
+		Transport:     rt,
+		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ModifyResponse: func(resp *http.Response) error {
+			stat.requests.Add(1)
+			if _, ok := resp.Header["Grpc-Status"]; ok {
+				// A trailers-only gRPC answer (one HEADERS frame ending the
+				// stream). The proxy may flush headers before it knows the
+				// body is empty, so the status is sent as trailers, which
+				// every gRPC client accepts after headers.
+				if resp.Trailer == nil {
+					resp.Trailer = http.Header{}
+				}
+				for _, k := range []string{"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin"} {
+					if v, ok := resp.Header[k]; ok {
+						resp.Trailer[k] = v
+						delete(resp.Header, k)
+					}
+				}
+			}
+			if c, ok := resp.Request.Context().Value(setCookieKey{}).(*setCookieSlot); ok && c.cookie != nil {
+				resp.Header.Add("Set-Cookie", c.cookie.String())
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			proxyError(w, r, err, name, stat, log)
+		},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isGRPC(r) {
+			if t := r.Header.Get("Grpc-Timeout"); t != "" {
+				if d, ok := parseGRPCTimeout(t); ok {
+					ctx, cancel := context.WithTimeout(r.Context(), d)
+					defer cancel()
+					r = r.WithContext(ctx)
+				}
+			}
+		}
+		slot := &setCookieSlot{}
+		r = r.WithContext(context.WithValue(r.Context(), setCookieKey{}, slot))
+		rp.ServeHTTP(w, r)
+	})
+}
+
+func joinComma(v []string) string {
+	s := v[0]
+	for _, x := range v[1:] {
+		s += ", " + x
+	}
+	return s
+}
+
+// setCookieSlot carries a hash-policy cookie from the RoundTripper (which
+// picks the endpoint) to ModifyResponse (which adds Set-Cookie).
+type setCookieSlot struct{ cookie *balance.SetCookie }
+
+type setCookieKey struct{}
+
+// proxyError answers a request the sidecar could not forward: gRPC calls
+// get a trailers-only response with a grpc-status, others a short body.
+func proxyError(w http.ResponseWriter, r *http.Request, err error, name string, stat *counters, log *slog.Logger) {
+	stat.upstreamFailures.Add(1)
+	status, code, msg, grpcCode := 502, errUpstreamReset, "upstream reset before response", 14
+	switch {
+	case errors.Is(err, balance.ErrNoEndpoint):
+		status, code, msg = 503, errNoHealthyUpstream, "no healthy upstream"
+	case errors.As(err, new(*dialError)):
+		status, code, msg = 503, errConnectFailure, "upstream connect error"
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		status, code, msg, grpcCode = 504, errUpstreamTimeout, "upstream request timeout", 4
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads the answer.
+		log.Debug("request cancelled by the client", "upstream", name, "path", r.URL.Path)
+		return
+	}
+	log.Error("upstream request failed", "upstream", name, "method", r.Method, "path", r.URL.Path,
+		"status", status, "reason", code, "error", err)
+	w.Header().Set(headerError, code)
+	if isGRPC(r) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", strconv.Itoa(grpcCode))
+		w.Header().Set("Grpc-Message", fmt.Sprintf("outrider: %s: %s", name, msg))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	io.WriteString(w, msg+"\n")
+}
+
+func isGRPC(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return len(ct) >= 16 && ct[:16] == "application/grpc"
+}
+
+// parseGRPCTimeout reads a grpc-timeout value: at most 8 digits and a unit
+// (H, M, S, m, u, n).
+func parseGRPCTimeout(s string) (time.Duration, bool) {
+	if len(s) < 2 || len(s) > 9 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s[:len(s)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
+		'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[s[len(s)-1]]
+	if unit == 0 {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
+// dialError marks a failure to reach an endpoint (nothing was sent).
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// httpRequestHash adapts an *http.Request to balance.Request.
+type httpRequestHash struct {
+	r   *http.Request
+	src netip.Addr
+}
+
+func (h httpRequestHash) Header(name string) ([]byte, bool) {
+	v := h.r.Header.Values(name)
+	if len(v) == 0 {
+		return nil, false
+	}
+	return []byte(v[0]), true
+}
+
+func (h httpRequestHash) Cookie(name string) ([]byte, bool) {
+	c, err := h.r.Cookie(name)
+	if err != nil {
+		return nil, false
+	}
+	return []byte(c.Value), true
+}
+
+func (h httpRequestHash) Query(name string) ([]byte, bool) {
+	q := h.r.URL.Query()
+	if !q.Has(name) {
+		return nil, false
+	}
+	return []byte(q.Get(name)), true
+}
+
+func (h httpRequestHash) SourceIP() netip.Addr { return h.src }

@@ -15,6 +15,9 @@
 #                   outrider-gomaxprocsN as outrider, with GOMAXPROCS=N added to OUTRIDER_ENV
 #                   outrider-goroutines  as outrider, relaying with two goroutines per connection
 #                                        instead of the event loop (OUTRIDER_DATA_PATH=goroutines)
+#                   outrider-l7          as outrider, with service-defaults protocol "http": both
+#                                        sidecars proxy per request (L7), like the nginx/haproxy pairs
+#                   outrider-l7-gomaxprocsN  outrider-l7 with GOMAXPROCS=N
 #                   nginx, haproxy       the anchor pairs configured as in /work/shared/ANCHORS.md
 #   ANCHORS=0     leave nginx and haproxy out of the default PAIRS
 #   ROUNDS        rounds per mode (default 5)
@@ -65,9 +68,10 @@ for p in "${PAIR_LIST[@]}"; do
 	case $p in
 	direct | builtin | outrider | nginx) ;;
 	outrider-gomaxprocs[0-9]*) [[ ${p#outrider-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
-	outrider-goroutines) ;;
+	outrider-goroutines | outrider-l7) ;;
+	outrider-l7-gomaxprocs[0-9]*) [[ ${p#outrider-l7-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
 	haproxy) [[ -n $HAPROXY_BIN ]] || die "pair haproxy: haproxy is not installed" ;;
-	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines nginx haproxy)" ;;
+	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines outrider-l7 outrider-l7-gomaxprocsN nginx haproxy)" ;;
 	esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
@@ -180,6 +184,10 @@ declare -A URL SIDECAR_PIDS LOGS
 
 register() { # register NAME WEB_SIDECAR_PORT CLIENT_SIDECAR_PORT UPSTREAM_PORT CLIENT_APP_PORT
 	local name=$1 wsp=$2 csp=$3 up=$4 cap=$5
+	if [[ $name == outrider-l7* ]]; then
+		# The L7 pairs: web-NAME speaks HTTP, declared as Consul users do.
+		curl -fsS -X PUT "http://$CONSUL_ADDR/v1/config" -d "{\"Kind\": \"service-defaults\", \"Name\": \"web-$name\", \"Protocol\": \"http\"}" >/dev/null
+	fi
 	curl -fsS -X PUT "http://$CONSUL_ADDR/v1/agent/service/register" -d @- <<EOF
 {"ID": "web-$name", "Name": "web-$name", "Address": "127.0.0.1", "Port": $BACKEND_PORT,
  "Connect": {"SidecarService": {"Address": "127.0.0.1", "Port": $wsp,
@@ -338,6 +346,8 @@ for p in "${PAIR_LIST[@]}"; do
 	outrider) setup_consul_pair outrider outrider $OUTRIDER_ENV ;;
 	outrider-gomaxprocs*) setup_consul_pair "$p" outrider $OUTRIDER_ENV "GOMAXPROCS=${p#outrider-gomaxprocs}" ;;
 	outrider-goroutines) setup_consul_pair "$p" outrider $OUTRIDER_ENV "OUTRIDER_DATA_PATH=goroutines" ;;
+	outrider-l7) setup_consul_pair "$p" outrider $OUTRIDER_ENV ;;
+	outrider-l7-gomaxprocs*) setup_consul_pair "$p" outrider $OUTRIDER_ENV "GOMAXPROCS=${p#outrider-l7-gomaxprocs}" ;;
 	nginx) setup_nginx_pair ;;
 	haproxy) setup_haproxy_pair ;;
 	esac

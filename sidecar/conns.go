@@ -15,7 +15,7 @@ type tracker struct {
 	// graceful holds, for keep-alive HTTP connections, how to close them
 	// at their next idle moment; drain calls these first.
 	graceful map[net.Conn]func()
-	wg    sync.WaitGroup
+	wg       sync.WaitGroup
 	// closing is set once drain started force-closing: later hand-overs
 	// are refused so nothing escapes the force close.
 	closing bool

@@ -77,14 +77,14 @@ type h1Proxy struct {
 // h1Conn is the per-connection state; its heads and buffers are reused for
 // every request on the connection.
 type h1Conn struct {
-	p    *h1Proxy
-	c    net.Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	src  netip.Addr
-	req  http1.RequestHead
-	resp http1.ResponseHead
-	wire []byte // head being written
+	p     *h1Proxy
+	c     net.Conn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	src   netip.Addr
+	req   http1.RequestHead
+	resp  http1.ResponseHead
+	wire  []byte // head being written
 	drain *drainState
 }
 
@@ -105,6 +105,12 @@ func (d *drainState) graceful() {
 		d.c.SetReadDeadline(time.Unix(1, 0))
 	}
 	d.mu.Unlock()
+}
+
+func (d *drainState) isDraining() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.draining
 }
 
 // setIdle marks the connection as waiting for a request (true) or serving
@@ -146,10 +152,9 @@ func (hc *h1Conn) serveOne() bool {
 	if _, err := hc.br.Peek(1); err != nil {
 		return false // closed, idle timeout or draining
 	}
-	if !hc.drain.setIdle(false) {
-		// Draining began as the request arrived; it is still served.
-		hc.req.Close = true
-	}
+	// Draining may begin from here on: the request is still served, and
+	// its response says Connection: close (relayResponse checks).
+	hc.drain.setIdle(false)
 	hc.c.SetReadDeadline(time.Now().Add(headReadTimeout))
 	err := hc.req.Read(hc.br, p.maxHeaderBytes)
 	hc.c.SetReadDeadline(time.Time{})
@@ -163,11 +168,6 @@ func (hc *h1Conn) serveOne() bool {
 		}
 		return false
 	}
-	hc.drain.mu.Lock()
-	if hc.drain.draining {
-		hc.req.Close = true
-	}
-	hc.drain.mu.Unlock()
 	return hc.forward()
 }
 
@@ -182,6 +182,11 @@ func (hc *h1Conn) forward() bool {
 	p, req := hc.p, &hc.req
 	if p.inbound {
 		hc.setForwarded()
+	}
+	if len(req.Host) == 0 {
+		// HTTP/1.0 without Host: the upstream speaks HTTP/1.1, which
+		// requires one.
+		req.Header.Add("Host", p.target.name())
 	}
 	if !req.Header.Has("X-Request-Id") {
 		req.Header.Add("X-Request-Id", newRequestID())
@@ -274,7 +279,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 		if _, err := http1.CopyBody(uc.bw, hc.br, req.Body, req.ContentLength, req.Body); err != nil {
 			uc.Conn.Close()
 			if errors.Is(err, http1.ErrBodySource) {
-				if isFraming(err) {
+				if errors.Is(err, http1.ErrBodyFraming) {
 					// Bad framing found mid-body: the upstream saw an
 					// aborted request; the client gets the 400.
 					p.stat.badRequests.Add(1)
@@ -332,7 +337,7 @@ func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnrea
 		resp.Header.Add("Set-Cookie", cookie.String())
 	}
 	out := resp.Body
-	closeClient := req.Close || req.Minor == 0
+	closeClient := req.Close || req.Minor == 0 || hc.drain.isDraining()
 	if out == http1.BodyUntilClose {
 		if req.Minor >= 1 {
 			out = http1.BodyChunked
@@ -349,6 +354,22 @@ func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnrea
 		uc.Conn.Close()
 		return false
 	}
+	reusable := !resp.Close && !bodyUnread
+	if resp.Body == http1.BodyLength && out == http1.BodyLength && int64(uc.br.Buffered()) >= resp.ContentLength {
+		// The whole body is already buffered (small responses): copy it
+		// and give the upstream connection back before the client flush,
+		// so the client's next request can reuse it.
+		body, _ := uc.br.Peek(int(resp.ContentLength))
+		hc.bw.Write(body)
+		uc.br.Discard(len(body))
+		if reusable {
+			uc.pool.put(uc)
+		} else {
+			uc.Conn.Close()
+		}
+		p.stat.requests.Add(1)
+		return hc.bw.Flush() == nil && !closeClient
+	}
 	if resp.Body != http1.BodyNone {
 		if _, err := http1.CopyBody(hc.bw, uc.br, resp.Body, resp.ContentLength, out); err != nil {
 			uc.Conn.Close()
@@ -363,10 +384,10 @@ func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnrea
 		uc.Conn.Close()
 		return false
 	}
-	if resp.Close || bodyUnread {
-		uc.Conn.Close()
-	} else {
+	if reusable {
 		uc.pool.put(uc)
+	} else {
+		uc.Conn.Close()
 	}
 	p.stat.requests.Add(1)
 	return !closeClient
@@ -430,8 +451,8 @@ func newRequestID() string {
 	const hex = "0123456789abcdef"
 	var b [36]byte
 	hi, lo := rand.Uint64(), rand.Uint64()
-	hi = hi&^(0xf<<12) | 4<<12         // version 4
-	lo = lo&^(0x3<<62) | 0x2<<62       // variant 10
+	hi = hi&^(0xf<<12) | 4<<12   // version 4
+	lo = lo&^(0x3<<62) | 0x2<<62 // variant 10
 	j := 0
 	for i := 0; i < 32; i++ {
 		if i == 8 || i == 12 || i == 16 || i == 20 {
@@ -470,13 +491,6 @@ func (b *bufferedConn) CloseWrite() error {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
-}
-
-// isFraming reports a body framing error (not an I/O failure or a body
-// cut short by the peer).
-func isFraming(err error) bool {
-	var ne net.Error
-	return !errors.Is(err, io.ErrUnexpectedEOF) && !errors.As(err, &ne) && !errors.Is(err, net.ErrClosed)
 }
 
 func isReset(err error) bool {

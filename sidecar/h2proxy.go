@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/outrider-mesh/outrider/sidecar/balance"
@@ -109,10 +108,9 @@ func (c *handedConn) Close() error {
 
 // connListener is a net.Listener fed by push.
 type connListener struct {
-	ch     chan net.Conn
-	done   chan struct{}
-	closed atomic.Bool
-	once   sync.Once
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
 }
 
 func newConnListener() *connListener {

@@ -3,6 +3,7 @@ package sidecar_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"testing"
@@ -93,6 +94,52 @@ func TestInteropWithBuiltinProxy(t *testing.T) {
 			}
 			setIntention(t, a, "web", "client", api.IntentionActionAllow)
 			eventually(t, 10*time.Second, func() error { return exchange(upstream, "allowed again") })
+		})
+	}
+}
+
+// With protocol http, an Outrider side proxies per request while the
+// built-in proxy relays bytes: HTTP/1.1 over mTLS works both ways.
+func TestInteropWithBuiltinProxyHTTP(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name            string
+		outriderInbound bool
+	}{
+		{"outrider outbound to builtin inbound", false},
+		{"builtin outbound to outrider inbound", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a := consultest.Start(t)
+			setProtocol(t, a, "web", "http")
+			app := startHTTPApp(t, "web-1")
+			upstream := registerPair(t, a, app.port()).upstream
+			if tc.outriderInbound {
+				startSidecar(t, a, sidecar.Options{SidecarFor: "web-1"}).waitReady(t)
+				startBuiltin(t, a, "client-1")
+			} else {
+				startBuiltin(t, a, "web-1")
+				startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"}).waitReady(t)
+			}
+			waitRoutable(t, a, "web", 1)
+			c := oneConnClient()
+			eventually(t, 20*time.Second, func() error {
+				resp, err := c.Get("http://" + upstream + "/echo")
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				var s seen
+				if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+					return err
+				}
+				// Whichever side is Outrider set the request ID.
+				if s.Instance != "web-1" || s.Header.Get("X-Request-Id") == "" {
+					return fmt.Errorf("seen %+v", s)
+				}
+				return nil
+			})
 		})
 	}
 }

@@ -465,3 +465,149 @@ func rawStatus(t *testing.T, addr, raw string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// Consistent hashing from a service-resolver keeps a session on one
+// instance while other instances come and go.
+func TestMeshSessionPersistence(t *testing.T) {
+	t.Parallel()
+	m := startL7Mesh(t, 3)
+	_, _, err := m.agent.Client.ConfigEntries().Set(&api.ServiceResolverConfigEntry{
+		Kind: api.ServiceResolver, Name: "web",
+		LoadBalancer: &api.LoadBalancer{
+			Policy: "ring_hash",
+			HashPolicies: []api.HashPolicy{
+				{Field: "header", FieldValue: "x-user", Terminal: true},
+				{Field: "cookie", FieldValue: "session", CookieConfig: &api.CookieConfig{TTL: time.Hour}},
+			},
+		},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		for _, u := range m.client.Dump().Upstreams {
+			if u.DestinationName == "web" && u.LoadBalancer.Policy == "ring_hash" {
+				return nil
+			}
+		}
+		return fmt.Errorf("ring_hash not applied yet")
+	})
+	base := "http://" + m.upstream
+	c := oneConnClient()
+	ask := func(header, cookie string) (string, *http.Response) {
+		req, _ := http.NewRequest("GET", base+"/echo", nil)
+		if header != "" {
+			req.Header.Set("X-User", header)
+		}
+		if cookie != "" {
+			req.AddCookie(&http.Cookie{Name: "session", Value: cookie})
+		}
+		s, resp := getSeen(t, c, req)
+		return s.Instance, resp
+	}
+
+	// The first request gets a generated cookie; with it, every request
+	// lands where the first did.
+	first, resp := ask("", "")
+	var session string
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "session" {
+			session = ck.Value
+			if ck.MaxAge != 3600 {
+				t.Errorf("generated cookie Max-Age %d, want 3600", ck.MaxAge)
+			}
+		}
+	}
+	if session == "" {
+		t.Fatalf("no session cookie generated: %v", resp.Header["Set-Cookie"])
+	}
+	pinned, _ := ask("", session)
+	for range 20 {
+		if got, _ := ask("", session); got != pinned {
+			t.Fatalf("session moved from %s to %s", pinned, got)
+		}
+	}
+	t.Logf("first answer from %s, session pinned to %s", first, pinned)
+
+	// Headers are hashed too: one user sticks, many users spread.
+	users := map[string]bool{}
+	for i := range 30 {
+		inst, _ := ask(fmt.Sprintf("user-%d", i), "")
+		again, _ := ask(fmt.Sprintf("user-%d", i), "")
+		if inst != again {
+			t.Fatalf("user-%d moved from %s to %s", i, inst, again)
+		}
+		users[inst] = true
+	}
+	if len(users) < 2 {
+		t.Fatalf("30 users all hashed to %v", users)
+	}
+
+	// Another instance leaves: the session stays where it was.
+	var other string
+	for i := range m.apps {
+		if id := fmt.Sprintf("web-%d", i+1); id != pinned {
+			other = id
+			break
+		}
+	}
+	if err := m.agent.Client.Agent().ServiceDeregister(other + "-sidecar-proxy"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		for _, u := range m.client.Dump().Upstreams {
+			if u.DestinationName == "web" && u.Snapshot != nil && len(u.Snapshot.Endpoints) == 2 {
+				return nil
+			}
+		}
+		return fmt.Errorf("client still sees the removed instance")
+	})
+	for range 20 {
+		if got, _ := ask("", session); got != pinned {
+			t.Fatalf("after %s left, session moved from %s to %s", other, pinned, got)
+		}
+	}
+}
+
+// A protocol change in service-defaults reaches both sidecars through the
+// agent and applies to new connections: tcp traffic is relayed as bytes,
+// http traffic per request.
+func TestMeshProtocolChange(t *testing.T) {
+	t.Parallel()
+	a := consultest.Start(t)
+	app := startHTTPApp(t, "api-1")
+	ports := consultest.FreePorts(t, 4)
+	register(t, a, service{name: "api", id: "api-1", appPort: app.port(), publicPort: ports[0]})
+	register(t, a, service{name: "client", id: "client-1", appPort: ports[1], publicPort: ports[2],
+		upstreams: []api.Upstream{{DestinationName: "api", LocalBindPort: ports[3]}}})
+	apiSC := startSidecar(t, a, sidecar.Options{SidecarFor: "api-1"})
+	client := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"})
+	apiSC.waitReady(t)
+	client.waitReady(t)
+	waitRoutable(t, a, "api", 1)
+	get := func() (seen, error) {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get("http://" + addr(ports[3]) + "/echo")
+		if err != nil {
+			return seen{}, err
+		}
+		defer resp.Body.Close()
+		var s seen
+		return s, json.NewDecoder(resp.Body).Decode(&s)
+	}
+	eventually(t, 15*time.Second, func() error { _, err := get(); return err })
+	if s, _ := get(); s.Header.Get("X-Request-Id") != "" {
+		t.Fatalf("tcp upstream added headers: %v", s.Header)
+	}
+	setProtocol(t, a, "api", "http")
+	eventually(t, 15*time.Second, func() error {
+		s, err := get()
+		if err != nil {
+			return err
+		}
+		if s.Header.Get("X-Request-Id") == "" || s.Header.Get("X-Forwarded-Proto") != "https" {
+			return fmt.Errorf("still relayed as bytes: %v", s.Header)
+		}
+		return nil
+	})
+}

@@ -105,11 +105,11 @@ type counters struct {
 
 // upstreamRunner is an outbound listener and the discovery watch feeding it.
 type upstreamRunner struct {
-	out    *outbound
+	out     *outbound
 	watch   atomic.Pointer[consul.Watch[*discovery.Snapshot]]
 	lbWatch atomic.Pointer[consul.Watch[*api.LoadBalancer]]
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // New returns a Sidecar for the Consul agent client talks to.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"sync"
@@ -25,15 +26,21 @@ const copyBufSize = 32 << 10
 
 var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
 
-// Framing errors in a chunked body. CopyBody wraps them with
-// ErrBodySource.
+// ErrBodyFraming is wrapped, with ErrBodySource, by CopyBody errors for a
+// body whose framing is malformed (a bad chunk-size line, chunk data not
+// followed by CRLF, a bad or oversized trailer section), as opposed to a
+// body cut short or an I/O failure. A proxy answers it with 400 for a
+// request body and treats it as an upstream failure (502) for a response.
+var ErrBodyFraming = errors.New("malformed body framing")
+
+// Framing errors in a chunked body.
 var (
-	errChunkLine     = errors.New("malformed chunk-size line")
-	errChunkTooLong  = errors.New("chunk-size line too long")
-	errChunkSize     = errors.New("invalid chunk size")
-	errChunkData     = errors.New("chunk data not followed by CRLF")
-	errChunkOverhead = errors.New("chunked encoding contains too much non-data")
-	errTrailer       = errors.New("malformed trailer section")
+	errChunkLine     = fmt.Errorf("%w: malformed chunk-size line", ErrBodyFraming)
+	errChunkTooLong  = fmt.Errorf("%w: chunk-size line too long", ErrBodyFraming)
+	errChunkSize     = fmt.Errorf("%w: invalid chunk size", ErrBodyFraming)
+	errChunkData     = fmt.Errorf("%w: chunk data not followed by CRLF", ErrBodyFraming)
+	errChunkOverhead = fmt.Errorf("%w: chunked encoding contains too much non-data", ErrBodyFraming)
+	errTrailer       = fmt.Errorf("%w: malformed or oversized trailer section", ErrBodyFraming)
 	errBadPair       = errors.New("http1: CopyBody: unsupported framing pair")
 )
 
@@ -71,10 +78,10 @@ func dstErr(err error) error { return &bodyError{ErrBodyDest, err} }
 // buffer of at least 4 KiB (the default): a chunk-size line or trailer
 // section that does not fit is rejected.
 //
-// A failure wraps ErrBodySource (a read error, a framing error, or a body
-// cut short, which also wraps io.ErrUnexpectedEOF) or ErrBodyDest (a write
-// error), for errors.Is. After a failure the connections are out of sync
-// and must be closed.
+// A failure wraps ErrBodySource (a read error; a framing error, which also
+// wraps ErrBodyFraming; or a body cut short, which also wraps
+// io.ErrUnexpectedEOF) or ErrBodyDest (a write error), for errors.Is.
+// After a failure the connections are out of sync and must be closed.
 func CopyBody(dst *bufio.Writer, src *bufio.Reader, in BodyKind, n int64, out BodyKind) (int64, error) {
 	c := copier{dst: dst, src: src, reframe: out == BodyChunked && in != BodyChunked}
 	var err error
@@ -221,8 +228,12 @@ func (c *copier) sizeLine(size uint64) error {
 func (c *copier) chunked() error {
 	var excess int64
 	for {
-		if err := c.flushIfDry(); err != nil {
-			return err
+		// Flush before the size line unless all of it is buffered: the
+		// next chunk may be a while coming.
+		if p, _ := c.src.Peek(c.src.Buffered()); bytes.IndexByte(p, '\n') < 0 && c.dst.Buffered() > 0 {
+			if err := c.dst.Flush(); err != nil {
+				return dstErr(err)
+			}
 		}
 		line, err := c.src.ReadSlice('\n')
 		if err != nil {
@@ -381,7 +392,7 @@ func (c *copier) trailer() error {
 		if done {
 			break
 		}
-		canon = appendField(canon, f.Name, f.Value)
+		canon = appendField(canon, f.Name, trimOWS(f.Value))
 	}
 	_, _ = c.src.Discard(end)
 	if !c.chunksOut {

@@ -113,6 +113,9 @@ func TestCopyBodyErrors(t *testing.T) {
 			if errors.Is(err, io.ErrUnexpectedEOF) != tc.unexpected {
 				t.Errorf("err = %v; wraps io.ErrUnexpectedEOF = %v, want %v", err, !tc.unexpected, tc.unexpected)
 			}
+			if errors.Is(err, ErrBodyFraming) == tc.unexpected {
+				t.Errorf("err = %v; wraps ErrBodyFraming = %v, want %v", err, tc.unexpected, !tc.unexpected)
+			}
 		})
 	}
 
@@ -147,6 +150,8 @@ func TestCopyBodyFlushesWhenSourceBlocks(t *testing.T) {
 		end     string
 	}{
 		{"chunked", BodyChunked, BodyChunked, "7\r\ndata: 1\r\n", "7\r\ndata: 1\r\n", "0\r\n\r\n"},
+		{"chunked, next size line begun", BodyChunked, BodyChunked, "7\r\ndata: 1\r\n1", "7\r\ndata: 1\r\n", "\r\nx\r\n0\r\n\r\n"},
+		{"chunked trailer", BodyChunked, BodyChunked, "7\r\ndata: 1\r\n0\r\nA: 1\r\n", "7\r\ndata: 1\r\n", "\r\n"},
 		{"until close", BodyUntilClose, BodyChunked, "data: 1", "7\r\ndata: 1\r\n", ""},
 		{"length", BodyLength, BodyLength, "data: 1", "data: 1", "data: 2"},
 	} {

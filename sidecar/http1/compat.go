@@ -61,6 +61,11 @@ package http1
 //     is malformed, where net/http may answer 400.
 //  5. A src buffer smaller than 4 KiB shortens the longest chunk-size line
 //     and trailer section CopyBody accepts (net/http reads with 4 KiB).
+//  6. A request with both Content-Length and Transfer-Encoding: chunked is
+//     a 400; net/http drops the Content-Length and reads chunks. Both
+//     framings at once is how CL.TE and TE.CL smuggling starts, and RFC
+//     9112 section 6.1 lets a server reject it (Envoy does). Responses
+//     framed both ways are still read as chunked.
 //
 // ResponseHead.Read follows http.ReadResponse, which FuzzResponseHead
 // checks, and is stricter where a proxy must not pass ambiguity on: a

@@ -101,8 +101,10 @@ func diffCases() []diffCase {
 		{name: "stray CRLF after POST", raw: "POST / HTTP/1.1\r\n" + h + "Content-Length: 1\r\n\r\na\r\n\r\nGET / HTTP/1.1\r\n" + h + "\r\n"},
 
 		// Smuggling classics.
-		{name: "CL.TE", raw: "POST / HTTP/1.1\r\n" + h + "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n" + h + "\r\n"},
-		{name: "TE.CL", raw: "POST / HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST / HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 15\r\n\r\nx=1\r\n0\r\n\r\n"},
+		{name: "CL.TE", raw: "POST / HTTP/1.1\r\n" + h + "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n" + h + "\r\n",
+			diverge: []string{"400"}, netHTTP: []string{"200:0", "200:0"}},
+		{name: "TE.CL", raw: "POST / HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST / HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 15\r\n\r\nx=1\r\n0\r\n\r\n",
+			diverge: []string{"400"}, netHTTP: []string{"200:92"}},
 		{name: "TE.CL bad CL", raw: "POST / HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\nContent-Length: x\r\n\r\n0\r\n\r\n"},
 		{name: "TE chunked identity", raw: "POST / HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"},
 		{name: "TE identity chunked", raw: "POST / HTTP/1.1\r\n" + h + "Transfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n"},

@@ -113,6 +113,10 @@ func FuzzRequestHead(f *testing.F) {
 				t.Fatalf("h2c preface: outrider %s, want 505", ours)
 			}
 			return
+		case ours == "400" && theirs == "200" && bothLengths(data):
+			// Deliberately stricter: Content-Length with chunked (see
+			// compat.go).
+			return
 		case ours == truncated && theirs == "400":
 			// net/http reads a final line cut short as complete and then
 			// finds it malformed; both reject.
@@ -271,13 +275,23 @@ func FuzzChunked(f *testing.F) {
 	})
 }
 
+// equalHeader compares a and b ignoring trailing whitespace in values: a
+// blank obs-fold continuation leaves one in net/textproto's value, which
+// no field line can carry on.
 func equalHeader(a, b http.Header) bool {
 	if len(a) != len(b) {
 		return false
 	}
+	trim := func(s string) string { return strings.TrimRight(s, " \t") }
 	for k, v := range a {
-		if !slices.Equal(v, b[k]) {
+		w := b[k]
+		if len(v) != len(w) {
 			return false
+		}
+		for i := range v {
+			if trim(v[i]) != trim(w[i]) {
+				return false
+			}
 		}
 	}
 	return true
@@ -357,4 +371,11 @@ func FuzzResponseHead(f *testing.F) {
 			t.Fatalf("%d %v/%d forwarded as %q", h.Status, h.Body, h.ContentLength, wire)
 		}
 	})
+}
+
+// bothLengths reports a head with both framing fields (net/http drops
+// Content-Length and reads chunks; Outrider rejects it).
+func bothLengths(data []byte) bool {
+	head, _, _ := bytes.Cut(bytes.ToLower(data), []byte("\r\n\r\n"))
+	return bytes.Contains(head, []byte("\ncontent-length")) && bytes.Contains(head, []byte("\ntransfer-encoding"))
 }

@@ -370,6 +370,7 @@ func (hf *headFacts) transfer(major, minor int) (chunked bool, cl int64, err err
 var (
 	errUnsupportedTE = errors.New("unsupported transfer encoding")
 	errBadLength     = errors.New("invalid or conflicting Content-Length")
+	errBothLengths   = errors.New("both Content-Length and Transfer-Encoding")
 	errBadTrailer    = errors.New("trailer declaration names a framing field")
 )
 

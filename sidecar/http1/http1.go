@@ -18,12 +18,11 @@
 // this package is deliberately stricter are listed in compat.go.
 package http1
 
-import (
-	"errors"
-)
+import "errors"
 
-// DefaultMaxHeaderBytes bounds a request or response head (request line or
-// status line plus fields) when the caller gives no limit.
+// DefaultMaxHeaderBytes bounds a request or response head (start line,
+// fields and the empty line that ends them) when the caller gives no
+// limit.
 const DefaultMaxHeaderBytes = 64 << 10
 
 // Error is a malformed or unacceptable message. Status is the response a
@@ -33,9 +32,10 @@ const DefaultMaxHeaderBytes = 64 << 10
 // responses it is always 502.
 type Error struct {
 	Status int
-	Reason string
+	Reason string // what was wrong, for logs; not meant for the peer
 }
 
+// Error returns the reason, prefixed with the package name.
 func (e *Error) Error() string { return "http1: " + e.Reason }
 
 // ErrBodySource and ErrBodyDest wrap errors from CopyBody so the caller

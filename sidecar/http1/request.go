@@ -37,7 +37,6 @@ func (h *RequestHead) Read(br *bufio.Reader, maxHeaderBytes int) error {
 		_, _ = br.Discard(n)
 	}
 	raw, err := readHead(br, h.raw, maxHeaderBytes)
-	h.raw = raw
 	*h = RequestHead{raw: raw, Header: Header{Fields: h.Header.Fields[:0], arena: h.Header.arena[:0]}}
 	switch err {
 	case nil:
@@ -94,6 +93,12 @@ func (h *RequestHead) parse(raw []byte) error {
 	}
 	h.Close = hf.shouldClose(major, minor)
 	chunked, cl, err := hf.transfer(major, minor)
+	if err == nil && chunked && hf.cls > 0 {
+		// Deliberately stricter than net/http (which drops the
+		// Content-Length): a request framed both ways is the classic
+		// smuggling vector, and RFC 9112 section 6.1 lets a server reject it.
+		err = errBothLengths
+	}
 	switch {
 	case err == errUnsupportedTE:
 		return &Error{Status: 501, Reason: err.Error()}

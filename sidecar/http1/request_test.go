@@ -38,8 +38,8 @@ func TestRequestHeadRead(t *testing.T) {
 			want{method: "POST", target: "/", host: "h", minor: 1, body: BodyLength, length: 3, fields: 3}},
 		{"chunked", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
 			want{method: "POST", target: "/", host: "h", minor: 1, body: BodyChunked, length: -1, fields: 2}},
-		{"chunked overrides CL", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: CHUNKED\r\n\r\n",
-			want{method: "POST", target: "/", host: "h", minor: 1, body: BodyChunked, length: -1, fields: 3}},
+		{"chunked is case-insensitive", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: CHUNKED\r\n\r\n",
+			want{method: "POST", target: "/", host: "h", minor: 1, body: BodyChunked, length: -1, fields: 2}},
 		{"HTTP/1.0 closes", "GET / HTTP/1.0\r\n\r\n",
 			want{method: "GET", target: "/", close: true}},
 		{"HTTP/1.0 keep-alive", "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
@@ -281,8 +281,8 @@ func TestRequestAppendWire(t *testing.T) {
 			want: "POST / HTTP/1.1\r\nHost: h\r\nte: trailers\r\nContent-Length: 3\r\n\r\n",
 		},
 		{
-			name: "chunked, CL dropped",
-			raw:  "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+			name: "chunked framing rewritten",
+			raw:  "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
 			want: "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
 		},
 		{

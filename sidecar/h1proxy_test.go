@@ -1,0 +1,330 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/http1"
+)
+
+// rawBackend answers every request on a connection with respond's bytes,
+// reading requests with the http1 codec. It counts accepted connections.
+type rawBackend struct {
+	ln       net.Listener
+	accepted atomic.Int64
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    []net.Conn
+}
+
+func startRawBackend(tb testing.TB, respond func(req *http1.RequestHead, br *bufio.Reader, w *bufio.Writer) bool) *rawBackend {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b := &rawBackend{ln: ln}
+	tb.Cleanup(func() {
+		ln.Close()
+		b.mu.Lock()
+		for _, c := range b.conns {
+			c.Close()
+		}
+		b.mu.Unlock()
+		b.wg.Wait()
+	})
+	b.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.accepted.Add(1)
+			b.mu.Lock()
+			b.conns = append(b.conns, c)
+			b.mu.Unlock()
+			b.wg.Go(func() {
+				defer c.Close()
+				br, bw := bufio.NewReader(c), bufio.NewWriter(c)
+				var req http1.RequestHead
+				for {
+					if err := req.Read(br, 0); err != nil {
+						return
+					}
+					if req.Body != http1.BodyNone {
+						if _, err := http1.CopyBody(bufio.NewWriter(io.Discard), br, req.Body, req.ContentLength, req.Body); err != nil {
+							return
+						}
+					}
+					keep := respond(&req, br, bw)
+					if bw.Flush() != nil || !keep {
+						return
+					}
+				}
+			})
+		}
+	})
+	return b
+}
+
+func hello(_ *http1.RequestHead, _ *bufio.Reader, w *bufio.Writer) bool {
+	w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 19\r\n\r\nhello from backend\n")
+	return true
+}
+
+// poolTarget sends every request to one address through a pool.
+type poolTarget struct{ pool *connPool }
+
+func (p poolTarget) name() string { return "backend" }
+func (p poolTarget) acquire(ctx context.Context, _ *http1.RequestHead, _ netip.Addr, _ []string) (*upConn, *balance.Endpoint, *balance.SetCookie, error) {
+	uc, err := p.pool.get(ctx)
+	return uc, nil, nil, err
+}
+
+// startH1Proxy serves an h1Proxy to backend on a loopback listener and
+// returns its address and tracker.
+func startH1Proxy(tb testing.TB, backend string) (string, *tracker) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := newConnPool(func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", backend)
+	})
+	p := &h1Proxy{target: poolTarget{pool}, log: slog.New(slog.DiscardHandler), stat: &counters{}, maxHeaderBytes: http1.DefaultMaxHeaderBytes,
+		responseTimeout: 5 * time.Second}
+	conns := newTracker()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serve(ln, conns, p.log, func(c net.Conn) { p.serve(c, bufio.NewReaderSize(c, bufSize), conns, c) })
+	}()
+	tb.Cleanup(func() {
+		ln.Close()
+		<-done
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		conns.drain(ctx)
+		pool.close()
+	})
+	return ln.Addr().String(), conns
+}
+
+// exchange writes raw on c and returns the response status line and body.
+func exchange(t *testing.T, c net.Conn, br *bufio.Reader, raw string) (int, string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	var resp http1.ResponseHead
+	if err := resp.Read(br, []byte("GET"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var body strings.Builder
+	bw := bufio.NewWriter(&body)
+	if resp.Body != http1.BodyNone {
+		if _, err := http1.CopyBody(bw, br, resp.Body, resp.ContentLength, http1.BodyUntilClose); err != nil && resp.Body != http1.BodyUntilClose {
+			t.Fatal(err)
+		}
+	}
+	bw.Flush()
+	return resp.Status, body.String()
+}
+
+const getReq = "GET / HTTP/1.1\r\nHost: backend\r\n\r\n"
+
+func TestH1ProxyReusesUpstreamConnections(t *testing.T) {
+	b := startRawBackend(t, hello)
+	addr, _ := startH1Proxy(t, b.ln.Addr().String())
+	for range 3 { // three client connections, ten requests each
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		for range 10 {
+			if status, body := exchange(t, c, br, getReq); status != 200 || body != "hello from backend\n" {
+				t.Fatalf("got %d %q", status, body)
+			}
+		}
+		c.Close()
+	}
+	if n := b.accepted.Load(); n != 1 {
+		t.Fatalf("backend accepted %d connections for 30 sequential requests, want 1 (pooled)", n)
+	}
+}
+
+// A pooled connection the upstream closed while idle is replaced without
+// the client noticing.
+func TestH1ProxyRetriesStalePooledConnection(t *testing.T) {
+	var n atomic.Int64
+	b := startRawBackend(t, func(req *http1.RequestHead, br *bufio.Reader, w *bufio.Writer) bool {
+		hello(req, br, w)
+		return n.Add(1)%2 == 0 // every other response closes the connection after it is sent
+	})
+	addr, _ := startH1Proxy(t, b.ln.Addr().String())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := range 6 {
+		time.Sleep(20 * time.Millisecond) // let the close reach the proxy
+		if status, _ := exchange(t, c, br, getReq); status != 200 {
+			t.Fatalf("request %d: status %d", i, status)
+		}
+	}
+}
+
+// An upstream answering an Expect: 100-continue request with a final
+// status gets that status to the client, which must then close.
+func TestH1ProxyExpectContinueRejected(t *testing.T) {
+	b := startRawBackend(t, hello)
+	b.ln.Close() // replace the backend: answer 417 without reading the body
+	ln, err := net.Listen("tcp", b.ln.Addr().String())
+	if err != nil {
+		t.Skip("port reuse failed:", err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		var req http1.RequestHead
+		if req.Read(bufio.NewReader(c), 0) == nil {
+			io.WriteString(c, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 4\r\n\r\nnope")
+		}
+		time.Sleep(time.Second)
+	}()
+	addr, _ := startH1Proxy(t, ln.Addr().String())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	status, body := exchange(t, c, br, "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	if status != 417 || body != "nope" {
+		t.Fatalf("got %d %q, want 417 nope", status, body)
+	}
+}
+
+// An HTTP/1.0 client gets a chunked upstream response delimited by close.
+func TestH1ProxyHTTP10Client(t *testing.T) {
+	b := startRawBackend(t, func(_ *http1.RequestHead, _ *bufio.Reader, w *bufio.Writer) bool {
+		w.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+		return true
+	})
+	addr, _ := startH1Proxy(t, b.ln.Addr().String())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+	all, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, body, _ := strings.Cut(string(all), "\r\n\r\n")
+	if body != "hello world" || strings.Contains(strings.ToLower(head), "chunked") || !strings.Contains(head, "Connection: close") {
+		t.Fatalf("response %q", all)
+	}
+}
+
+// Draining closes idle keep-alive connections at once and lets a request
+// in flight finish, with Connection: close.
+func TestH1ProxyGracefulDrain(t *testing.T) {
+	release := make(chan struct{})
+	b := startRawBackend(t, func(req *http1.RequestHead, br *bufio.Reader, w *bufio.Writer) bool {
+		if string(req.Target) == "/slow" {
+			<-release
+		}
+		return hello(req, br, w)
+	})
+	addr, conns := startH1Proxy(t, b.ln.Addr().String())
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if status, _ := exchange(t, idle, bufio.NewReader(idle), getReq); status != 200 {
+		t.Fatal(status)
+	}
+	busy, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+
+	drained := make(chan int)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		drained <- conns.drain(ctx)
+	}()
+	// The idle connection is closed by the proxy.
+	idle.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := idle.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("idle connection: read %v, want EOF", err)
+	}
+	close(release)
+	br := bufio.NewReader(busy)
+	var resp http1.ResponseHead
+	busy.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if err := resp.Read(br, []byte("GET"), 0); err != nil || resp.Status != 200 || !resp.Close {
+		t.Fatalf("in-flight request: %v status %d close %v", err, resp.Status, resp.Close)
+	}
+	if n := <-drained; n != 0 {
+		t.Fatalf("drain had to force-close %d connections", n)
+	}
+}
+
+// BenchmarkH1Proxy measures one keep-alive request through the HTTP/1.1
+// loop to a pooled plaintext upstream (no TLS): the per-request cost of
+// parsing, rewriting and relaying.
+func BenchmarkH1Proxy(b *testing.B) {
+	be := startRawBackend(b, hello)
+	addr, _ := startH1Proxy(b, be.ln.Addr().String())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	req := []byte("GET /api/items?id=42 HTTP/1.1\r\nHost: web\r\nUser-Agent: bench\r\nAccept: */*\r\nX-Request-Id: 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0\r\n\r\n")
+	var resp http1.ResponseHead
+	discard := bufio.NewWriter(io.Discard)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if err := resp.Read(br, []byte("GET"), 0); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := http1.CopyBody(discard, br, resp.Body, resp.ContentLength, resp.Body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -28,8 +28,6 @@ const (
 	// nothing for this long (above poolIdleTimeout, so a peer's pool drops
 	// the connection first).
 	clientIdleTimeout = 90 * time.Second
-	// headReadTimeout bounds how long a started request head may take.
-	headReadTimeout = 30 * time.Second
 	// continueTimeout is how long a request with Expect: 100-continue waits
 	// for the upstream's interim answer before its body is sent anyway
 	// (curl waits 1 s).
@@ -86,6 +84,10 @@ type h1Conn struct {
 	resp  http1.ResponseHead
 	wire  []byte // head being written
 	drain *drainState
+	// clientClose: the client connection closes after this exchange. The
+	// request's own Close is cleared before forwarding: it is hop-by-hop
+	// and must not close the pooled upstream connection.
+	clientClose bool
 }
 
 // drainState lets shutdown close a keep-alive connection between requests
@@ -113,13 +115,29 @@ func (d *drainState) isDraining() bool {
 	return d.draining
 }
 
-// setIdle marks the connection as waiting for a request (true) or serving
-// one; it reports false when the connection must close instead.
-func (d *drainState) setIdle(idle bool) bool {
+// waitRequest marks the connection idle and arms its idle deadline; it
+// reports false when the connection must close instead (draining). Both
+// happen under the lock graceful takes, so a drain cannot be missed.
+func (d *drainState) waitRequest(deadline time.Time) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.idle = idle
-	return !d.draining
+	if d.draining {
+		return false
+	}
+	d.idle = true
+	d.c.SetReadDeadline(deadline)
+	return true
+}
+
+// serving marks the connection busy: a request started arriving. If a
+// drain expired the deadline meanwhile, the request gets a fresh one.
+func (d *drainState) serving(deadline time.Time) {
+	d.mu.Lock()
+	d.idle = false
+	if d.draining {
+		d.c.SetReadDeadline(deadline)
+	}
+	d.mu.Unlock()
 }
 
 var h1BufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
@@ -128,10 +146,8 @@ var h1BufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &
 // handshake); br may hold bytes already read from c. It returns when the
 // connection is done; the caller closes c.
 func (p *h1Proxy) serve(c net.Conn, br *bufio.Reader, conns *tracker, tracked net.Conn) {
-	hc := &h1Conn{p: p, c: c, br: br, bw: bufio.NewWriterSize(c, bufSize)}
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		hc.src = ap.Addr().Unmap()
-	}
+	hc := &h1Conn{p: p, c: c, br: br, bw: getWriter(c), src: remoteIP(c)}
+	defer func() { putWriter(hc.bw) }()
 	hc.drain = &drainState{c: c}
 	conns.onDrain(tracked, hc.drain.graceful)
 	bp := h1BufPool.Get().(*[]byte)
@@ -145,19 +161,23 @@ func (p *h1Proxy) serve(c net.Conn, br *bufio.Reader, conns *tracker, tracked ne
 // open for another.
 func (hc *h1Conn) serveOne() bool {
 	p := hc.p
-	if !hc.drain.setIdle(true) {
+	// One deadline covers the idle wait and the whole head (a slow-loris
+	// head cannot outlast it); it is cleared only for requests whose body
+	// or tunnel is read next, so a plain GET costs one deadline update.
+	deadline := time.Now().Add(clientIdleTimeout)
+	if !hc.drain.waitRequest(deadline) {
 		return false
 	}
-	hc.c.SetReadDeadline(time.Now().Add(clientIdleTimeout))
 	if _, err := hc.br.Peek(1); err != nil {
 		return false // closed, idle timeout or draining
 	}
 	// Draining may begin from here on: the request is still served, and
 	// its response says Connection: close (relayResponse checks).
-	hc.drain.setIdle(false)
-	hc.c.SetReadDeadline(time.Now().Add(headReadTimeout))
+	hc.drain.serving(deadline)
 	err := hc.req.Read(hc.br, p.maxHeaderBytes)
-	hc.c.SetReadDeadline(time.Time{})
+	if err == nil && (hc.req.Body != http1.BodyNone || hc.req.Upgrade != nil) {
+		hc.c.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var he *http1.Error
 		if errors.As(err, &he) {
@@ -183,6 +203,7 @@ func (hc *h1Conn) forward() bool {
 	if p.inbound {
 		hc.setForwarded()
 	}
+	hc.clientClose, req.Close = req.Close, false
 	if len(req.Host) == 0 {
 		// HTTP/1.0 without Host: the upstream speaks HTTP/1.1, which
 		// requires one.
@@ -220,7 +241,7 @@ func (hc *h1Conn) forward() bool {
 		lastErr = errors.New("pooled connection closed by the upstream")
 	}
 	p.stat.upstreamFailures.Add(1)
-	keep := !req.Close && req.Body == http1.BodyNone
+	keep := !hc.clientClose && req.Body == http1.BodyNone
 	if lastErr == nil {
 		p.log.Error("no healthy endpoint", "upstream", p.target.name(), "method", string(req.Method), "path", string(req.Target))
 		hc.fail(503, "no healthy upstream", errNoHealthyUpstream, !keep)
@@ -266,7 +287,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 		case err == nil:
 			// A final answer (417, 401, ...) without reading the body: relay
 			// it; the unread body means the client connection must close.
-			req.Close = true
+			hc.clientClose = true
 			return hc.relayResponse(uc, cookie, true), false
 		case isTimeout(err):
 			// No interim answer: send the body anyway, as clients do.
@@ -319,9 +340,10 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 		hc.bw.Write(hc.wire)
 		hc.bw.Flush()
 	}
-	if p.responseTimeout > 0 {
-		uc.Conn.SetReadDeadline(time.Time{})
-	}
+	// The response deadline stays armed only while the head is awaited:
+	// relayResponse clears it before reading a body that is not buffered
+	// yet (uc.deadline), so long bodies and tunnels are not cut.
+	uc.deadline = p.responseTimeout > 0
 	return hc.relayResponse(uc, cookie, false), false
 }
 
@@ -331,13 +353,14 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnread bool) bool {
 	p, req, resp := hc.p, &hc.req, &hc.resp
 	if resp.Status == 101 && req.Upgrade != nil {
+		uc.clearDeadline()
 		return hc.tunnel(uc)
 	}
 	if cookie != nil {
 		resp.Header.Add("Set-Cookie", cookie.String())
 	}
 	out := resp.Body
-	closeClient := req.Close || req.Minor == 0 || hc.drain.isDraining()
+	closeClient := hc.clientClose || req.Minor == 0 || hc.drain.isDraining()
 	if out == http1.BodyUntilClose {
 		if req.Minor >= 1 {
 			out = http1.BodyChunked
@@ -371,6 +394,7 @@ func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnrea
 		return hc.bw.Flush() == nil && !closeClient
 	}
 	if resp.Body != http1.BodyNone {
+		uc.clearDeadline()
 		if _, err := http1.CopyBody(hc.bw, uc.br, resp.Body, resp.ContentLength, out); err != nil {
 			uc.Conn.Close()
 			if errors.Is(err, http1.ErrBodySource) {

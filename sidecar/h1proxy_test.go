@@ -66,7 +66,7 @@ func startRawBackend(tb testing.TB, respond func(req *http1.RequestHead, br *buf
 							return
 						}
 					}
-					keep := respond(&req, br, bw)
+					keep := respond(&req, br, bw) && !req.Close // as real servers do
 					if bw.Flush() != nil || !keep {
 						return
 					}
@@ -162,8 +162,20 @@ func TestH1ProxyReusesUpstreamConnections(t *testing.T) {
 		}
 		c.Close()
 	}
+	// A client's Connection: close ends its own connection, not the pooled
+	// upstream one.
+	for range 5 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status, _ := exchange(t, c, bufio.NewReader(c), "GET / HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n"); status != 200 {
+			t.Fatalf("status %d", status)
+		}
+		c.Close()
+	}
 	if n := b.accepted.Load(); n != 1 {
-		t.Fatalf("backend accepted %d connections for 30 sequential requests, want 1 (pooled)", n)
+		t.Fatalf("backend accepted %d connections for 35 sequential requests, want 1 (pooled)", n)
 	}
 }
 

@@ -44,7 +44,7 @@ func newH2Server(h http.Handler, maxHeaderBytes int, log *slog.Logger) *h2Server
 			Handler:           h,
 			Protocols:         &protos,
 			MaxHeaderBytes:    maxHeaderBytes,
-			ReadHeaderTimeout: headReadTimeout,
+			ReadHeaderTimeout: 30 * time.Second,
 			IdleTimeout:       clientIdleTimeout,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 			HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 1000},

@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -164,22 +163,25 @@ func (in *inbound) handle(c net.Conn) {
 // through the net/http path; HTTP/1.1 to an http service through the
 // lean HTTP/1.1 loop.
 func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener, peer string) {
-	br := bufio.NewReaderSize(tc, bufSize)
+	br := getReader(tc)
 	info := connInfo{src: remoteIP(tracked), peer: peer}
 	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
 	if !h2 && cfg.Protocol == HTTP {
 		tc.SetReadDeadline(time.Now().Add(clientIdleTimeout))
 		first, err := br.Peek(3)
-		tc.SetReadDeadline(time.Time{})
 		if err != nil {
+			putReader(br)
 			return
 		}
 		if string(first) != "PRI" {
 			p := &h1Proxy{target: in, log: in.log, stat: in.stat, maxHeaderBytes: cfg.MaxHeaderBytes,
 				responseTimeout: cfg.LocalRequestTimeout, inbound: true}
 			p.serve(tc, br, in.conns, tracked)
+			putReader(br)
 			return
 		}
+		tc.SetReadDeadline(time.Time{})
 	}
+	// The HTTP server owns br from here on; it is not pooled.
 	in.h2Server.serveConn(&bufferedConn{Conn: tc, r: br}, info)
 }

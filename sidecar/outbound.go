@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -57,10 +56,17 @@ type outbound struct {
 	ids      atomic.Pointer[map[string]spiffeid.ID] // endpoint address -> identity, for the HTTP/2 dialer
 }
 
-func newOutbound(u Upstream, ln net.Listener, src mtls.Source, dopts []mtls.DialerOption, s *Sidecar) *outbound {
+func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outbound {
+	var common []mtls.DialerOption
+	if s.opts.PostQuantum {
+		common = append(common, mtls.WithCurves(mtls.PostQuantumCurves))
+	}
+	// L4 streams may be handed to the event loop, which needs the raw
+	// connection under TLS to be a loopConn.
+	l4 := append([]mtls.DialerOption{mtls.WithConnWrapper(func(c net.Conn) net.Conn { return newLoopConn(c) })}, common...)
 	o := &outbound{
 		ln:     ln,
-		dialer: mtls.NewDialer(src, u.ConnectTimeout, dopts...),
+		dialer: mtls.NewDialer(src, u.ConnectTimeout, l4...),
 		log:    s.log,
 		stat:   &s.stat,
 		loops:  s.loops,
@@ -70,7 +76,8 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, dopts []mtls.Dial
 	o.cfg.Store(&u)
 	empty := map[string]spiffeid.ID{}
 	o.ids.Store(&empty)
-	h1Opts := append(append([]mtls.DialerOption(nil), dopts...), mtls.WithALPN("http/1.1"), mtls.WithoutResumption())
+	// Pooled L7 connections are long-lived: no session resumption.
+	h1Opts := append([]mtls.DialerOption{mtls.WithALPN("http/1.1"), mtls.WithoutResumption()}, common...)
 	h1Dialer := mtls.NewDialer(src, u.ConnectTimeout, h1Opts...)
 	o.h1 = &endpointPools{dial: func(ctx context.Context, ep discovery.Endpoint) (net.Conn, error) {
 		c, err := h1Dialer.Dial(ctx, ep.Address, ep.Identity)
@@ -79,7 +86,7 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, dopts []mtls.Dial
 		}
 		return c, nil
 	}}
-	h2Opts := append(append([]mtls.DialerOption(nil), dopts...), mtls.WithALPN("h2"), mtls.WithoutResumption())
+	h2Opts := append([]mtls.DialerOption{mtls.WithALPN("h2"), mtls.WithoutResumption()}, common...)
 	h2Dialer := mtls.NewDialer(src, u.ConnectTimeout, h2Opts...)
 	var protos http.Protocols
 	protos.SetHTTP2(true)
@@ -182,23 +189,32 @@ func (o *outbound) handle(c net.Conn) {
 		o.handleL4(c, cfg)
 		return
 	}
-	br := bufio.NewReaderSize(c, bufSize)
+	br := getReader(c)
 	c.SetReadDeadline(time.Now().Add(clientIdleTimeout))
 	first, err := br.Peek(3)
-	c.SetReadDeadline(time.Time{})
 	if err != nil {
+		putReader(br)
 		return
 	}
-	src := remoteIP(c)
 	if cfg.Protocol != HTTP || string(first) == "PRI" {
-		o.h2Server.serveConn(&bufferedConn{Conn: c, r: br}, connInfo{src: src})
+		// The HTTP server owns br from here on; it is not pooled.
+		c.SetReadDeadline(time.Time{})
+		o.h2Server.serveConn(&bufferedConn{Conn: c, r: br}, connInfo{src: remoteIP(c)})
 		return
 	}
 	p := &h1Proxy{target: o, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes}
 	p.serve(c, br, o.conns, c)
+	putReader(br)
 }
 
+// remoteIP is c's peer address, IPv4-mapped addresses unmapped.
 func remoteIP(c net.Conn) netip.Addr {
+	switch a := c.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case nil:
+		return netip.Addr{}
+	}
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		return ap.Addr().Unmap()
 	}

@@ -40,6 +40,7 @@ type upConn struct {
 	bw       *bufio.Writer
 	pool     *connPool
 	reused   bool      // served an earlier request
+	deadline bool      // a read deadline may be armed (see clearDeadline)
 	lastUsed time.Time // when it was last returned to the pool
 }
 
@@ -106,6 +107,16 @@ func (uc *upConn) alive() bool {
 	uc.Conn.SetReadDeadline(time.Time{})
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// clearDeadline disarms a read deadline set while waiting for a response
+// head; a connection returned to the pool may keep one, since the next
+// exchange re-arms it before reading.
+func (uc *upConn) clearDeadline() {
+	if uc.deadline {
+		uc.Conn.SetReadDeadline(time.Time{})
+		uc.deadline = false
+	}
 }
 
 // put returns a connection that finished a request cleanly.

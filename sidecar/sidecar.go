@@ -430,11 +430,7 @@ func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: upstream %q listener: %w", u.DestinationName, err)
 	}
-	dopts := []mtls.DialerOption{mtls.WithConnWrapper(func(c net.Conn) net.Conn { return newLoopConn(c) })}
-	if s.opts.PostQuantum {
-		dopts = append(dopts, mtls.WithCurves(mtls.PostQuantumCurves))
-	}
-	out := newOutbound(u, ln, src, dopts, s)
+	out := newOutbound(u, ln, src, s)
 	wctx, cancel := context.WithCancel(ctx)
 	r := &upstreamRunner{out: out, cancel: cancel, done: make(chan struct{})}
 	w := consul.NewWatch("health/connect/"+u.DestinationName, consul.ConnectEndpoints(s.client, u.DestinationName, u.Datacenter, td),

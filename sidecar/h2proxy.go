@@ -171,6 +171,7 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 		},
 		Transport:     rt,
 		FlushInterval: -1,
+		BufferPool:    copyBuffers{},
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ModifyResponse: func(resp *http.Response) error {
 			stat.requests.Add(1)
@@ -212,6 +213,20 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 		r = r.WithContext(context.WithValue(r.Context(), setCookieKey{}, slot))
 		rp.ServeHTTP(w, r)
 	})
+}
+
+// copyBuffers lends ReverseProxy its body-copy buffers (it allocates 32
+// KiB per request without a pool).
+type copyBuffers struct{}
+
+var copyBufferPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (copyBuffers) Get() []byte { return *copyBufferPool.Get().(*[]byte) }
+
+func (copyBuffers) Put(b []byte) {
+	bp := new([]byte) // 24 bytes, against 32 KiB per request without the pool
+	*bp = b
+	copyBufferPool.Put(bp)
 }
 
 func joinComma(v []string) string {

@@ -22,6 +22,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/hashicorp/consul/api"
 
+	"github.com/outrider-mesh/outrider/internal/testutil"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
@@ -412,6 +413,41 @@ func TestMeshHTTP1(t *testing.T) {
 				t.Errorf("%s: %d %q %q, want %d %q", tt.url, resp.StatusCode, resp.Header.Get("X-Outrider-Error"), body, tt.status, tt.code)
 			}
 		}
+	})
+
+	// Last but one: it adds an instance that cannot be reached.
+	t.Run("an endpoint that cannot be reached is replaced per request", func(t *testing.T) {
+		dead := testutil.DeadPort(t)
+		err := m.agent.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{
+			Name: "web", ID: "web-dead", Port: 1, Address: "127.0.0.1",
+			Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{
+				Port: dead, Address: "127.0.0.1",
+				Checks: api.AgentServiceChecks{{CheckID: "web-dead-ttl", Name: "always passing", TTL: "1h", Status: "passing"}},
+			}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 15*time.Second, func() error {
+			for _, u := range m.client.Dump().Upstreams {
+				if u.DestinationName == "web" && u.Snapshot != nil && len(u.Snapshot.Endpoints) == 4 {
+					return nil
+				}
+			}
+			return fmt.Errorf("client does not see the unreachable instance yet")
+		})
+		failures := m.client.Dump().Stats["upstream_connect_failures"]
+		for i := range 40 {
+			req, _ := http.NewRequest("GET", base+"/echo", nil)
+			if s, _ := getSeen(t, c, req); !strings.HasPrefix(s.Instance, "web-") {
+				t.Fatalf("request %d answered by %q", i, s.Instance)
+			}
+		}
+		if got := m.client.Dump().Stats["upstream_connect_failures"]; got != failures {
+			t.Fatalf("%d requests failed to connect anywhere", got-failures)
+		}
+		m.agent.Client.Agent().ServiceDeregister("web-dead-sidecar-proxy")
+		m.agent.Client.Agent().ServiceDeregister("web-dead")
 	})
 
 	t.Run("malformed requests are answered and never forwarded", func(t *testing.T) {

@@ -1,6 +1,6 @@
 # Outrider: a Consul-native, SPIFFE-native sidecar proxy.
 #   make demo   build everything and run a small local mesh (Ctrl-C stops it)
-#   make test   format, vet, staticcheck, and every test (with -race) against real Consul
+#   make test   format, vet, staticcheck, and every test (with -race) against real Consul and Jaeger
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/outrider
@@ -8,7 +8,7 @@ TOOLS_BIN := $(CURDIR)/.tools/bin
 STATICCHECK_VERSION := v0.8.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test check fmt-check vet staticcheck unit tools tools-consul demo bench clean
+.PHONY: all build test check fmt-check vet staticcheck unit tools tools-consul tools-jaeger demo bench clean
 
 all: build
 
@@ -21,6 +21,9 @@ tools:
 
 tools-consul:
 	tools/build.sh consul
+
+tools-jaeger:
+	tools/build.sh jaeger
 
 $(TOOLS_BIN)/staticcheck:
 	GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
@@ -37,8 +40,8 @@ staticcheck: $(TOOLS_BIN)/staticcheck
 
 check: fmt-check vet staticcheck
 
-## test: everything CI runs; integration tests start real Consul agents
-test: check tools-consul
+## test: everything CI runs; integration tests start real Consul agents and Jaeger
+test: check tools-consul tools-jaeger
 	OUTRIDER_TOOLS_BIN=$(TOOLS_BIN) $(GO) test -race -count=1 -timeout 20m ./...
 
 ## demo: a local mesh with a dev Consul agent, two services and their Outrider sidecars

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -32,18 +33,31 @@ func (s *Sidecar) listenAdmin() (net.Listener, error) {
 
 // serveAdmin serves the admin endpoints until ctx is done:
 //
-//	GET /ready        200 "ready" once serving, 503 with the reason before
-//	GET /config_dump  the effective configuration and state, as JSON
-//	GET /debug/pprof/ Go's profiles (CPU, heap, goroutines, trace)
+//	GET /live          200 while the process serves its admin port
+//	GET /ready         200 "ready" once serving, 503 with the reason before
+//	GET /metrics       Prometheus metrics
+//	GET /config_dump   the effective configuration and state, as JSON
+//	GET /clusters      each upstream's endpoints with their live state, as JSON
+//	GET /certs         the leaf certificate and trusted roots in use, as JSON
+//	GET /logging       the log level; POST /logging?level=debug changes it
+//	GET /debug/pprof/  Go's profiles, only with Options.Pprof
 func (s *Sidecar) serveAdmin(ctx context.Context, ln net.Listener) error {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "live") })
 	mux.HandleFunc("GET /ready", s.handleReady)
+	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /config_dump", s.handleConfigDump)
-	// Go's profiler, as Envoy's admin exposes its own: the admin listener
-	// is loopback-only by default.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /clusters", s.handleClusters)
+	mux.HandleFunc("GET /certs", s.handleCerts)
+	mux.HandleFunc("GET /logging", s.handleLogging)
+	mux.HandleFunc("POST /logging", s.handleLogging)
+	if s.opts.Pprof {
+		// Go's profiler, as Envoy's admin exposes its own; off by default
+		// because a CPU profile or trace costs the data plane while it runs.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -193,4 +207,80 @@ func (s *Sidecar) handleConfigDump(w http.ResponseWriter, _ *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(s.Dump())
+}
+
+// ClusterDump is one upstream in /clusters.
+type ClusterDump struct {
+	Upstream  string              `json:"upstream"`
+	Protocol  Protocol            `json:"protocol"`
+	Policy    balance.Policy      `json:"policy"`
+	Endpoints []ClusterEndpoint   `json:"endpoints"`
+	Discovery consul.Status       `json:"discovery"`
+	Snapshot  *discovery.Snapshot `json:"-"`
+}
+
+// ClusterEndpoint is one endpoint's live state.
+type ClusterEndpoint struct {
+	Address        string `json:"address"`
+	Identity       string `json:"identity"`
+	Weight         int    `json:"weight"`
+	ActiveRequests int64  `json:"active_requests"`
+	IdleConns      int    `json:"idle_connections"`
+}
+
+func (s *Sidecar) handleClusters(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	out := make([]ClusterDump, 0, len(s.upstreams))
+	for _, r := range s.upstreams {
+		cfg := r.out.cfg.Load()
+		cd := ClusterDump{Upstream: cfg.DestinationName, Protocol: cfg.Protocol, Policy: r.out.bal.Config().Policy, Endpoints: []ClusterEndpoint{}}
+		if w := r.watch.Load(); w != nil {
+			cd.Discovery = w.Status()
+		}
+		for _, e := range r.out.bal.Endpoints() {
+			cd.Endpoints = append(cd.Endpoints, ClusterEndpoint{
+				Address: e.Address, Identity: e.Identity.String(), Weight: e.Weight,
+				ActiveRequests: e.Active(), IdleConns: r.out.h1.idleFor(e.Endpoint),
+			})
+		}
+		out = append(out, cd)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b ClusterDump) int { return cmp.Compare(a.Upstream, b.Upstream) })
+	writeJSON(w, out)
+}
+
+func (s *Sidecar) handleCerts(w http.ResponseWriter, _ *http.Request) {
+	id := s.identity.Load()
+	if id == nil {
+		http.Error(w, "identity not loaded yet", http.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(w, id.Status())
+}
+
+// handleLogging shows the log level, or sets it from ?level= on POST.
+func (s *Sidecar) handleLogging(w http.ResponseWriter, r *http.Request) {
+	if s.opts.LogLevel == nil {
+		http.Error(w, "the log level is fixed for this sidecar", http.StatusNotImplemented)
+		return
+	}
+	if r.Method == http.MethodPost {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(r.URL.Query().Get("level"))); err != nil {
+			http.Error(w, "level: want debug, info, warn or error", http.StatusBadRequest)
+			return
+		}
+		prev := s.opts.LogLevel.Level()
+		s.opts.LogLevel.Set(l)
+		s.log.Warn("log level changed through the admin API", "was", prev.String(), "now", l.String())
+	}
+	fmt.Fprintln(w, s.opts.LogLevel.Level().String())
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
 }

@@ -12,9 +12,14 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unsafe"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
+	"github.com/outrider-mesh/outrider/telemetry/accesslog"
+	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
 
 // The HTTP/1.1 forwarding loop: one goroutine per client connection reads
@@ -70,6 +75,9 @@ type h1Proxy struct {
 	maxHeaderBytes  int
 	responseTimeout time.Duration // 0: none
 	inbound         bool          // set X-Forwarded-For/-Proto on requests
+	tel             *telemetry
+	route           *metrics.Route
+	peer            string // inbound: the client sidecar's SPIFFE ID
 }
 
 // h1Conn is the per-connection state; its heads and buffers are reused for
@@ -88,6 +96,7 @@ type h1Conn struct {
 	// request's own Close is cleared before forwarding: it is hop-by-hop
 	// and must not close the pooled upstream connection.
 	clientClose bool
+	rec         record
 }
 
 // drainState lets shutdown close a keep-alive connection between requests
@@ -193,12 +202,61 @@ func (hc *h1Conn) serveOne() bool {
 
 // fail writes a sidecar-generated error response.
 func (hc *h1Conn) fail(status int, body, code string, close bool) {
+	hc.rec.status, hc.rec.flag = status, flagFor(code)
 	http1.WriteError(hc.bw, status, body, close, headerError, code)
 	hc.bw.Flush()
 }
 
 // forward sends the current request upstream and relays the response.
 func (hc *h1Conn) forward() bool {
+	p := hc.p
+	hc.rec.reset(time.Now())
+	p.route.InFlight(1)
+	keep := hc.forwardAttempts()
+	hc.finish()
+	p.route.InFlight(-1)
+	return keep
+}
+
+// finish records the request in metrics, the server span and the access log.
+func (hc *h1Conn) finish() {
+	p, r, req := hc.p, &hc.rec, &hc.req
+	total := time.Since(r.start)
+	p.route.Request(unsafeString(req.Method), r.status, r.flag, r.rx, r.tx, total, r.upstreamDur)
+	if p.inbound && r.span != nil {
+		endSpan(r.span, r.status, r.flag, nil)
+	}
+	if a := p.tel.access; a != nil {
+		dir, protocol := "outbound", "HTTP/1.1"
+		if p.inbound {
+			dir = "inbound"
+		}
+		if req.Minor == 0 {
+			protocol = "HTTP/1.0"
+		}
+		rid, _ := req.Header.Get("X-Request-Id")
+		// Log encodes the entry before it returns: views of the head's
+		// buffer are safe to pass.
+		a.Log(&accesslog.Entry{
+			Start: r.start, Duration: total, UpstreamDuration: r.upstreamDur,
+			Direction: dir, Upstream: p.target.name(), TraceID: r.traceID, SpanID: r.spanID,
+			Peer: p.peer, Downstream: hc.c.RemoteAddr().String(),
+			Method: unsafeString(req.Method), Authority: unsafeString(req.Host), Path: unsafeString(req.Target), Protocol: protocol,
+			Status: r.status, Flags: r.flag, RxBytes: r.rx, TxBytes: r.tx, Endpoint: r.endpoint,
+			RequestID: unsafeString(rid), Attempts: r.attempts,
+		})
+	}
+}
+
+// unsafeString views b as a string for a call that does not keep it.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+func (hc *h1Conn) forwardAttempts() bool {
 	p, req := hc.p, &hc.req
 	if p.inbound {
 		hc.setForwarded()
@@ -212,6 +270,19 @@ func (hc *h1Conn) forward() bool {
 	if !req.Header.Has("X-Request-Id") {
 		req.Header.Add("X-Request-Id", newRequestID())
 	}
+	tel := p.tel
+	carrier := headerCarrier{&req.Header}
+	var parent context.Context
+	if tel.tracer != nil {
+		if p.inbound {
+			var span trace.Span
+			_, span = tel.startServerSpan(carrier, string(req.Method), string(req.Target), string(req.Host), p.peer, hc.src.String())
+			hc.rec.span = span
+			hc.rec.noteSpan(span)
+		} else {
+			parent = tel.prop.Extract(context.Background(), carrier)
+		}
+	}
 	var tried []string
 	var lastErr error
 	for attempt := 0; attempt < maxPickAttempts; attempt++ {
@@ -219,17 +290,37 @@ func (hc *h1Conn) forward() bool {
 		if errors.Is(err, balance.ErrNoEndpoint) {
 			break // none, or none left untried
 		}
+		hc.rec.attempts++
+		if attempt > 0 {
+			p.route.Retry()
+		}
+		var span trace.Span
+		if parent != nil && ep != nil {
+			span = tel.startClientSpan(parent, carrier, string(req.Method), string(req.Target), p.target.name(), ep.Address, ep.Identity.String(), attempt+1)
+			hc.rec.noteSpan(span)
+		}
 		if err != nil {
 			lastErr = err
 			if ep == nil {
 				break // the application: nothing else to try
+			}
+			if span != nil {
+				endSpan(span, 0, "UF", err)
 			}
 			tried = append(tried, ep.Address)
 			ep.Done()
 			p.log.Warn("upstream endpoint failed; trying another", "upstream", p.target.name(), "endpoint", ep.Address, "error", err)
 			continue
 		}
+		if ep != nil {
+			hc.rec.endpoint = ep.Address
+		} else {
+			hc.rec.endpoint = uc.Conn.RemoteAddr().String()
+		}
 		keep, retry := hc.exchange(uc, ep, cookie)
+		if span != nil {
+			endSpan(span, hc.rec.status, hc.rec.flag, nil)
+		}
 		if ep != nil {
 			ep.Done()
 		}
@@ -297,7 +388,9 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 		}
 	}
 	if !bodySent {
-		if _, err := http1.CopyBody(uc.bw, hc.br, req.Body, req.ContentLength, req.Body); err != nil {
+		n, err := http1.CopyBody(uc.bw, hc.br, req.Body, req.ContentLength, req.Body)
+		hc.rec.rx = n
+		if err != nil {
 			uc.Conn.Close()
 			if errors.Is(err, http1.ErrBodySource) {
 				if errors.Is(err, http1.ErrBodyFraming) {
@@ -320,8 +413,9 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 		}
 	}
 
+	sent := time.Now()
 	if p.responseTimeout > 0 {
-		uc.Conn.SetReadDeadline(time.Now().Add(p.responseTimeout))
+		uc.Conn.SetReadDeadline(sent.Add(p.responseTimeout))
 	}
 	for {
 		err := resp.Read(uc.br, req.Method, p.maxHeaderBytes)
@@ -340,6 +434,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 		hc.bw.Write(hc.wire)
 		hc.bw.Flush()
 	}
+	hc.rec.upstreamDur = time.Since(sent)
 	// The response deadline stays armed only while the head is awaited:
 	// relayResponse clears it before reading a body that is not buffered
 	// yet (uc.deadline), so long bodies and tunnels are not cut.
@@ -352,6 +447,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 // cleanly, and reports whether the client connection stays open.
 func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnread bool) bool {
 	p, req, resp := hc.p, &hc.req, &hc.resp
+	hc.rec.status = resp.Status
 	if resp.Status == 101 && req.Upgrade != nil {
 		uc.clearDeadline()
 		return hc.tunnel(uc)
@@ -384,6 +480,7 @@ func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnrea
 		// so the client's next request can reuse it.
 		body, _ := uc.br.Peek(int(resp.ContentLength))
 		hc.bw.Write(body)
+		hc.rec.tx = int64(len(body))
 		uc.br.Discard(len(body))
 		if reusable {
 			uc.pool.put(uc)
@@ -395,11 +492,16 @@ func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnrea
 	}
 	if resp.Body != http1.BodyNone {
 		uc.clearDeadline()
-		if _, err := http1.CopyBody(hc.bw, uc.br, resp.Body, resp.ContentLength, out); err != nil {
+		n, err := http1.CopyBody(hc.bw, uc.br, resp.Body, resp.ContentLength, out)
+		hc.rec.tx = n
+		if err != nil {
 			uc.Conn.Close()
 			if errors.Is(err, http1.ErrBodySource) {
+				hc.rec.flag = "UC"
 				p.stat.upstreamFailures.Add(1)
 				p.log.Warn("upstream response body cut short", "upstream", p.target.name(), "error", err)
+			} else {
+				hc.rec.flag = "DC"
 			}
 			return false // the client sees a truncated body and a close
 		}

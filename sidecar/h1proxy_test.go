@@ -15,6 +15,7 @@ import (
 
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
+	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
 
 // rawBackend answers every request on a connection with respond's bytes,
@@ -103,8 +104,9 @@ func startH1Proxy(tb testing.TB, backend string) (string, *tracker) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", backend)
 	})
+	m := metrics.New("test")
 	p := &h1Proxy{target: poolTarget{pool}, log: slog.New(slog.DiscardHandler), stat: &counters{}, maxHeaderBytes: http1.DefaultMaxHeaderBytes,
-		responseTimeout: 5 * time.Second}
+		responseTimeout: 5 * time.Second, tel: newTelemetry(m, nil), route: m.Route(metrics.Outbound, "backend")}
 	conns := newTracker()
 	done := make(chan struct{})
 	go func() {

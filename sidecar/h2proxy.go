@@ -14,7 +14,12 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/telemetry/accesslog"
+	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
 
 // The net/http path carries HTTP/2 and gRPC (and HTTP/1.1 to or from
@@ -143,8 +148,9 @@ func (l *connListener) Close() error {
 func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
 
 // reverseProxy returns the handler forwarding to rt. inbound adds the
-// X-Forwarded-* fields for the application.
-func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counters, log *slog.Logger) http.Handler {
+// X-Forwarded-* fields for the application and starts a server span; the
+// outbound RoundTripper starts a client span per attempt.
+func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counters, log *slog.Logger, tel *telemetry, route *metrics.Route) http.Handler {
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
@@ -190,8 +196,8 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 					}
 				}
 			}
-			if c, ok := resp.Request.Context().Value(setCookieKey{}).(*setCookieSlot); ok && c.cookie != nil {
-				resp.Header.Add("Set-Cookie", c.cookie.String())
+			if rec, ok := resp.Request.Context().Value(h2RecordKey{}).(*h2Record); ok && rec.cookie != nil {
+				resp.Header.Add("Set-Cookie", rec.cookie.String())
 			}
 			return nil
 		},
@@ -209,10 +215,80 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 				}
 			}
 		}
-		slot := &setCookieSlot{}
-		r = r.WithContext(context.WithValue(r.Context(), setCookieKey{}, slot))
-		rp.ServeHTTP(w, r)
+		start := time.Now()
+		route.InFlight(1)
+		rec := &h2Record{upstreamDur: -1}
+		ctx := context.WithValue(r.Context(), h2RecordKey{}, rec)
+		ci := connInfoFrom(ctx)
+		var span trace.Span
+		if tel.tracer != nil {
+			carrier := propagation.HeaderCarrier(r.Header)
+			if inbound {
+				_, span = tel.startServerSpan(carrier, r.Method, r.URL.Path, r.Host, ci.peer, ci.src.String())
+			} else {
+				rec.parent = tel.prop.Extract(context.Background(), carrier)
+			}
+		}
+		body := &countingBody{ReadCloser: r.Body}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = body
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		rp.ServeHTTP(sw, r.WithContext(ctx))
+		total := time.Since(start)
+		route.Request(r.Method, sw.status, rec.flag, body.n, sw.bytes, total, rec.upstreamDur)
+		route.InFlight(-1)
+		if span != nil {
+			endSpan(span, sw.status, rec.flag, nil)
+			rec.traceID, rec.spanID = span.SpanContext().TraceID().String(), span.SpanContext().SpanID().String()
+		}
+		if tel.access != nil {
+			dir := "outbound"
+			if inbound {
+				dir = "inbound"
+			}
+			tel.access.Log(&accesslog.Entry{
+				Start: start, Duration: total, UpstreamDuration: rec.upstreamDur,
+				Direction: dir, Upstream: name, TraceID: rec.traceID, SpanID: rec.spanID,
+				Peer: ci.peer, Downstream: r.RemoteAddr, Method: r.Method, Authority: r.Host, Path: r.URL.RequestURI(),
+				Protocol: r.Proto, Status: sw.status, Flags: rec.flag, RxBytes: body.n, TxBytes: sw.bytes,
+				Endpoint: rec.endpoint, RequestID: r.Header.Get("X-Request-Id"), Attempts: rec.attempts,
+			})
+		}
 	})
+}
+
+// h2Record carries one request's telemetry and hash-policy cookie between
+// the handler, the RoundTripper (which picks the endpoint) and
+// ModifyResponse / ErrorHandler.
+type h2Record struct {
+	cookie      *balance.SetCookie
+	parent      context.Context // outbound: the application's trace context
+	flag        string
+	endpoint    string
+	attempts    int
+	upstreamDur time.Duration
+	traceID     string
+	spanID      string
+}
+
+type h2RecordKey struct{}
+
+func h2RecordFrom(ctx context.Context) *h2Record {
+	rec, _ := ctx.Value(h2RecordKey{}).(*h2Record)
+	return rec
+}
+
+// countingBody counts request body bytes read.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
 }
 
 // copyBuffers lends ReverseProxy its body-copy buffers (it allocates 32
@@ -237,12 +313,6 @@ func joinComma(v []string) string {
 	return s
 }
 
-// setCookieSlot carries a hash-policy cookie from the RoundTripper (which
-// picks the endpoint) to ModifyResponse (which adds Set-Cookie).
-type setCookieSlot struct{ cookie *balance.SetCookie }
-
-type setCookieKey struct{}
-
 // proxyError answers a request the sidecar could not forward: gRPC calls
 // get a trailers-only response with a grpc-status, others a short body.
 func proxyError(w http.ResponseWriter, r *http.Request, err error, name string, stat *counters, log *slog.Logger) {
@@ -257,8 +327,14 @@ func proxyError(w http.ResponseWriter, r *http.Request, err error, name string, 
 		status, code, msg, grpcCode = 504, errUpstreamTimeout, "upstream request timeout", 4
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads the answer.
+		if rec := h2RecordFrom(r.Context()); rec != nil {
+			rec.flag = "DC"
+		}
 		log.Debug("request cancelled by the client", "upstream", name, "path", r.URL.Path)
 		return
+	}
+	if rec := h2RecordFrom(r.Context()); rec != nil {
+		rec.flag = flagFor(code)
 	}
 	log.Error("upstream request failed", "upstream", name, "method", r.Method, "path", r.URL.Path,
 		"status", status, "reason", code, "error", err)

@@ -113,11 +113,17 @@ type runningSidecar struct {
 }
 
 func testLogger(t *testing.T, name string) *slog.Logger {
-	level := slog.LevelInfo
+	l, _ := testLoggerLevel(t, name)
+	return l
+}
+
+// testLoggerLevel is testLogger with its level variable (for /logging).
+func testLoggerLevel(t *testing.T, name string) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
 	if os.Getenv("OUTRIDER_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
+		level.Set(slog.LevelDebug)
 	}
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: level})).With("sidecar", name)
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: level})).With("sidecar", name), level
 }
 
 // tWriter sends log lines to t.Log so they show only for failing tests.
@@ -135,7 +141,7 @@ func startSidecar(t *testing.T, a *consultest.Agent, opts sidecar.Options) *runn
 		opts.AdminBind = "127.0.0.1:0"
 	}
 	if opts.Logger == nil {
-		opts.Logger = testLogger(t, opts.SidecarFor+opts.ProxyID)
+		opts.Logger, opts.LogLevel = testLoggerLevel(t, opts.SidecarFor+opts.ProxyID)
 	}
 	opts.ConsulAddress = a.HTTPAddr
 	opts.MinBackoff, opts.MaxBackoff = 50*time.Millisecond, 500*time.Millisecond

@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
+	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
 
 // inbound is the public listener: it terminates mTLS from other sidecars,
@@ -35,10 +38,15 @@ type inbound struct {
 	appH1    *http.Transport // for HTTP/2 requests to an HTTP/1.1 application
 	appH2C   *http.Transport // for any request to an http2 or grpc application
 	h2Server *h2Server
+
+	tel     *telemetry
+	route   *metrics.Route
+	metrics *metrics.Metrics
 }
 
 func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
-	in := &inbound{ln: ln, log: s.log, stat: &s.stat, loops: s.loops, conns: s.conns}
+	in := &inbound{ln: ln, log: s.log, stat: &s.stat, loops: s.loops, conns: s.conns,
+		tel: s.tel, route: s.tel.metrics.Route(metrics.Inbound, "local_app"), metrics: s.tel.metrics}
 	in.cfg.Store(cfg)
 	dial := func(ctx context.Context) (net.Conn, error) {
 		cfg := in.cfg.Load()
@@ -67,7 +75,7 @@ func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 		}
 	}
 	in.appH1, in.appH2C = transport(false), transport(true)
-	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log), cfg.MaxHeaderBytes, in.log)
+	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log, in.tel, in.route), cfg.MaxHeaderBytes, in.log)
 	return in
 }
 
@@ -76,10 +84,18 @@ func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 type appTransport struct{ in *inbound }
 
 func (a appTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t := a.in.appH2C
 	if a.in.cfg.Load().Protocol == HTTP {
-		return a.in.appH1.RoundTrip(r)
+		t = a.in.appH1
 	}
-	return a.in.appH2C.RoundTrip(r)
+	sent := time.Now()
+	resp, err := t.RoundTrip(r)
+	if rec := h2RecordFrom(r.Context()); rec != nil {
+		rec.upstreamDur = time.Since(sent)
+		rec.attempts++
+		rec.endpoint = a.in.cfg.Load().LocalService
+	}
+	return resp, err
 }
 
 // close releases pooled connections once the listener is closed.
@@ -116,6 +132,7 @@ func (in *inbound) handle(c net.Conn) {
 			return
 		}
 		in.stat.handshakeFailures.Add(1)
+		in.metrics.HandshakeFailure(metrics.ClassifyHandshakeError(err))
 		in.log.Warn("inbound connection rejected", "remote", remote, "reason", err)
 		return
 	}
@@ -136,12 +153,20 @@ func (in *inbound) handle(c net.Conn) {
 		in.handleL7(tc, c, cfg, peer)
 		return
 	}
+	in.route.Connection(1)
+	defer in.route.Connection(-1)
+	var span trace.Span
+	if in.tel.tracer != nil {
+		_, span = in.tel.tracer.Start(context.Background(), "tcp local_app", trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("client.address", remote), attribute.String("outrider.peer.spiffe_id", peer)))
+	}
 	d := net.Dialer{Timeout: cfg.LocalConnectTimeout}
 	app, err := d.Dial("tcp", cfg.LocalService)
 	if err != nil {
 		in.stat.upstreamFailures.Add(1)
 		in.log.Error("local application unreachable; closing inbound connection",
 			"remote", remote, "peer", peer, "local_service", cfg.LocalService, "error", err)
+		in.tel.connectionDone(span, "inbound", "local_app", peer, c, start, 0, 0, "UF", cfg.LocalService, err)
 		return
 	}
 	defer app.Close()
@@ -152,6 +177,8 @@ func (in *inbound) handle(c net.Conn) {
 		in.log.Debug("inbound connection aborted", "remote", remote, "peer", peer, "reason", err)
 	}
 	in.stat.connections.Add(1)
+	in.route.ConnectionClosed(up, down, time.Since(start))
+	in.tel.connectionDone(span, "inbound", "local_app", peer, c, start, up, down, "", cfg.LocalService, nil)
 	if in.log.Enabled(context.Background(), slog.LevelDebug) {
 		in.log.Debug("inbound connection closed", "remote", remote, "peer", peer,
 			"bytes_in", up, "bytes_out", down, "duration", time.Since(start))
@@ -175,7 +202,7 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 		}
 		if string(first) != "PRI" {
 			p := &h1Proxy{target: in, log: in.log, stat: in.stat, maxHeaderBytes: cfg.MaxHeaderBytes,
-				responseTimeout: cfg.LocalRequestTimeout, inbound: true}
+				responseTimeout: cfg.LocalRequestTimeout, inbound: true, tel: in.tel, route: in.route, peer: peer}
 			p.serve(tc, br, in.conns, tracked)
 			putReader(br)
 			return

@@ -392,6 +392,31 @@ func TestMeshHTTP1(t *testing.T) {
 		}
 	})
 
+	t.Run("metrics", func(t *testing.T) {
+		before := metricValue(t, m.client.admin, "outrider_http_requests_total", "direction", "outbound", "upstream", "web", "status_class", "2xx")
+		for range 5 {
+			req, _ := http.NewRequest("GET", base+"/echo", nil)
+			getSeen(t, c, req)
+		}
+		after := metricValue(t, m.client.admin, "outrider_http_requests_total", "direction", "outbound", "upstream", "web", "status_class", "2xx")
+		if after-before != 5 {
+			t.Fatalf("outbound 2xx requests moved by %v, want 5", after-before)
+		}
+		inbound := 0.0
+		for _, sc := range m.sidecars {
+			inbound += metricValue(t, sc.admin, "outrider_http_requests_total", "direction", "inbound", "upstream", "local_app")
+		}
+		if inbound < 5 {
+			t.Fatalf("inbound requests across web sidecars: %v", inbound)
+		}
+		if n := metricValue(t, m.client.admin, "outrider_http_request_duration_seconds", "upstream", "web"); n < 5 {
+			t.Fatalf("request duration histogram count %v", n)
+		}
+		if n := metricValue(t, m.client.admin, "outrider_sidecar_info", "service", "client"); n != 1 {
+			t.Fatalf("outrider_sidecar_info{service=client} = %v", n)
+		}
+	})
+
 	t.Run("errors come from the sidecar with a reason", func(t *testing.T) {
 		tests := []struct {
 			url    string
@@ -412,6 +437,9 @@ func TestMeshHTTP1(t *testing.T) {
 			if resp.StatusCode != tt.status || resp.Header.Get("X-Outrider-Error") != tt.code || len(body) == 0 {
 				t.Errorf("%s: %d %q %q, want %d %q", tt.url, resp.StatusCode, resp.Header.Get("X-Outrider-Error"), body, tt.status, tt.code)
 			}
+		}
+		if n := metricValue(t, m.client.admin, "outrider_http_requests_total", "upstream", "nobody", "response_flag", "UH", "status_class", "5xx"); n != 1 {
+			t.Errorf("no-healthy-upstream requests counted %v, want 1 with flag UH", n)
 		}
 	})
 

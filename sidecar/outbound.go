@@ -14,11 +14,15 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
+	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
 
 // maxDialAttempts bounds how many distinct endpoints one connection tries.
@@ -54,6 +58,9 @@ type outbound struct {
 	h2       *http.Transport
 	h2Server *h2Server
 	ids      atomic.Pointer[map[string]spiffeid.ID] // endpoint address -> identity, for the HTTP/2 dialer
+
+	tel   *telemetry
+	route *metrics.Route
 }
 
 func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outbound {
@@ -72,6 +79,8 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 		loops:  s.loops,
 		conns:  s.conns,
 		bal:    balance.NewBalancer(balance.RoundRobin),
+		tel:    s.tel,
+		route:  s.tel.metrics.Route(metrics.Outbound, u.DestinationName),
 	}
 	o.cfg.Store(&u)
 	empty := map[string]spiffeid.ID{}
@@ -112,7 +121,7 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 			return c, nil
 		},
 	}
-	o.h2Server = newH2Server(reverseProxy(&meshTransport{o: o}, u.DestinationName, false, o.stat, o.log), u.MaxHeaderBytes, o.log)
+	o.h2Server = newH2Server(reverseProxy(&meshTransport{o: o}, u.DestinationName, false, o.stat, o.log, o.tel, o.route), u.MaxHeaderBytes, o.log)
 	return o
 }
 
@@ -202,7 +211,7 @@ func (o *outbound) handle(c net.Conn) {
 		o.h2Server.serveConn(&bufferedConn{Conn: c, r: br}, connInfo{src: remoteIP(c)})
 		return
 	}
-	p := &h1Proxy{target: o, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes}
+	p := &h1Proxy{target: o, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, tel: o.tel, route: o.route}
 	p.serve(c, br, o.conns, c)
 	putReader(br)
 }
@@ -243,14 +252,29 @@ func (o *outbound) acquire(ctx context.Context, req *http1.RequestHead, src neti
 
 func (o *outbound) handleL4(c net.Conn, cfg *Upstream) {
 	start := time.Now()
+	o.route.Connection(1)
+	defer o.route.Connection(-1)
+	var span trace.Span
+	if o.tel.tracer != nil {
+		_, span = o.tel.tracer.Start(context.Background(), "tcp "+cfg.DestinationName, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("outrider.upstream", cfg.DestinationName), attribute.String("client.address", c.RemoteAddr().String())))
+	}
 	tc, ep, err := o.dial()
 	if err != nil {
 		o.stat.upstreamFailures.Add(1)
 		o.log.Error("upstream unavailable; closing connection", "upstream", cfg.DestinationName, "error", err)
+		flag := "UF"
+		if errors.Is(err, balance.ErrNoEndpoint) {
+			flag = "UH"
+		}
+		o.tel.connectionDone(span, "outbound", cfg.DestinationName, "", c, start, 0, 0, flag, "", err)
 		return
 	}
 	defer tc.Close()
 	defer ep.Done()
+	if span != nil {
+		span.SetAttributes(attribute.String("network.peer.address", ep.Address), attribute.String("outrider.endpoint.spiffe_id", ep.Identity.String()))
+	}
 	o.stat.active.Add(1)
 	recv, sent, err := forward(o.loops, tc, tc.NetConn().(*loopConn), c, o.conns, c)
 	o.stat.active.Add(-1)
@@ -258,6 +282,8 @@ func (o *outbound) handleL4(c net.Conn, cfg *Upstream) {
 		o.log.Debug("outbound connection aborted", "upstream", cfg.DestinationName, "endpoint", ep.Address, "reason", err)
 	}
 	o.stat.connections.Add(1)
+	o.route.ConnectionClosed(sent, recv, time.Since(start))
+	o.tel.connectionDone(span, "outbound", cfg.DestinationName, "", c, start, sent, recv, "", ep.Address, nil)
 	if o.log.Enabled(context.Background(), slog.LevelDebug) {
 		o.log.Debug("outbound connection closed", "upstream", cfg.DestinationName, "endpoint", ep.Address,
 			"bytes_out", sent, "bytes_in", recv, "duration", time.Since(start))
@@ -296,18 +322,18 @@ type meshTransport struct{ o *outbound }
 
 func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	o := m.o
+	rec := h2RecordFrom(r.Context())
+	if rec == nil {
+		rec = &h2Record{}
+	}
 	var hash uint64
 	var hashed bool
 	if hp := o.bal.Config().HashPolicies; len(hp) > 0 {
-		var cookie *balance.SetCookie
-		hash, hashed, cookie = balance.Hash(hp, httpRequestHash{r: r, src: connInfoFrom(r.Context()).src})
-		if slot, ok := r.Context().Value(setCookieKey{}).(*setCookieSlot); ok {
-			slot.cookie = cookie
-		}
+		hash, hashed, rec.cookie = balance.Hash(hp, httpRequestHash{r: r, src: connInfoFrom(r.Context()).src})
 	}
 	var tried []string
 	var lastErr error
-	for range maxPickAttempts {
+	for attempt := range maxPickAttempts {
 		ep, err := o.bal.Pick(hash, hashed, tried)
 		if err != nil {
 			if lastErr != nil {
@@ -315,23 +341,45 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
+		rec.attempts++
+		rec.endpoint = ep.Address
+		if attempt > 0 {
+			o.route.Retry()
+		}
+		var span trace.Span
+		if rec.parent != nil {
+			span = o.tel.startClientSpan(rec.parent, propagation.HeaderCarrier(r.Header), r.Method, r.URL.Path, o.name(), ep.Address, ep.Identity.String(), attempt+1)
+		}
 		out := *r
 		u := *r.URL
 		u.Scheme, u.Host = "https", ep.Address
 		out.URL = &u
+		sent := time.Now()
 		resp, err := o.h2.RoundTrip(&out)
+		rec.upstreamDur = time.Since(sent)
 		if err != nil {
 			ep.Done()
 			var de *dialError
 			if errors.As(err, &de) {
+				if span != nil {
+					endSpan(span, 0, "UF", err)
+				}
 				o.log.Warn("upstream endpoint failed; trying another", "upstream", o.name(), "endpoint", ep.Address, "error", err)
 				tried = append(tried, ep.Address)
 				lastErr = err
 				continue
 			}
+			if span != nil {
+				endSpan(span, 0, "UC", err)
+			}
 			return nil, err
 		}
-		resp.Body = &doneBody{ReadCloser: resp.Body, done: ep.Done}
+		done := ep.Done
+		if span != nil {
+			status := resp.StatusCode
+			done = func() { endSpan(span, status, "", nil); ep.Done() }
+		}
+		resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
 		return resp, nil
 	}
 	return nil, lastErr

@@ -175,6 +175,14 @@ func (ps *endpointPools) get(ep discovery.Endpoint) *connPool {
 	return p.(*connPool)
 }
 
+// idleFor is the idle count of ep's pool, without creating one.
+func (ps *endpointPools) idleFor(ep discovery.Endpoint) int {
+	if p, ok := ps.m.Load(poolKey{ep.Address, ep.Identity}); ok {
+		return p.(*connPool).idleCount()
+	}
+	return 0
+}
+
 // retain closes and forgets the pools whose key is not in keep.
 func (ps *endpointPools) retain(keep map[poolKey]bool) {
 	ps.m.Range(func(k, v any) bool {

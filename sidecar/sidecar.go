@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outrider-mesh/outrider/discovery"
@@ -21,6 +23,9 @@ import (
 	"github.com/outrider-mesh/outrider/mtls/consulca"
 	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/telemetry/accesslog"
+	"github.com/outrider-mesh/outrider/telemetry/metrics"
+	"github.com/outrider-mesh/outrider/telemetry/tracing"
 )
 
 // Options configure a Sidecar. The zero value of every field but the
@@ -63,6 +68,20 @@ type Options struct {
 	// EventLoop relays established streams on epoll event loops (Linux),
 	// one per GOMAXPROCS, instead of two goroutines per connection.
 	EventLoop bool
+	// Tracing records spans; the caller owns it and shuts it down. When nil,
+	// TraceConfig (if enabled) makes one once the proxied service's name
+	// (the default service.name) is known, and Run shuts it down. With
+	// neither, no spans are made and trace headers pass through untouched.
+	Tracing     *tracing.Tracing
+	TraceConfig *tracing.Config
+	// Metrics is the registry /metrics serves (nil: the sidecar makes one).
+	Metrics *metrics.Metrics
+	// AccessLog receives one entry per request or L4 connection (nil: off).
+	AccessLog *accesslog.Logger
+	// LogLevel, when set, is the level /logging reads and changes.
+	LogLevel *slog.LevelVar
+	// Pprof serves Go's profiler under /debug/pprof/ on the admin port.
+	Pprof bool
 }
 
 // Sidecar is one running Consul Connect sidecar.
@@ -82,6 +101,10 @@ type Sidecar struct {
 	regW     atomic.Pointer[consul.Watch[*api.AgentService]]
 
 	loops *loops // nil unless Options.EventLoop
+
+	metrics *metrics.Metrics
+	tel     *telemetry // what the data path records into
+	tracing atomic.Pointer[tracing.Tracing]
 
 	mu        sync.Mutex // guards the listeners below (reconcile vs admin)
 	inbound   *inbound
@@ -132,14 +155,22 @@ func New(client *api.Client, opts Options) (*Sidecar, error) {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 30 * time.Second
 	}
-	return &Sidecar{
+	m := opts.Metrics
+	if m == nil {
+		m = metrics.New(cmp.Or(opts.SidecarFor, opts.ProxyID))
+	}
+	s := &Sidecar{
 		client:    client,
 		opts:      opts,
 		log:       opts.Logger,
 		conns:     newTracker(),
 		upstreams: map[string]*upstreamRunner{},
 		adminAddr: make(chan string, 1),
-	}, nil
+		metrics:   m,
+		tel:       newTelemetry(m, opts.AccessLog),
+	}
+	s.registerGauges()
+	return s, nil
 }
 
 // AdminAddr returns the admin server's address once it listens (for tests
@@ -199,6 +230,10 @@ func (s *Sidecar) run(ctx context.Context) error {
 	}
 	s.log.Info("sidecar registration found", "proxy_id", proxyID, "service", cfg.Service,
 		"public_listener", cfg.Public.BindAddress, "local_service", cfg.Public.LocalService, "upstreams", len(cfg.Upstreams))
+	s.metrics.SetService(cfg.Service)
+	if err := s.startTracing(ctx, cfg.Service, proxyID); err != nil {
+		return err
+	}
 
 	if s.opts.EventLoop {
 		if s.loops, err = newLoops(runtime.GOMAXPROCS(0)); err != nil {
@@ -414,6 +449,7 @@ func (s *Sidecar) authorize(cfg *Config) mtls.Authorizer {
 	service := cfg.Service
 	return func(peer spiffeid.ID) error {
 		d := s.authz.AuthorizeL4(peer)
+		s.metrics.AuthzDecision(d.Allow, d.Rule)
 		if !d.Allow {
 			s.stat.denied.Add(1)
 			return fmt.Errorf("policy: %s denied by %s: %s", peer, d.Rule, d.Reason)
@@ -520,4 +556,78 @@ func (s *Sidecar) shutdown() {
 	if s.loops != nil {
 		s.loops.close()
 	}
+}
+
+// registerGauges exposes state computed at scrape time: discovery
+// freshness, certificate expiry and tracing export counts.
+func (s *Sidecar) registerGauges() {
+	s.metrics.SetDiscoveryStatus(func() []metrics.WatchStatus {
+		var out []metrics.WatchStatus
+		add := func(st consul.Status) {
+			out = append(out, metrics.WatchStatus{Name: st.Name, LastSuccess: st.LastSuccess, Stale: st.Stale(), Failures: st.Failures})
+		}
+		if w := s.regW.Load(); w != nil {
+			add(w.Status())
+		}
+		if w := s.authzW.Load(); w != nil {
+			add(w.Status())
+		}
+		s.mu.Lock()
+		for _, r := range s.upstreams {
+			if w := r.watch.Load(); w != nil {
+				add(w.Status())
+			}
+			if w := r.lbWatch.Load(); w != nil {
+				add(w.Status())
+			}
+		}
+		s.mu.Unlock()
+		return out
+	})
+	s.metrics.SetCertExpiry(func() (time.Time, bool) {
+		id := s.identity.Load()
+		if id == nil {
+			return time.Time{}, false
+		}
+		cert, err := id.Certificate()
+		if err != nil || cert.Leaf == nil {
+			return time.Time{}, false
+		}
+		return cert.Leaf.NotAfter, true
+	})
+	s.metrics.SetTracingStats(func() (int64, int64, int64, int64) {
+		t := s.tracing.Load()
+		if t == nil {
+			return 0, 0, 0, 0
+		}
+		st := t.Stats()
+		return st.Started, st.Exported, st.Dropped, st.ExportErrors
+	})
+}
+
+// startTracing sets up the tracer before any listener starts (listeners
+// read s.tel when they are made). A Tracing built here is shut down, its
+// queue flushed, when ctx ends.
+func (s *Sidecar) startTracing(ctx context.Context, service, proxyID string) error {
+	t := s.opts.Tracing
+	if t == nil && s.opts.TraceConfig != nil && s.opts.TraceConfig.Enabled {
+		var err error
+		t, err = tracing.New(ctx, *s.opts.TraceConfig, service, tracing.WithLogger(s.log), tracing.WithVersion(s.opts.Version),
+			tracing.WithAttributes(attribute.String("outrider.proxy_id", proxyID)))
+		if err != nil {
+			return fmt.Errorf("sidecar: tracing: %w", err)
+		}
+		context.AfterFunc(ctx, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			t.Shutdown(sctx)
+		})
+	}
+	if t == nil || !t.Enabled() {
+		return nil
+	}
+	s.tracing.Store(t)
+	s.tel.tracer, s.tel.prop = t.Tracer(), t.Propagator()
+	s.log.Info("tracing on", "config", t.Describe())
+	return nil
 }

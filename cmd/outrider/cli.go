@@ -9,17 +9,21 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/sidecar"
+	"github.com/outrider-mesh/outrider/telemetry/accesslog"
+	"github.com/outrider-mesh/outrider/telemetry/tracing"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -92,6 +96,14 @@ type runFlags struct {
 	grace        time.Duration
 	postQuantum  bool
 
+	// Telemetry.
+	otlpEndpoint    string
+	traceSampling   float64
+	accessLog       string
+	accessLogFormat string
+	accessLogSample float64
+	pprof           bool
+
 	// Self-registration (-register).
 	register    bool
 	serviceName string
@@ -132,6 +144,14 @@ func runFlagSet(f *runFlags, stderr io.Writer) *flag.FlagSet {
 		"on shutdown, keep upstream listeners open after the public one closed until the application stops listening or this long has passed (0: close at once)")
 	fs.BoolVar(&f.postQuantum, "tls-post-quantum", false,
 		"prefer the X25519MLKEM768 post-quantum hybrid key exchange on mesh links (about 25% more CPU per full handshake)")
+	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "",
+		"OTLP collector for traces, e.g. http://127.0.0.1:4317 (default: OTEL_EXPORTER_OTLP_ENDPOINT; the other OTEL_* variables apply)")
+	fs.Float64Var(&f.traceSampling, "trace-sampling", -1,
+		"fraction of new traces to sample, 0 to 1 (parent-based: a sampled caller is always followed; default: OTEL_TRACES_SAMPLER, else 1)")
+	fs.StringVar(&f.accessLog, "access-log", "", "write an access log line per request (per connection at L4): - for stdout, or a file path (default: off)")
+	fs.StringVar(&f.accessLogFormat, "access-log-format", "json", "json or text")
+	fs.Float64Var(&f.accessLogSample, "access-log-sampling", 1, "fraction of successful requests logged, 0 to 1; 0 logs errors only (errors are always logged)")
+	fs.BoolVar(&f.pprof, "enable-pprof", false, "serve Go's profiler under /debug/pprof/ on the admin port")
 	fs.BoolVar(&f.register, "register", false,
 		"register the sidecar (and, with -service-name and -service-port, the application) in Consul, and deregister on exit; needs -sidecar-for and -public-port")
 	fs.StringVar(&f.serviceName, "service-name", "", "with -register: register the application under this name, with the -sidecar-for value as its ID")
@@ -235,12 +255,15 @@ func register(ctx context.Context, client *api.Client, f runFlags, log *slog.Log
 	}
 }
 
-func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
+// newLogger returns the process logger; its level lives in lv, which the
+// admin API can change at run time.
+func newLogger(level, format string, lv *slog.LevelVar, w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: l}
+	lv.Set(l)
+	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
@@ -259,10 +282,48 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "outrider run:", err)
 		return exitUsage
 	}
-	log, err := newLogger(f.logLevel, f.logFormat, stderr)
+	level := new(slog.LevelVar)
+	log, err := newLogger(f.logLevel, f.logFormat, level, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "outrider run:", err)
 		return exitUsage
+	}
+	traceCfg, err := tracing.FromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "outrider run:", err)
+		return exitUsage
+	}
+	if f.otlpEndpoint != "" {
+		traceCfg.Endpoint, traceCfg.Enabled = f.otlpEndpoint, true
+	}
+	if f.traceSampling >= 0 {
+		if f.traceSampling > 1 {
+			fmt.Fprintln(stderr, "outrider run: -trace-sampling: want a fraction between 0 and 1, got", f.traceSampling)
+			return exitUsage
+		}
+		traceCfg.Sampler, traceCfg.SamplerArg = "parentbased_traceidratio", f.traceSampling
+	}
+	access, err := accesslog.New(accesslog.Config{
+		Enabled: f.accessLog != "", Path: f.accessLog, Format: f.accessLogFormat, SampleRate: f.accessLogSample,
+		ErrorsOnly: f.accessLogSample == 0,
+	}, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(stderr, "outrider run: -access-log:", err)
+		return exitUsage
+	}
+	defer access.Close()
+	if f.accessLog != "" && f.accessLog != "-" {
+		// logrotate's copytruncate is not needed: SIGHUP reopens the file.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer func() { signal.Stop(hup); close(hup) }()
+		go func() {
+			for range hup {
+				if err := access.Reopen(); err != nil {
+					log.Error("reopening the access log failed", "path", f.accessLog, "error", err)
+				}
+			}
+		}()
 	}
 	threads, err := concurrency(f.concurrency, os.Getenv("GOMAXPROCS"))
 	if err != nil {
@@ -295,6 +356,11 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 
 		ShutdownGracePeriod: f.grace,
 		PostQuantum:         f.postQuantum,
+
+		TraceConfig: &traceCfg,
+		AccessLog:   access,
+		LogLevel:    level,
+		Pprof:       f.pprof,
 	}
 	if f.register {
 		proxyID, deregister, err := register(ctx, client, f, log)

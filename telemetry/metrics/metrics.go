@@ -77,7 +77,7 @@ type Metrics struct {
 	ejectSet  boundedSet
 
 	scrape *scrapeCollector
-	info *prometheus.GaugeVec // outrider_sidecar_info
+	info   *prometheus.GaugeVec // outrider_sidecar_info
 }
 
 // New returns the metrics of a sidecar proxying service, in a registry of

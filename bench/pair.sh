@@ -18,6 +18,9 @@
 #                   outrider-l7          as outrider, with service-defaults protocol "http": both
 #                                        sidecars proxy per request (L7), like the nginx/haproxy pairs
 #                   outrider-l7-gomaxprocsN  outrider-l7 with GOMAXPROCS=N
+#                   outrider-l7-trace1, outrider-l7-trace100
+#                                        outrider-l7 exporting OTLP traces to a Jaeger all-in-one
+#                                        (.tools/bin/jaeger, `make tools-jaeger`), sampling 1% / 100%
 #                   nginx, haproxy       the anchor pairs configured as in /work/shared/ANCHORS.md
 #   ANCHORS=0     leave nginx and haproxy out of the default PAIRS
 #   ROUNDS        rounds per mode (default 5)
@@ -25,6 +28,7 @@
 #   THREADS, CONNS  wrk -t / -c (default 1 / 32)
 #   MODES         "keepalive close" (default): keep-alive, and a new connection per request
 #   OUTRIDER_ENV  extra environment for every Outrider process, e.g. "GOMAXPROCS=1 GOGC=200"
+#   OUTRIDER_FLAGS  extra flags for every Outrider process, e.g. "-enable-pprof"
 #   OUTRIDER_BIN  default bin/outrider;  CONSUL_BIN  default .tools/bin/consul
 #   RESULTS_DIR   default bench/results (raw per-round figures and the tables go there)
 #   KEEP_TMP=1    keep the temp dir (configs, logs) after exit
@@ -39,6 +43,7 @@ THREADS=${THREADS:-1}
 CONNS=${CONNS:-32}
 MODES=${MODES:-keepalive close}
 OUTRIDER_ENV=${OUTRIDER_ENV:-}
+OUTRIDER_FLAGS=${OUTRIDER_FLAGS:-}
 OUTRIDER_BIN=${OUTRIDER_BIN:-$ROOT/bin/outrider}
 CONSUL_BIN=${CONSUL_BIN:-$ROOT/.tools/bin/consul}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
@@ -69,9 +74,10 @@ for p in "${PAIR_LIST[@]}"; do
 	direct | builtin | outrider | nginx) ;;
 	outrider-gomaxprocs[0-9]*) [[ ${p#outrider-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
 	outrider-goroutines | outrider-l7) ;;
+	outrider-l7-trace1 | outrider-l7-trace100) [[ -x ${JAEGER_BIN:=$ROOT/.tools/bin/jaeger} ]] || die "pair $p needs $JAEGER_BIN: run 'make tools-jaeger'" ;;
 	outrider-l7-gomaxprocs[0-9]*) [[ ${p#outrider-l7-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
 	haproxy) [[ -n $HAPROXY_BIN ]] || die "pair haproxy: haproxy is not installed" ;;
-	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines outrider-l7 outrider-l7-gomaxprocsN nginx haproxy)" ;;
+	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines outrider-l7 outrider-l7-gomaxprocsN outrider-l7-trace1 outrider-l7-trace100 nginx haproxy)" ;;
 	esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
@@ -235,7 +241,7 @@ setup_consul_pair() { # setup_consul_pair NAME KIND(builtin|outrider) [ENV...]
 			start "$name-$side" "$CONSUL_BIN" connect proxy -sidecar-for "$side-$name" -http-addr "$CONSUL_ADDR"
 		else
 			start "$name-$side" env "$@" "$OUTRIDER_BIN" run -sidecar-for "$side-$name" \
-				-admin-bind "127.0.0.1:$adm" -http-addr "$CONSUL_ADDR" -log-level warn
+				-admin-bind "127.0.0.1:$adm" -http-addr "$CONSUL_ADDR" -log-level warn $OUTRIDER_FLAGS
 			# env execs outrider: the PID is Outrider's own.
 		fi
 		pids+=("$STARTED_PID")
@@ -328,6 +334,32 @@ EOF
 	URL[haproxy]="http://127.0.0.1:$out/"
 }
 
+# start_jaeger: one Jaeger all-in-one (memory storage) for the tracing pairs; sets JAEGER_OTLP.
+start_jaeger() {
+	[[ -n ${JAEGER_OTLP:-} ]] && return 0
+	local g h q qg
+	read -r g h q qg < <(free_ports 4)
+	cat >"$TMP/jaeger.yaml" <<EOF
+service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces: { receivers: [otlp], processors: [batch], exporters: [jaeger_storage_exporter] }
+  telemetry: { metrics: { level: none } }
+extensions:
+  jaeger_query: { storage: { traces: mem }, http: { endpoint: "127.0.0.1:$q" }, grpc: { endpoint: "127.0.0.1:$qg" } }
+  jaeger_storage: { backends: { mem: { memory: { max_traces: 20000 } } } }
+receivers:
+  otlp: { protocols: { grpc: { endpoint: "127.0.0.1:$g" }, http: { endpoint: "127.0.0.1:$h" } } }
+processors:
+  batch: { timeout: 200ms }
+exporters:
+  jaeger_storage_exporter: { trace_storage: mem }
+EOF
+	start jaeger "$JAEGER_BIN" --config "$TMP/jaeger.yaml"
+	JAEGER_OTLP=127.0.0.1:$g
+	wait_for jaeger 30 curl -fsS "http://127.0.0.1:$q/api/services" || die "jaeger did not start: $(tail -20 "$TMP/jaeger.log")"
+}
+
 pair_failed() { # pair_failed PAIR MESSAGE: print the pair's logs and stop
 	local pair=$1 f
 	echo "pair.sh: pair $pair failed: $2" >&2
@@ -347,6 +379,10 @@ for p in "${PAIR_LIST[@]}"; do
 	outrider-gomaxprocs*) setup_consul_pair "$p" outrider $OUTRIDER_ENV "GOMAXPROCS=${p#outrider-gomaxprocs}" ;;
 	outrider-goroutines) setup_consul_pair "$p" outrider $OUTRIDER_ENV "OUTRIDER_DATA_PATH=goroutines" ;;
 	outrider-l7) setup_consul_pair "$p" outrider $OUTRIDER_ENV ;;
+	outrider-l7-trace1) start_jaeger && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$JAEGER_OTLP" \
+		OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 ;;
+	outrider-l7-trace100) start_jaeger && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$JAEGER_OTLP" \
+		OTEL_TRACES_SAMPLER=always_on ;;
 	outrider-l7-gomaxprocs*) setup_consul_pair "$p" outrider $OUTRIDER_ENV "GOMAXPROCS=${p#outrider-l7-gomaxprocs}" ;;
 	nginx) setup_nginx_pair ;;
 	haproxy) setup_haproxy_pair ;;

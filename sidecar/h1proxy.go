@@ -14,6 +14,7 @@ import (
 	"time"
 	"unsafe"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outrider-mesh/outrider/sidecar/balance"
@@ -275,10 +276,13 @@ func (hc *h1Conn) forwardAttempts() bool {
 	var parent context.Context
 	if tel.tracer != nil {
 		if p.inbound {
-			var span trace.Span
-			_, span = tel.startServerSpan(carrier, string(req.Method), string(req.Target), string(req.Host), p.peer, hc.src.String())
+			_, span := tel.startServerSpan(carrier, unsafeString(req.Method), func() []attribute.KeyValue {
+				return serverAttrs(string(req.Method), string(req.Target), string(req.Host), hc.src.String(), p.peer)
+			})
 			hc.rec.span = span
-			hc.rec.noteSpan(span)
+			if tel.access != nil {
+				hc.rec.noteSpan(span)
+			}
 		} else {
 			parent = tel.prop.Extract(context.Background(), carrier)
 		}
@@ -296,8 +300,12 @@ func (hc *h1Conn) forwardAttempts() bool {
 		}
 		var span trace.Span
 		if parent != nil && ep != nil {
-			span = tel.startClientSpan(parent, carrier, string(req.Method), string(req.Target), p.target.name(), ep.Address, ep.Identity.String(), attempt+1)
-			hc.rec.noteSpan(span)
+			span = tel.startClientSpan(parent, carrier, unsafeString(req.Method), func() []attribute.KeyValue {
+				return clientAttrs(string(req.Method), string(req.Target), p.target.name(), ep.Address, ep.Identity.String(), attempt+1)
+			})
+			if tel.access != nil {
+				hc.rec.noteSpan(span)
+			}
 		}
 		if err != nil {
 			lastErr = err

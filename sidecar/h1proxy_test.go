@@ -13,9 +13,13 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
+	"github.com/outrider-mesh/outrider/telemetry/tracing"
 )
 
 // rawBackend answers every request on a connection with respond's bytes,
@@ -83,13 +87,17 @@ func hello(_ *http1.RequestHead, _ *bufio.Reader, w *bufio.Writer) bool {
 	return true
 }
 
-// poolTarget sends every request to one address through a pool.
-type poolTarget struct{ pool *connPool }
+// poolTarget sends every request to one address through a pool; with ep
+// set it poses as a balanced mesh endpoint.
+type poolTarget struct {
+	pool *connPool
+	ep   *balance.Endpoint
+}
 
 func (p poolTarget) name() string { return "backend" }
 func (p poolTarget) acquire(ctx context.Context, _ *http1.RequestHead, _ netip.Addr, _ []string) (*upConn, *balance.Endpoint, *balance.SetCookie, error) {
 	uc, err := p.pool.get(ctx)
-	return uc, nil, nil, err
+	return uc, p.ep, nil, err
 }
 
 // startH1Proxy serves an h1Proxy to backend on a loopback listener and
@@ -105,7 +113,7 @@ func startH1Proxy(tb testing.TB, backend string) (string, *tracker) {
 		return d.DialContext(ctx, "tcp", backend)
 	})
 	m := metrics.New("test")
-	p := &h1Proxy{target: poolTarget{pool}, log: slog.New(slog.DiscardHandler), stat: &counters{}, maxHeaderBytes: http1.DefaultMaxHeaderBytes,
+	p := &h1Proxy{target: poolTarget{pool: pool}, log: slog.New(slog.DiscardHandler), stat: &counters{}, maxHeaderBytes: http1.DefaultMaxHeaderBytes,
 		responseTimeout: 5 * time.Second, tel: newTelemetry(m, nil), route: m.Route(metrics.Outbound, "backend")}
 	conns := newTracker()
 	done := make(chan struct{})
@@ -340,5 +348,68 @@ func BenchmarkH1Proxy(b *testing.B) {
 		if _, err := http1.CopyBody(discard, br, resp.Body, resp.ContentLength, resp.Body); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// discardExporter drops every span (the cost measured is the sidecar's).
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkH1ProxyTracing is BenchmarkH1Proxy (outbound side) with
+// tracing off, sampling 1% and sampling everything.
+func BenchmarkH1ProxyTracing(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		sampler string
+		arg     float64
+	}{{"off", "", 0}, {"ratio0.01", "parentbased_traceidratio", 0.01}, {"always", "always_on", 1}} {
+		b.Run(tc.name, func(b *testing.B) {
+			be := startRawBackend(b, hello)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			pool := newConnPool(func(ctx context.Context) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "tcp", be.ln.Addr().String())
+			})
+			m := metrics.New("bench")
+			tel := newTelemetry(m, nil)
+			if tc.sampler != "" {
+				tr, err := tracing.New(context.Background(), tracing.Config{Enabled: true, Sampler: tc.sampler, SamplerArg: tc.arg},
+					"bench", tracing.WithExporter(discardExporter{}))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer tr.Shutdown(context.Background())
+				tel.tracer, tel.prop = tr.Tracer(), tr.Propagator()
+			}
+			ep := &balance.Endpoint{Endpoint: discovery.Endpoint{Address: be.ln.Addr().String(), Weight: 1}}
+			p := &h1Proxy{target: poolTarget{pool: pool, ep: ep}, log: slog.New(slog.DiscardHandler), stat: &counters{},
+				maxHeaderBytes: http1.DefaultMaxHeaderBytes, tel: tel, route: m.Route(metrics.Outbound, "backend")}
+			conns := newTracker()
+			go serve(ln, conns, p.log, func(c net.Conn) { p.serve(c, bufio.NewReaderSize(c, bufSize), conns, c) })
+			defer ln.Close()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			req := []byte("GET /api/items?id=42 HTTP/1.1\r\nHost: web\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+			var resp http1.ResponseHead
+			discard := bufio.NewWriter(io.Discard)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				c.Write(req)
+				if err := resp.Read(br, []byte("GET"), 0); err != nil {
+					b.Fatal(err)
+				}
+				http1.CopyBody(discard, br, resp.Body, resp.ContentLength, resp.Body)
+			}
+		})
 	}
 }

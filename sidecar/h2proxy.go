@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -224,7 +225,9 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 		if tel.tracer != nil {
 			carrier := propagation.HeaderCarrier(r.Header)
 			if inbound {
-				_, span = tel.startServerSpan(carrier, r.Method, r.URL.Path, r.Host, ci.peer, ci.src.String())
+				_, span = tel.startServerSpan(carrier, r.Method, func() []attribute.KeyValue {
+					return serverAttrs(r.Method, r.URL.Path, r.Host, ci.src.String(), ci.peer)
+				})
 			} else {
 				rec.parent = tel.prop.Extract(context.Background(), carrier)
 			}
@@ -240,7 +243,9 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 		route.InFlight(-1)
 		if span != nil {
 			endSpan(span, sw.status, rec.flag, nil)
-			rec.traceID, rec.spanID = span.SpanContext().TraceID().String(), span.SpanContext().SpanID().String()
+			if tel.access != nil && span.SpanContext().IsValid() {
+				rec.traceID, rec.spanID = span.SpanContext().TraceID().String(), span.SpanContext().SpanID().String()
+			}
 		}
 		if tel.access != nil {
 			dir := "outbound"

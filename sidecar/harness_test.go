@@ -112,11 +112,6 @@ type runningSidecar struct {
 	done   chan error
 }
 
-func testLogger(t *testing.T, name string) *slog.Logger {
-	l, _ := testLoggerLevel(t, name)
-	return l
-}
-
 // testLoggerLevel is testLogger with its level variable (for /logging).
 func testLoggerLevel(t *testing.T, name string) (*slog.Logger, *slog.LevelVar) {
 	level := new(slog.LevelVar)

@@ -348,7 +348,9 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		var span trace.Span
 		if rec.parent != nil {
-			span = o.tel.startClientSpan(rec.parent, propagation.HeaderCarrier(r.Header), r.Method, r.URL.Path, o.name(), ep.Address, ep.Identity.String(), attempt+1)
+			span = o.tel.startClientSpan(rec.parent, propagation.HeaderCarrier(r.Header), r.Method, func() []attribute.KeyValue {
+				return clientAttrs(r.Method, r.URL.Path, o.name(), ep.Address, ep.Identity.String(), attempt+1)
+			})
 		}
 		out := *r
 		u := *r.URL

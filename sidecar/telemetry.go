@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -74,7 +73,8 @@ func (r *record) reset(now time.Time) {
 	*r = record{start: now, upstreamDur: -1}
 }
 
-// noteSpan keeps the IDs of span for the access log.
+// noteSpan keeps the IDs of span for the access log (the caller checks
+// that an access log is on: hex-encoding them costs two allocations).
 func (r *record) noteSpan(span trace.Span) {
 	if sc := span.SpanContext(); sc.IsValid() {
 		r.traceID, r.spanID = sc.TraceID().String(), sc.SpanID().String()
@@ -83,6 +83,10 @@ func (r *record) noteSpan(span trace.Span) {
 
 // endSpan finishes span with the HTTP outcome.
 func endSpan(span trace.Span, status int, flag string, err error) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	if status > 0 {
 		span.SetAttributes(attribute.Int("http.response.status_code", status))
 	}
@@ -130,17 +134,15 @@ func spanName(method string) string {
 
 // startServerSpan starts the inbound span for a request whose headers are
 // read through carrier, and injects its context back so the application
-// sees the sidecar's span as its parent.
-func (t *telemetry) startServerSpan(carrier propagation.TextMapCarrier, method, path, host, peer, client string) (context.Context, trace.Span) {
+// sees the sidecar's span as its parent. Attributes are computed only for
+// a sampled span: an unsampled request costs an extract, a start and an
+// inject. attrs is called only then.
+func (t *telemetry) startServerSpan(carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) (context.Context, trace.Span) {
 	ctx := t.prop.Extract(context.Background(), carrier)
-	ctx, span := t.tracer.Start(ctx, spanName(method), trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(
-			attribute.String("http.request.method", method),
-			attribute.String("url.path", path),
-			attribute.String("server.address", host),
-			attribute.String("client.address", client),
-			attribute.String("outrider.peer.spiffe_id", peer),
-		))
+	ctx, span := t.tracer.Start(ctx, spanName(method), trace.WithSpanKind(trace.SpanKindServer))
+	if span.IsRecording() {
+		span.SetAttributes(attrs()...)
+	}
 	t.prop.Inject(ctx, carrier)
 	return ctx, span
 }
@@ -148,19 +150,36 @@ func (t *telemetry) startServerSpan(carrier propagation.TextMapCarrier, method, 
 // startClientSpan starts the outbound span for one attempt, as a child of
 // parent (what the application sent, extracted once before the first
 // attempt, or nothing: a new trace), and injects it into the request.
-func (t *telemetry) startClientSpan(parent context.Context, carrier propagation.TextMapCarrier, method, path, upstream, endpoint, identity string, attempt int) trace.Span {
-	ctx, span := t.tracer.Start(parent, spanName(method), trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(
-			attribute.String("http.request.method", method),
-			attribute.String("url.path", path),
-			attribute.String("server.address", upstream),
-			attribute.String("network.peer.address", endpoint),
-			attribute.String("outrider.upstream", upstream),
-			attribute.String("outrider.endpoint.spiffe_id", identity),
-			attribute.Int("outrider.attempt", attempt),
-		))
+func (t *telemetry) startClientSpan(parent context.Context, carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) trace.Span {
+	ctx, span := t.tracer.Start(parent, spanName(method), trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		span.SetAttributes(attrs()...)
+	}
 	t.prop.Inject(ctx, carrier)
 	return span
+}
+
+// serverAttrs and clientAttrs follow the HTTP semantic conventions, plus
+// Outrider's identity attributes.
+func serverAttrs(method, path, host, client, peer string) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("http.request.method", method),
+		attribute.String("url.path", path),
+		attribute.String("server.address", host),
+		attribute.String("client.address", client),
+		attribute.String("outrider.peer.spiffe_id", peer),
+	}
+}
+
+func clientAttrs(method, path, upstream, endpoint, identity string, attempt int) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("http.request.method", method),
+		attribute.String("url.path", path),
+		attribute.String("server.address", upstream),
+		attribute.String("network.peer.address", endpoint),
+		attribute.String("outrider.endpoint.spiffe_id", identity),
+		attribute.Int("outrider.attempt", attempt),
+	}
 }
 
 // connectionDone records an L4 connection: span (may be nil), access log.
@@ -208,5 +227,3 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach Flush and friends.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func itoa(n int) string { return strconv.Itoa(n) }

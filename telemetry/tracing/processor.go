@@ -47,11 +47,15 @@ func (c *counters) snapshot() Stats {
 //
 // Batch mode (the default): OnEnd, called on the goroutine ending the span,
 // does a non-blocking send of the sampled span to a buffered channel of
-// Config.MaxQueueSize and counts it as dropped when the channel is full. One
-// goroutine, run, owns the batch: it exports when batchSize spans are
-// waiting, every interval, on ForceFlush and on Shutdown; each export is
-// bounded by timeout and by ctx, which Shutdown cancels when its own context
-// ends. Nothing the exporter does can block OnEnd.
+// Config.MaxQueueSize and counts it as dropped when the channel is full.
+// When batchSize spans are waiting it also kicks (non-blocking) the one
+// export goroutine, run, which otherwise wakes every interval, on ForceFlush
+// and on Shutdown, and then exports what is queued in batches of batchSize.
+// run does not receive span by span: a goroutine woken for every span costs
+// the ending goroutine a wake-up each time and, on a busy process, is
+// starved until the queue overflows. Each export is bounded by timeout and
+// by ctx, which Shutdown cancels when its own context ends. Nothing the
+// exporter does can block OnEnd.
 //
 // Sync mode (WithSyncExport, for tests): OnEnd exports the span itself,
 // serialised by syncMu, and no goroutine runs.
@@ -63,6 +67,7 @@ type processor struct {
 	sync      bool
 
 	queue  chan sdktrace.ReadOnlySpan
+	kick   chan struct{}      // capacity 1: batchSize spans are queued
 	flushc chan chan struct{} // ForceFlush requests; run closes the channel when done
 	stopc  chan struct{}      // closed by Shutdown
 	done   chan struct{}      // closed when run (or, in sync mode, Shutdown) is finished
@@ -89,6 +94,7 @@ func newProcessor(exp sdktrace.SpanExporter, o *options, queueSize int, timeout 
 		batchSize: o.batchSize,
 		interval:  o.batchInterval,
 		sync:      o.syncExport,
+		kick:      make(chan struct{}, 1),
 		flushc:    make(chan chan struct{}),
 		stopc:     make(chan struct{}),
 		done:      make(chan struct{}),
@@ -130,6 +136,12 @@ func (p *processor) OnEnd(s sdktrace.ReadOnlySpan) {
 	}
 	select {
 	case p.queue <- s:
+		if len(p.queue) >= p.batchSize {
+			select {
+			case p.kick <- struct{}{}:
+			default: // already kicked
+			}
+		}
 	default:
 		p.stats.dropped.Add(1)
 		p.stats.queueFull.Add(1)
@@ -195,15 +207,10 @@ func (p *processor) run() {
 	batch := make([]sdktrace.ReadOnlySpan, 0, p.batchSize)
 	for {
 		select {
-		case s := <-p.queue:
-			batch = append(batch, s)
-			if len(batch) >= p.batchSize {
-				batch = p.export(batch)
-			}
+		case <-p.kick:
+			batch = p.drain(batch)
 		case <-tick.C:
-			if len(batch) > 0 {
-				batch = p.export(batch)
-			}
+			batch = p.drain(batch)
 			p.logQueueFull()
 		case req := <-p.flushc:
 			batch = p.drain(batch)
@@ -219,8 +226,8 @@ func (p *processor) run() {
 	}
 }
 
-// drain exports batch plus the spans queued now, in batches of batchSize,
-// and returns the emptied batch.
+// drain exports the spans queued now, in batches of batchSize, and returns
+// the emptied batch.
 func (p *processor) drain(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
 	for n := len(p.queue); n > 0; n-- {
 		batch = append(batch, <-p.queue)

@@ -63,7 +63,8 @@ func WithAttributes(kv ...attribute.KeyValue) Option {
 
 // WithExporter replaces the OTLP exporter, e.g. with
 // tracetest.NewInMemoryExporter in tests. The Tracing owns it and shuts it
-// down. Config.Endpoint, Protocol, Insecure and Headers are then unused.
+// down. Config.Endpoint, Protocol, Insecure and Headers are then unused; with
+// Config.Enabled false the exporter is not used at all.
 func WithExporter(e sdktrace.SpanExporter) Option { return func(o *options) { o.exporter = e } }
 
 // WithSyncExport exports each span when it ends, on the goroutine that ends
@@ -274,7 +275,8 @@ func (t *Tracing) ForceFlush(ctx context.Context) error {
 // exporter, waiting until ctx ends at most; when ctx ends first, the export
 // in flight is cancelled, the spans still queued are dropped and ctx's error
 // is returned. Spans ended afterwards are not exported. Idempotent: later
-// calls return the first call's result.
+// calls return the first call's result (a concurrent call waits for the
+// first one).
 func (t *Tracing) Shutdown(ctx context.Context) error {
 	if t.sdk == nil {
 		return nil
@@ -306,7 +308,7 @@ func (t *Tracing) Describe() map[string]any {
 	}
 	res := make(map[string]string)
 	for _, kv := range t.res.Attributes() {
-		res[string(kv.Key)] = kv.Value.Emit()
+		res[string(kv.Key)] = kv.Value.String()
 	}
 	d["endpoint"] = t.endpoint
 	d["protocol"] = cfg.Protocol

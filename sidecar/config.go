@@ -33,6 +33,22 @@ type Config struct {
 	Public PublicListener `json:"public_listener"`
 	// Upstreams are the local listeners the application dials.
 	Upstreams []Upstream `json:"upstreams"`
+	// Tracing is read from Proxy.Config (usually set once for the whole
+	// mesh in proxy-defaults); the process's OTEL_* variables and flags
+	// win over it. Read when the sidecar starts.
+	Tracing TracingConfig `json:"tracing"`
+}
+
+// TracingConfig is the tracing part of Proxy.Config.
+type TracingConfig struct {
+	// Endpoint is Proxy.Config otlp_endpoint: the OTLP collector, e.g.
+	// http://jaeger:4317; setting it turns tracing on.
+	Endpoint string `json:"otlp_endpoint,omitempty"`
+	// Protocol is Proxy.Config otlp_protocol: grpc (default) or http/protobuf.
+	Protocol string `json:"otlp_protocol,omitempty"`
+	// Sampling is Proxy.Config trace_sampling: the fraction of new traces
+	// sampled, parent-based (nil: the default, all).
+	Sampling *float64 `json:"trace_sampling,omitempty"`
 }
 
 // PublicListener is the inbound side: mTLS in, plaintext to the application.
@@ -197,6 +213,9 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 			return Config{}, fmt.Errorf("sidecar: %s: want an integer between 1024 and 1048576, got %v", field("max_header_bytes"), p.Config["max_header_bytes"])
 		}
 	}
+	if c.Tracing, err = tracingValue(p.Config, field); err != nil {
+		return Config{}, err
+	}
 	c.Public = PublicListener{
 		BindAddress:         net.JoinHostPort(host, strconv.Itoa(port)),
 		LocalService:        net.JoinHostPort(cmp.Or(p.LocalServiceAddress, "127.0.0.1"), strconv.Itoa(p.LocalServicePort)),
@@ -245,6 +264,51 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 		c.Upstreams = append(c.Upstreams, up)
 	}
 	return c, nil
+}
+
+// tracingValue reads the tracing keys of Proxy.Config.
+func tracingValue(m map[string]any, field func(string) string) (TracingConfig, error) {
+	var t TracingConfig
+	str := func(key string) (string, error) {
+		v, ok := m[key]
+		if !ok || v == nil {
+			return "", nil
+		}
+		s, ok := v.(string)
+		if !ok {
+			return "", fmt.Errorf("sidecar: %s: want a string, got %v", field(key), v)
+		}
+		return s, nil
+	}
+	var err error
+	if t.Endpoint, err = str("otlp_endpoint"); err != nil {
+		return t, err
+	}
+	if t.Protocol, err = str("otlp_protocol"); err != nil {
+		return t, err
+	}
+	if t.Protocol != "" && t.Protocol != "grpc" && t.Protocol != "http/protobuf" {
+		return t, fmt.Errorf("sidecar: %s: want grpc or http/protobuf, got %q", field("otlp_protocol"), t.Protocol)
+	}
+	if v, ok := m["trace_sampling"]; ok && v != nil {
+		var f float64
+		switch x := v.(type) {
+		case float64:
+			f = x
+		case string:
+			f, err = strconv.ParseFloat(x, 64)
+			if err != nil {
+				f = -1
+			}
+		default:
+			f = -1
+		}
+		if f < 0 || f > 1 {
+			return t, fmt.Errorf("sidecar: %s: want a fraction between 0 and 1, got %v", field("trace_sampling"), v)
+		}
+		t.Sampling = &f
+	}
+	return t, nil
 }
 
 // msValue reads a millisecond count from an opaque Consul config map. JSON

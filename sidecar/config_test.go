@@ -78,6 +78,11 @@ func TestFromRegistrationProxyConfig(t *testing.T) {
 		}, func(c Config) bool {
 			return c.Public.Protocol == HTTP && c.Upstreams[0].Protocol == GRPC && c.Public.MaxHeaderBytes == 8192 && c.Upstreams[0].MaxHeaderBytes == 8192
 		}},
+		{"tracing from Proxy.Config", func(s *api.AgentService) {
+			s.Proxy.Config = map[string]any{"otlp_endpoint": "http://jaeger:4317", "otlp_protocol": "http/protobuf", "trace_sampling": 0.25}
+		}, func(c Config) bool {
+			return c.Tracing.Endpoint == "http://jaeger:4317" && c.Tracing.Protocol == "http/protobuf" && *c.Tracing.Sampling == 0.25
+		}},
 		{"IPv6 addresses", func(s *api.AgentService) { s.Address = "::1" },
 			func(c Config) bool { return c.Public.BindAddress == "[::1]:21000" }},
 	}
@@ -117,6 +122,9 @@ func TestFromRegistrationErrorsNameTheField(t *testing.T) {
 		{"unknown protocol", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"protocol": "http3"} }, "Proxy.Config.protocol"},
 		{"unknown upstream protocol", func(s *api.AgentService) { s.Proxy.Upstreams[0].Config = map[string]any{"protocol": 7.0} }, "Upstreams[0]: Config.protocol"},
 		{"header limit too small", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"max_header_bytes": "10"} }, "Proxy.Config.max_header_bytes"},
+		{"bad trace sampling", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"trace_sampling": 2.0} }, "Proxy.Config.trace_sampling"},
+		{"bad otlp protocol", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"otlp_protocol": "thrift"} }, "Proxy.Config.otlp_protocol"},
+		{"otlp endpoint not a string", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"otlp_endpoint": 4317.0} }, "Proxy.Config.otlp_endpoint"},
 		{"duplicate bind", func(s *api.AgentService) {
 			s.Proxy.Upstreams = append(s.Proxy.Upstreams, api.Upstream{DestinationName: "db", LocalBindPort: 9191})
 		}, "already used"},

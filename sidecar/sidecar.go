@@ -231,7 +231,7 @@ func (s *Sidecar) run(ctx context.Context) error {
 	s.log.Info("sidecar registration found", "proxy_id", proxyID, "service", cfg.Service,
 		"public_listener", cfg.Public.BindAddress, "local_service", cfg.Public.LocalService, "upstreams", len(cfg.Upstreams))
 	s.metrics.SetService(cfg.Service)
-	if err := s.startTracing(ctx, cfg.Service, proxyID); err != nil {
+	if err := s.startTracing(ctx, cfg, proxyID); err != nil {
 		return err
 	}
 
@@ -608,11 +608,12 @@ func (s *Sidecar) registerGauges() {
 // startTracing sets up the tracer before any listener starts (listeners
 // read s.tel when they are made). A Tracing built here is shut down, its
 // queue flushed, when ctx ends.
-func (s *Sidecar) startTracing(ctx context.Context, service, proxyID string) error {
+func (s *Sidecar) startTracing(ctx context.Context, cfg Config, proxyID string) error {
+	service := cfg.Service
 	t := s.opts.Tracing
-	if t == nil && s.opts.TraceConfig != nil && s.opts.TraceConfig.Enabled {
+	if tc, ok := s.traceConfig(cfg.Tracing); t == nil && ok {
 		var err error
-		t, err = tracing.New(ctx, *s.opts.TraceConfig, service, tracing.WithLogger(s.log), tracing.WithVersion(s.opts.Version),
+		t, err = tracing.New(ctx, tc, service, tracing.WithLogger(s.log), tracing.WithVersion(s.opts.Version),
 			tracing.WithAttributes(attribute.String("outrider.proxy_id", proxyID)))
 		if err != nil {
 			return fmt.Errorf("sidecar: tracing: %w", err)
@@ -630,4 +631,26 @@ func (s *Sidecar) startTracing(ctx context.Context, service, proxyID string) err
 	s.tel.tracer, s.tel.prop = t.Tracer(), t.Propagator()
 	s.log.Info("tracing on", "config", t.Describe())
 	return nil
+}
+
+// traceConfig merges the process's tracing configuration (OTEL_* and
+// flags, which win) with the registration's Proxy.Config keys, and
+// reports whether tracing is on.
+func (s *Sidecar) traceConfig(reg TracingConfig) (tracing.Config, bool) {
+	var tc tracing.Config
+	if s.opts.TraceConfig != nil {
+		tc = *s.opts.TraceConfig
+	} else {
+		tc, _ = tracing.FromEnv(func(string) string { return "" }) // the defaults
+	}
+	if !tc.Enabled && reg.Endpoint != "" {
+		tc.Enabled, tc.Endpoint = true, reg.Endpoint
+		if reg.Protocol != "" {
+			tc.Protocol = reg.Protocol
+		}
+		if reg.Sampling != nil {
+			tc.Sampler, tc.SamplerArg = "parentbased_traceidratio", *reg.Sampling
+		}
+	}
+	return tc, tc.Enabled
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/outrider-mesh/outrider/internal/testutil"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 	"github.com/outrider-mesh/outrider/internal/testutil/jaegertest"
@@ -16,20 +18,31 @@ import (
 
 // startTracedPair starts web (http) and client sidecars exporting to
 // endpoint over OTLP/HTTP, and returns client's local listener for web
-// and the web application.
-func startTracedPair(t *testing.T, endpoint string) (string, *httpApp, *runningSidecar) {
+// and the web application. With viaConsul the endpoint is set the way a
+// Consul user sets it for the whole mesh, in proxy-defaults, instead of in
+// the sidecars' own configuration.
+func startTracedPair(t *testing.T, endpoint string, viaConsul bool) (string, *httpApp, *runningSidecar) {
 	t.Helper()
 	a := consultest.Start(t)
 	setProtocol(t, a, "web", "http")
+	var cfg *tracing.Config
+	if viaConsul {
+		_, _, err := a.Client.ConfigEntries().Set(&api.ProxyConfigEntry{Kind: api.ProxyDefaults, Name: api.ProxyConfigGlobal,
+			Config: map[string]any{"otlp_endpoint": endpoint, "otlp_protocol": "http/protobuf", "trace_sampling": 1}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		cfg = &tracing.Config{
+			Enabled: true, Endpoint: endpoint, Protocol: "http/protobuf", Insecure: true,
+			Sampler: "parentbased_always_on", SamplerArg: 1,
+			Propagators: []string{"tracecontext", "baggage", "b3multi"},
+		}
+	}
 	app := startHTTPApp(t, "web-1")
 	upstream := registerPair(t, a, app.port()).upstream
-	cfg := tracing.Config{
-		Enabled: true, Endpoint: endpoint, Protocol: "http/protobuf", Insecure: true,
-		Sampler: "parentbased_always_on", SamplerArg: 1,
-		Propagators: []string{"tracecontext", "baggage", "b3multi"},
-	}
-	web := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1", TraceConfig: &cfg})
-	client := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1", TraceConfig: &cfg})
+	web := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1", TraceConfig: cfg})
+	client := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1", TraceConfig: cfg})
 	web.waitReady(t)
 	client.waitReady(t)
 	waitRoutable(t, a, "web", 1)
@@ -53,7 +66,7 @@ func startTracedPair(t *testing.T, endpoint string) (string, *httpApp, *runningS
 func TestMeshTracingInJaeger(t *testing.T) {
 	t.Parallel()
 	j := jaegertest.Start(t)
-	upstream, _, _ := startTracedPair(t, "http://"+j.OTLPHTTP)
+	upstream, _, _ := startTracedPair(t, "http://"+j.OTLPHTTP, false)
 	c := oneConnClient()
 
 	tests := []struct {
@@ -129,11 +142,13 @@ func TestMeshTracingInJaeger(t *testing.T) {
 }
 
 // A collector that cannot be reached costs requests nothing: they all
-// succeed while the exporter drops spans.
+// succeed while the exporter drops spans. The collector is named in
+// proxy-defaults, so this also shows that a Consul user turns tracing on
+// for every sidecar there.
 func TestMeshTracingCollectorDown(t *testing.T) {
 	t.Parallel()
 	dead := testutil.DeadPort(t)
-	upstream, _, client := startTracedPair(t, fmt.Sprintf("http://127.0.0.1:%d", dead))
+	upstream, _, client := startTracedPair(t, fmt.Sprintf("http://127.0.0.1:%d", dead), true)
 	c := oneConnClient()
 	for i := range 50 {
 		req, _ := http.NewRequest("GET", "http://"+upstream+"/echo", nil)

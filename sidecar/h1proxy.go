@@ -336,7 +336,10 @@ func (hc *h1Conn) forwardAttempts() bool {
 			return keep
 		}
 		// A reused pooled connection failed before the request reached the
-		// application: send it once more, on a fresh connection.
+		// application: the upstream closed it, and likely its other idle
+		// ones too (a restart). Drop them and send the request once more,
+		// on a fresh connection.
+		uc.pool.closeIdle()
 		lastErr = errors.New("pooled connection closed by the upstream")
 	}
 	p.stat.upstreamFailures.Add(1)
@@ -410,6 +413,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 					hc.fail(400, "malformed request body", errBadRequest, true)
 					return false, false
 				}
+				hc.rec.flag = "DC"
 				p.log.Debug("client request body aborted", "upstream", p.target.name(), "error", err)
 				return false, false
 			}

@@ -413,3 +413,48 @@ func BenchmarkH1ProxyTracing(b *testing.B) {
 		})
 	}
 }
+
+// When the upstream restarts, every pooled connection to it is dead: the
+// first failure drops them all and the request goes on a fresh one.
+func TestH1ProxyUpstreamRestartDropsPool(t *testing.T) {
+	b := startRawBackend(t, func(req *http1.RequestHead, br *bufio.Reader, w *bufio.Writer) bool {
+		if string(req.Target) == "/slow" {
+			time.Sleep(100 * time.Millisecond)
+		}
+		return hello(req, br, w)
+	})
+	addr, _ := startH1Proxy(t, b.ln.Addr().String())
+	// Four concurrent requests leave four idle pooled connections.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			if status, _ := exchange(t, c, bufio.NewReader(c), "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"); status != 200 {
+				t.Errorf("status %d", status)
+			}
+		})
+	}
+	wg.Wait()
+	if n := b.accepted.Load(); n < 4 {
+		t.Fatalf("backend accepted %d connections, want 4", n)
+	}
+	b.mu.Lock() // the "restart": the backend drops every connection
+	for _, c := range b.conns {
+		c.Close()
+	}
+	b.mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if status, _ := exchange(t, c, bufio.NewReader(c), getReq); status != 200 {
+		t.Fatalf("after the restart: status %d, want 200", status)
+	}
+}

@@ -140,15 +140,23 @@ func (p *connPool) idleCount() int {
 	return len(p.idle)
 }
 
-// close closes the idle connections and makes later puts close theirs.
-func (p *connPool) close() {
+// closeIdle closes the idle connections; the pool stays usable.
+func (p *connPool) closeIdle() {
 	p.mu.Lock()
 	idle := p.idle
-	p.idle, p.closed = nil, true
+	p.idle = nil
 	p.mu.Unlock()
 	for _, uc := range idle {
 		uc.Conn.Close()
 	}
+}
+
+// close closes the idle connections and makes later puts close theirs.
+func (p *connPool) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.closeIdle()
 }
 
 // endpointPools maps endpoints to their pools. Lookups on the request

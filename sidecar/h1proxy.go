@@ -275,16 +275,26 @@ func (hc *h1Conn) forwardAttempts() bool {
 	carrier := headerCarrier{&req.Header}
 	var parent context.Context
 	if tel.tracer != nil {
+		kind := trace.SpanKindClient
 		if p.inbound {
-			_, span := tel.startServerSpan(carrier, unsafeString(req.Method), func() []attribute.KeyValue {
+			kind = trace.SpanKindServer
+		}
+		// Unsampled requests are handled on traceparent's bytes; a retry
+		// sends the same one (nothing records their spans).
+		handled, base := tel.fastUnsampled(&req.Header, unsafeString(req.Method), kind)
+		switch {
+		case handled:
+		case p.inbound:
+			_, span := tel.startServerSpan(base, carrier, unsafeString(req.Method), func() []attribute.KeyValue {
 				return serverAttrs(string(req.Method), string(req.Target), string(req.Host), hc.src.String(), p.peer)
 			})
 			hc.rec.span = span
 			if tel.access != nil {
 				hc.rec.noteSpan(span)
 			}
-		} else {
-			parent = tel.prop.Extract(context.Background(), carrier)
+		default:
+			// Each attempt's span is a child of what the application sent.
+			parent = tel.prop.Extract(base, carrier)
 		}
 	}
 	var tried []string

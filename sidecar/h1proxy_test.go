@@ -384,7 +384,7 @@ func BenchmarkH1ProxyTracing(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer tr.Shutdown(context.Background())
-				tel.tracer, tel.prop = tr.Tracer(), tr.Propagator()
+				tel.tracer, tel.prop, tel.parentBased, tel.sampleRoot, tel.w3c = tr.Tracer(), tr.Propagator(), tr.ParentBased(), tr.SampleRoot, tr.W3COnly()
 			}
 			ep := &balance.Endpoint{Endpoint: discovery.Endpoint{Address: be.ln.Addr().String(), Weight: 1}}
 			p := &h1Proxy{target: poolTarget{pool: pool, ep: ep}, log: slog.New(slog.DiscardHandler), stat: &counters{},

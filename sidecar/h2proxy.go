@@ -225,7 +225,7 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 		if tel.tracer != nil {
 			carrier := propagation.HeaderCarrier(r.Header)
 			if inbound {
-				_, span = tel.startServerSpan(carrier, r.Method, func() []attribute.KeyValue {
+				_, span = tel.startServerSpan(context.Background(), carrier, r.Method, func() []attribute.KeyValue {
 					return serverAttrs(r.Method, r.URL.Path, r.Host, ci.src.String(), ci.peer)
 				})
 			} else {

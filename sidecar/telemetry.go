@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"encoding/hex"
 	"net"
 	"net/http"
 	"time"
@@ -14,14 +15,22 @@ import (
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
+	"github.com/outrider-mesh/outrider/telemetry/tracing"
 )
 
 // telemetry is what the data path records into. Every part may be off:
 // tracer nil (no spans, headers pass through untouched), access nil.
 // Metrics are always on.
 type telemetry struct {
-	tracer  trace.Tracer
-	prop    propagation.TextMapPropagator
+	tracer      trace.Tracer
+	prop        propagation.TextMapPropagator
+	parentBased bool // the sampler follows the parent (see childOfUnsampled)
+	// sampleRoot is the sampler's decision for a root span (see
+	// unsampledRoot); nil: leave every decision to the SDK.
+	sampleRoot func(id trace.TraceID, name string, kind trace.SpanKind) bool
+	// w3c: only W3C headers are propagated, so the HTTP/1.1 loop may
+	// handle unsampled requests on traceparent's bytes (fastUnsampled).
+	w3c     bool
 	metrics *metrics.Metrics
 	access  *accesslog.Logger
 }
@@ -137,9 +146,18 @@ func spanName(method string) string {
 // sees the sidecar's span as its parent. Attributes are computed only for
 // a sampled span: an unsampled request costs an extract, a start and an
 // inject. attrs is called only then.
-func (t *telemetry) startServerSpan(carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) (context.Context, trace.Span) {
-	ctx := t.prop.Extract(context.Background(), carrier)
-	ctx, span := t.tracer.Start(ctx, spanName(method), trace.WithSpanKind(trace.SpanKindServer))
+func (t *telemetry) startServerSpan(base context.Context, carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) (context.Context, trace.Span) {
+	ctx := t.prop.Extract(base, carrier)
+	if ctx, span, ok := t.childOfUnsampled(ctx); ok {
+		t.prop.Inject(ctx, carrier)
+		return ctx, span
+	}
+	ctx, span, ok := t.unsampledRoot(ctx, method, trace.SpanKindServer)
+	if ok {
+		t.prop.Inject(ctx, carrier)
+		return ctx, span
+	}
+	ctx, span = t.tracer.Start(ctx, spanName(method), trace.WithSpanKind(trace.SpanKindServer))
 	if span.IsRecording() {
 		span.SetAttributes(attrs()...)
 	}
@@ -151,12 +169,126 @@ func (t *telemetry) startServerSpan(carrier propagation.TextMapCarrier, method s
 // parent (what the application sent, extracted once before the first
 // attempt, or nothing: a new trace), and injects it into the request.
 func (t *telemetry) startClientSpan(parent context.Context, carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) trace.Span {
+	if ctx, span, ok := t.childOfUnsampled(parent); ok {
+		t.prop.Inject(ctx, carrier)
+		return span
+	}
+	parent, span, ok := t.unsampledRoot(parent, method, trace.SpanKindClient)
+	if ok {
+		t.prop.Inject(trace.ContextWithSpan(parent, span), carrier)
+		return span
+	}
 	ctx, span := t.tracer.Start(parent, spanName(method), trace.WithSpanKind(trace.SpanKindClient))
 	if span.IsRecording() {
 		span.SetAttributes(attrs()...)
 	}
 	t.prop.Inject(ctx, carrier)
 	return span
+}
+
+// childOfUnsampled is the fast path for the common case at low sampling
+// rates: a parent-based sampler and a parent that was not sampled. The
+// child is not sampled either, so instead of an SDK span (ID generation
+// under a lock, a span object, the sampler) it makes the span context the
+// SDK would make (the parent's trace and trace state, a new span ID, not
+// sampled) for propagation only. ok is false when the SDK must decide.
+func (t *telemetry) childOfUnsampled(parent context.Context) (context.Context, trace.Span, bool) {
+	psc := trace.SpanContextFromContext(parent)
+	if !t.parentBased || !psc.IsValid() || psc.IsSampled() {
+		return nil, nil, false
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: psc.TraceID(), SpanID: tracing.RandomSpanID(), TraceState: psc.TraceState()})
+	ctx := trace.ContextWithSpanContext(parent, sc)
+	return ctx, trace.SpanFromContext(ctx), true
+}
+
+// unsampledRoot is the same fast path for a request that arrives with no
+// trace context: the trace ID is drawn first and the sampler asked about
+// it; when it says no, the request gets an unsampled span context in that
+// trace, and when it says yes, ctx makes the SDK start the root span in
+// that same trace (so the decision is the sampler's, made once).
+func (t *telemetry) unsampledRoot(parent context.Context, method string, kind trace.SpanKind) (context.Context, trace.Span, bool) {
+	if t.sampleRoot == nil || trace.SpanContextFromContext(parent).IsValid() || tracing.HasTraceID(parent) {
+		return parent, nil, false
+	}
+	id := tracing.RandomTraceID()
+	if t.sampleRoot(id, spanName(method), kind) {
+		return tracing.WithTraceID(parent, id), nil, false
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: id, SpanID: tracing.RandomSpanID()})
+	ctx := trace.ContextWithSpanContext(parent, sc)
+	return ctx, trace.SpanFromContext(ctx), true
+}
+
+// fastUnsampled handles, on the header's bytes alone, a request that will
+// not be sampled, as childOfUnsampled and unsampledRoot do through the
+// propagators: an unsampled W3C traceparent gets a new span ID written in
+// place; a request without one gets a new unsampled traceparent when the
+// sampler says no to a root. It reports false when the request needs the
+// SDK (sampled, or a traceparent it does not parse, which the SDK judges).
+// No allocation on the unsampled child path.
+//
+// When it drew a root trace ID that the sampler does sample, it returns
+// false with base carrying that ID (tracing.WithTraceID), for the SDK span.
+func (t *telemetry) fastUnsampled(h *http1.Header, method string, kind trace.SpanKind) (handled bool, base context.Context) {
+	base = context.Background()
+	if !t.w3c || !t.parentBased {
+		return false, base
+	}
+	if v, ok := h.Get("traceparent"); ok {
+		// 00-<32 hex trace>-<16 hex span>-<2 hex flags>
+		if len(v) != 55 || v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-' ||
+			!lowerHex(v[3:35]) || !lowerHex(v[36:52]) || !lowerHex(v[53:55]) || allZero(v[3:35]) || allZero(v[36:52]) {
+			return false, base
+		}
+		if unhex(v[54])&1 != 0 { // sampled flag
+			return false, base
+		}
+		sid := tracing.RandomSpanID()
+		hex.Encode(v[36:52], sid[:])
+		return true, base
+	}
+	if t.sampleRoot == nil {
+		return false, base
+	}
+	id := tracing.RandomTraceID()
+	if t.sampleRoot(id, spanName(method), kind) {
+		return false, tracing.WithTraceID(base, id)
+	}
+	sid := tracing.RandomSpanID()
+	var b [55]byte
+	copy(b[:], "00-")
+	hex.Encode(b[3:35], id[:])
+	b[35] = '-'
+	hex.Encode(b[36:52], sid[:])
+	copy(b[52:], "-00")
+	h.Add("traceparent", string(b[:]))
+	return true, base
+}
+
+func lowerHex(b []byte) bool {
+	for _, c := range b {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != '0' {
+			return false
+		}
+	}
+	return true
+}
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c - 'a' + 10
 }
 
 // serverAttrs and clientAttrs follow the HTTP semantic conventions, plus

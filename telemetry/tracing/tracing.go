@@ -2,10 +2,13 @@ package tracing
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,11 +83,12 @@ type Tracing struct {
 	endpoint string // redacted exporter URL, or "custom" with WithExporter
 	res      *resource.Resource
 
-	tracer trace.Tracer
-	tp     trace.TracerProvider
-	prop   propagation.TextMapPropagator
-	sdk    *sdktrace.TracerProvider // nil when disabled
-	proc   *processor               // nil when disabled
+	tracer  trace.Tracer
+	tp      trace.TracerProvider
+	prop    propagation.TextMapPropagator
+	sdk     *sdktrace.TracerProvider // nil when disabled
+	sampler sdktrace.Sampler         // nil when disabled
+	proc    *processor               // nil when disabled
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -153,8 +157,10 @@ func New(ctx context.Context, cfg Config, defaultService string, opts ...Option)
 	}
 
 	t.proc = newProcessor(exp, o, cfg.MaxQueueSize, cfg.ExportTimeout, t.endpoint)
+	t.sampler = sampler
 	t.sdk = sdktrace.NewTracerProvider(
 		sdktrace.WithSampler(sampler),
+		sdktrace.WithIDGenerator(presetIDs{}),
 		sdktrace.WithResource(t.res),
 		sdktrace.WithSpanProcessor(t.proc),
 	)
@@ -251,6 +257,89 @@ func (t *Tracing) Propagator() propagation.TextMapPropagator { return t.prop }
 
 // Enabled reports whether spans are recorded and exported.
 func (t *Tracing) Enabled() bool { return t.sdk != nil }
+
+// SampleRoot reports whether a root span (no parent) in trace id would be
+// sampled: the configured sampler's own decision, so a caller can decide
+// before starting a span. To start the sampled span in that trace, pass
+// WithTraceID(ctx, id) to Tracer().Start. False when tracing is disabled.
+func (t *Tracing) SampleRoot(id trace.TraceID, name string, kind trace.SpanKind) bool {
+	if t.sampler == nil {
+		return false
+	}
+	r := t.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: context.Background(), TraceID: id, Name: name, Kind: kind})
+	return r.Decision == sdktrace.RecordAndSample
+}
+
+// WithTraceID makes the next root span started with ctx use trace id
+// (see SampleRoot) instead of a random one.
+func WithTraceID(ctx context.Context, id trace.TraceID) context.Context {
+	return context.WithValue(ctx, presetTraceID{}, id)
+}
+
+type presetTraceID struct{}
+
+// HasTraceID reports whether ctx carries a trace ID from WithTraceID.
+func HasTraceID(ctx context.Context) bool {
+	_, ok := ctx.Value(presetTraceID{}).(trace.TraceID)
+	return ok
+}
+
+// presetIDs is the SDK's ID generator: random IDs from the runtime's
+// per-thread generator (no lock, unlike the SDK's default), and the trace
+// ID a caller chose with WithTraceID for a root span.
+type presetIDs struct{}
+
+func (presetIDs) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
+	id, ok := ctx.Value(presetTraceID{}).(trace.TraceID)
+	if !ok || !id.IsValid() {
+		id = RandomTraceID()
+	}
+	return id, RandomSpanID()
+}
+
+func (presetIDs) NewSpanID(context.Context, trace.TraceID) trace.SpanID { return RandomSpanID() }
+
+// RandomTraceID and RandomSpanID return valid (non-zero) random IDs.
+func RandomTraceID() trace.TraceID {
+	var id trace.TraceID
+	for !id.IsValid() {
+		binary.BigEndian.PutUint64(id[:8], rand.Uint64())
+		binary.BigEndian.PutUint64(id[8:], rand.Uint64())
+	}
+	return id
+}
+
+func RandomSpanID() trace.SpanID {
+	var id trace.SpanID
+	for !id.IsValid() {
+		binary.BigEndian.PutUint64(id[:], rand.Uint64())
+	}
+	return id
+}
+
+// W3COnly reports whether the only trace headers propagated are W3C's
+// (tracecontext, with or without baggage), so a caller may read and write
+// traceparent itself on a fast path.
+func (t *Tracing) W3COnly() bool {
+	tc := false
+	for _, p := range t.cfg.Propagators {
+		switch p {
+		case "tracecontext":
+			tc = true
+		case "baggage":
+		default:
+			return false
+		}
+	}
+	return tc
+}
+
+// ParentBased reports whether the sampler follows a parent's decision
+// (the parentbased_* samplers, the default). Then a child of an unsampled
+// parent is never sampled, and a caller may skip the SDK for it: a span
+// context with the parent's trace, a new span ID and the unsampled flag is
+// exactly what the SDK would make.
+func (t *Tracing) ParentBased() bool { return strings.HasPrefix(t.cfg.Sampler, "parentbased_") }
 
 // Stats returns the export counters; all zero when tracing is disabled.
 // Dropped + Exported equals Started once Shutdown has returned nil, except

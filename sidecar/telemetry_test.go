@@ -1,0 +1,190 @@
+package sidecar
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outrider-mesh/outrider/sidecar/http1"
+	"github.com/outrider-mesh/outrider/telemetry/metrics"
+	"github.com/outrider-mesh/outrider/telemetry/tracing"
+)
+
+// The fast path for unsampled parents propagates what the SDK would: the
+// parent's trace ID and trace state, a new span ID, not sampled; sampled
+// parents still get a recorded SDK span.
+func TestSpansUnderSampledAndUnsampledParents(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tr, err := tracing.New(context.Background(), tracing.Config{Enabled: true, Sampler: "parentbased_traceidratio", SamplerArg: 0.01},
+		"test", tracing.WithExporter(exp), tracing.WithSyncExport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	tel := newTelemetry(metrics.New("test"), nil)
+	tel.tracer, tel.prop, tel.parentBased, tel.sampleRoot, tel.w3c = tr.Tracer(), tr.Propagator(), tr.ParentBased(), tr.SampleRoot, tr.W3COnly()
+	if !tel.parentBased {
+		t.Fatal("parentbased_traceidratio not reported as parent-based")
+	}
+	const traceID, parentSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	attrs := func() []attribute.KeyValue { return nil }
+	for _, tc := range []struct {
+		flags    string
+		recorded int
+	}{{"00", 0}, {"01", 1}} {
+		for _, kind := range []string{"server", "client"} {
+			exp.Reset()
+			carrier := propagation.HeaderCarrier{}
+			carrier.Set("traceparent", "00-"+traceID+"-"+parentSpan+"-"+tc.flags)
+			carrier.Set("tracestate", "vendor=abc")
+			if kind == "server" {
+				_, span := tel.startServerSpan(context.Background(), carrier, "GET", attrs)
+				endSpan(span, 200, "", nil)
+			} else {
+				parent := tel.prop.Extract(context.Background(), carrier)
+				endSpan(tel.startClientSpan(parent, carrier, "GET", attrs), 200, "", nil)
+			}
+			tp := strings.Split(carrier.Get("traceparent"), "-")
+			if len(tp) != 4 || tp[1] != traceID || tp[2] == parentSpan || tp[2] == "0000000000000000" || tp[3] != tc.flags {
+				t.Errorf("%s, parent flags %s: injected traceparent %q", kind, tc.flags, carrier.Get("traceparent"))
+			}
+			if ts := carrier.Get("tracestate"); ts != "vendor=abc" {
+				t.Errorf("%s, parent flags %s: tracestate %q not carried on", kind, tc.flags, ts)
+			}
+			if got := len(exp.GetSpans()); got != tc.recorded {
+				t.Errorf("%s, parent flags %s: %d spans recorded, want %d", kind, tc.flags, got, tc.recorded)
+			}
+		}
+	}
+}
+
+// A request with no trace context is sampled at the configured ratio, and
+// exactly the requests whose injected traceparent says sampled have a
+// recorded span in that trace.
+func TestRootSamplingDecidedOnce(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tr, err := tracing.New(context.Background(), tracing.Config{Enabled: true, Sampler: "parentbased_traceidratio", SamplerArg: 0.1},
+		"test", tracing.WithExporter(exp), tracing.WithSyncExport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	tel := newTelemetry(metrics.New("test"), nil)
+	tel.tracer, tel.prop, tel.parentBased, tel.sampleRoot, tel.w3c = tr.Tracer(), tr.Propagator(), tr.ParentBased(), tr.SampleRoot, tr.W3COnly()
+	attrs := func() []attribute.KeyValue { return nil }
+	sampled := map[string]bool{}
+	const n = 2000
+	for i := range n {
+		carrier := propagation.HeaderCarrier{}
+		if i%2 == 0 {
+			_, span := tel.startServerSpan(context.Background(), carrier, "GET", attrs)
+			endSpan(span, 200, "", nil)
+		} else {
+			endSpan(tel.startClientSpan(context.Background(), carrier, "GET", attrs), 200, "", nil)
+		}
+		tp := strings.Split(carrier.Get("traceparent"), "-")
+		if len(tp) != 4 {
+			t.Fatalf("no traceparent injected: %q", carrier.Get("traceparent"))
+		}
+		if tp[3] == "01" {
+			sampled[tp[1]] = true
+		}
+	}
+	recorded := map[string]bool{}
+	for _, s := range exp.GetSpans() {
+		recorded[s.SpanContext.TraceID().String()] = true
+	}
+	if len(recorded) != len(sampled) {
+		t.Fatalf("%d traces recorded, %d propagated as sampled", len(recorded), len(sampled))
+	}
+	for id := range sampled {
+		if !recorded[id] {
+			t.Fatalf("trace %s propagated as sampled but not recorded", id)
+		}
+	}
+	if len(sampled) < n/20 || len(sampled) > n/5 {
+		t.Fatalf("%d of %d root requests sampled at ratio 0.1", len(sampled), n)
+	}
+}
+
+// The HTTP/1.1 fast path on traceparent's bytes agrees with the SDK path:
+// unsampled children keep their trace and get a new span ID in place
+// (without allocating), sampled ones and unparsable headers go to the SDK,
+// and root requests are sampled once, at the configured ratio.
+func TestFastUnsampledTraceparent(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tr, err := tracing.New(context.Background(), tracing.Config{Enabled: true, Sampler: "parentbased_traceidratio", SamplerArg: 0.1},
+		"test", tracing.WithExporter(exp), tracing.WithSyncExport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	tel := newTelemetry(metrics.New("test"), nil)
+	tel.tracer, tel.prop, tel.parentBased, tel.sampleRoot, tel.w3c = tr.Tracer(), tr.Propagator(), tr.ParentBased(), tr.SampleRoot, tr.W3COnly()
+	const tid, psid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	for _, tc := range []struct {
+		value   string
+		handled bool
+	}{
+		{"00-" + tid + "-" + psid + "-00", true},
+		{"00-" + tid + "-" + psid + "-01", false},                  // sampled: the SDK makes the span
+		{"00-" + strings.ToUpper(tid) + "-" + psid + "-00", false}, // not lower-case hex: the SDK judges
+		{"00-" + tid + "-0000000000000000-00", false},
+	} {
+		var h http1.Header
+		h.Add("Traceparent", tc.value)
+		handled, _ := tel.fastUnsampled(&h, "GET", trace.SpanKindServer)
+		got, _ := h.Get("traceparent")
+		if handled != tc.handled {
+			t.Errorf("%s: handled %v, want %v", tc.value, handled, tc.handled)
+		}
+		if handled && (string(got[:36]) != tc.value[:36] || string(got[36:52]) == psid || string(got[52:]) != "-00") {
+			t.Errorf("%s: rewritten to %s", tc.value, got)
+		}
+		if !handled && string(got) != tc.value {
+			t.Errorf("%s: changed to %s though not handled", tc.value, got)
+		}
+	}
+	var h http1.Header
+	h.Add("traceparent", "00-"+tid+"-"+psid+"-00")
+	if allocs := testing.AllocsPerRun(100, func() { tel.fastUnsampled(&h, "GET", trace.SpanKindServer) }); allocs != 0 {
+		t.Errorf("unsampled child: %v allocations, want 0", allocs)
+	}
+
+	exp.Reset()
+	sampled := map[string]bool{}
+	const n = 2000
+	for range n {
+		var h http1.Header
+		handled, base := tel.fastUnsampled(&h, "GET", trace.SpanKindServer)
+		if !handled {
+			_, span := tel.startServerSpan(base, headerCarrier{&h}, "GET", func() []attribute.KeyValue { return nil })
+			endSpan(span, 200, "", nil)
+		}
+		v, _ := h.Get("traceparent")
+		tp := strings.Split(string(v), "-")
+		if len(tp) != 4 || tp[3] != map[bool]string{true: "00", false: "01"}[handled] {
+			t.Fatalf("handled=%v: traceparent %q", handled, v)
+		}
+		if !handled {
+			sampled[tp[1]] = true
+		}
+	}
+	recorded := map[string]bool{}
+	for _, s := range exp.GetSpans() {
+		recorded[s.SpanContext.TraceID().String()] = true
+	}
+	if len(recorded) != len(sampled) || len(sampled) < n/20 || len(sampled) > n/5 {
+		t.Fatalf("%d root requests propagated as sampled, %d traces recorded (ratio 0.1 of %d)", len(sampled), len(recorded), n)
+	}
+	for id := range sampled {
+		if !recorded[id] {
+			t.Fatalf("trace %s propagated as sampled but not recorded", id)
+		}
+	}
+}

@@ -84,9 +84,10 @@ func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 type appTransport struct{ in *inbound }
 
 func (a appTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	t := a.in.appH2C
-	if a.in.cfg.Load().Protocol == HTTP {
-		t = a.in.appH1
+	// HTTP/2 to the application only when it is declared to speak it.
+	t := a.in.appH1
+	if p := a.in.cfg.Load().Protocol; p == HTTP2 || p == GRPC {
+		t = a.in.appH2C
 	}
 	sent := time.Now()
 	resp, err := t.RoundTrip(r)
@@ -146,10 +147,17 @@ func (in *inbound) handle(c net.Conn) {
 			peer = id.String()
 		}
 	}
-	if cfg.Protocol.L7() {
+	if alpn := cs.NegotiatedProtocol; cfg.Protocol.L7() || alpn == "http/1.1" || alpn == "h2" {
 		// An HTTP service is always served per request, whatever the peer
 		// negotiated, so per-request policy cannot be skipped by asking
-		// for a byte stream.
+		// for a byte stream. A peer that negotiated HTTP is served per
+		// request too: it is an L7 sidecar whose pooled connections may
+		// outlive a protocol change that has not reached this sidecar yet.
+		if !cfg.Protocol.L7() {
+			l7 := *cfg
+			l7.Protocol = HTTP
+			cfg = &l7
+		}
 		in.handleL7(tc, c, cfg, peer)
 		return
 	}

@@ -198,6 +198,8 @@ func (in *inbound) handle(c net.Conn) {
 // through the net/http path; HTTP/1.1 to an http service through the
 // lean HTTP/1.1 loop.
 func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener, peer string) {
+	in.route.Connection(1)
+	defer in.route.Connection(-1)
 	br := getReader(tc)
 	info := connInfo{src: remoteIP(tracked), peer: peer}
 	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"

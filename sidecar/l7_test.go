@@ -412,6 +412,9 @@ func TestMeshHTTP1(t *testing.T) {
 		if n := metricValue(t, m.client.admin, "outrider_http_request_duration_seconds", "upstream", "web"); n < 5 {
 			t.Fatalf("request duration histogram count %v", n)
 		}
+		if n := metricValue(t, m.client.admin, "outrider_connections_active", "direction", "outbound", "upstream", "web"); n < 1 {
+			t.Fatalf("active outbound connections to web: %v, want the test client's", n)
+		}
 		if n := metricValue(t, m.client.admin, "outrider_sidecar_info", "service", "client"); n != 1 {
 			t.Fatalf("outrider_sidecar_info{service=client} = %v", n)
 		}

@@ -198,6 +198,8 @@ func (o *outbound) handle(c net.Conn) {
 		o.handleL4(c, cfg)
 		return
 	}
+	o.route.Connection(1)
+	defer o.route.Connection(-1)
 	br := getReader(c)
 	c.SetReadDeadline(time.Now().Add(clientIdleTimeout))
 	first, err := br.Peek(3)

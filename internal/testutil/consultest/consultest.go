@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,6 +98,25 @@ func FreePorts(t testing.TB, n int) []int {
 // printed if the test failed.
 func Start(t testing.TB, extraHCL ...string) *Agent {
 	t.Helper()
+	// Free ports are picked, released and then bound by Consul: another
+	// test may take one in between. A start that fails on a port already
+	// in use is retried on fresh ports.
+	for attempt := 1; ; attempt++ {
+		a, ready := start(t, extraHCL)
+		if ready {
+			return a
+		}
+		if !strings.Contains(a.log.String(), "address already in use") || attempt == 3 {
+			t.Fatalf("consultest: consul exited during start-up:\n%s", a.log.String())
+		}
+		t.Logf("consultest: a port was taken before consul bound it; retrying on new ports")
+	}
+}
+
+// start starts one agent and reports whether it became ready; false means
+// it exited during start-up (its log says why).
+func start(t testing.TB, extraHCL []string) (*Agent, bool) {
+	t.Helper()
 	bin := Binary(t, "consul")
 	p := FreePorts(t, 6)
 	node := fmt.Sprintf("node-%d", p[0])
@@ -145,7 +165,7 @@ func Start(t testing.TB, extraHCL ...string) *Agent {
 		}
 		select {
 		case <-a.done:
-			t.Fatalf("consultest: consul exited during start-up:\n%s", a.log.String())
+			return a, false
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -153,7 +173,7 @@ func Start(t testing.TB, extraHCL ...string) *Agent {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return a
+	return a, true
 }
 
 // Stop stops the agent (SIGTERM, then SIGKILL after 5s) and waits for it.

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +30,23 @@ type Jaeger struct {
 // Start runs Jaeger until the test ends; its log is printed if the test
 // failed.
 func Start(t testing.TB) *Jaeger {
+	t.Helper()
+	// As in consultest: a port picked free may be taken before Jaeger
+	// binds it; such a start is retried on fresh ports.
+	for attempt := 1; ; attempt++ {
+		j, log, ready := start(t)
+		if ready {
+			return j
+		}
+		if !strings.Contains(log.String(), "address already in use") || attempt == 3 {
+			t.Fatalf("jaegertest: jaeger exited during start-up:\n%s", log.String())
+		}
+		t.Logf("jaegertest: a port was taken before jaeger bound it; retrying on new ports")
+	}
+}
+
+// start starts one Jaeger and reports whether it became ready.
+func start(t testing.TB) (*Jaeger, *testutil.Buffer, bool) {
 	t.Helper()
 	bin := consultest.Binary(t, "jaeger")
 	p := consultest.FreePorts(t, 4)
@@ -82,12 +100,12 @@ exporters:
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return j
+				return j, log, true
 			}
 		}
 		select {
 		case <-done:
-			t.Fatalf("jaegertest: jaeger exited during start-up:\n%s", log.String())
+			return j, log, false
 		default:
 		}
 		if time.Now().After(deadline) {

@@ -104,6 +104,13 @@ func (p poolTarget) acquire(ctx context.Context, _ *http1.RequestHead, _ netip.A
 // returns its address and tracker.
 func startH1Proxy(tb testing.TB, backend string) (string, *tracker) {
 	tb.Helper()
+	return startH1ProxyWith(tb, backend, nil, nil)
+}
+
+// startH1ProxyWith is startH1Proxy with a tracing telemetry (nil: none)
+// and, when ep is set, the backend posing as that mesh endpoint.
+func startH1ProxyWith(tb testing.TB, backend string, tr *tracing.Tracing, ep *balance.Endpoint) (string, *tracker) {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -113,8 +120,12 @@ func startH1Proxy(tb testing.TB, backend string) (string, *tracker) {
 		return d.DialContext(ctx, "tcp", backend)
 	})
 	m := metrics.New("test")
-	p := &h1Proxy{target: poolTarget{pool: pool}, log: slog.New(slog.DiscardHandler), stat: &counters{}, maxHeaderBytes: http1.DefaultMaxHeaderBytes,
-		responseTimeout: 5 * time.Second, tel: newTelemetry(m, nil), route: m.Route(metrics.Outbound, "backend")}
+	tel := newTelemetry(m, nil)
+	if tr != nil {
+		tel.useTracing(tr)
+	}
+	p := &h1Proxy{target: poolTarget{pool: pool, ep: ep}, log: slog.New(slog.DiscardHandler), stat: &counters{}, maxHeaderBytes: http1.DefaultMaxHeaderBytes,
+		responseTimeout: 5 * time.Second, tel: tel, route: m.Route(metrics.Outbound, "backend")}
 	conns := newTracker()
 	done := make(chan struct{})
 	go func() {
@@ -367,32 +378,19 @@ func BenchmarkH1ProxyTracing(b *testing.B) {
 	}{{"off", "", 0}, {"ratio0.01", "parentbased_traceidratio", 0.01}, {"always", "always_on", 1}} {
 		b.Run(tc.name, func(b *testing.B) {
 			be := startRawBackend(b, hello)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			pool := newConnPool(func(ctx context.Context) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "tcp", be.ln.Addr().String())
-			})
-			m := metrics.New("bench")
-			tel := newTelemetry(m, nil)
+			var tr *tracing.Tracing
 			if tc.sampler != "" {
-				tr, err := tracing.New(context.Background(), tracing.Config{Enabled: true, Sampler: tc.sampler, SamplerArg: tc.arg},
+				var err error
+				tr, err = tracing.New(context.Background(), tracing.Config{Enabled: true, Sampler: tc.sampler, SamplerArg: tc.arg},
 					"bench", tracing.WithExporter(discardExporter{}))
 				if err != nil {
 					b.Fatal(err)
 				}
 				defer tr.Shutdown(context.Background())
-				tel.tracer, tel.prop, tel.parentBased, tel.sampleRoot, tel.w3c = tr.Tracer(), tr.Propagator(), tr.ParentBased(), tr.SampleRoot, tr.W3COnly()
 			}
 			ep := &balance.Endpoint{Endpoint: discovery.Endpoint{Address: be.ln.Addr().String(), Weight: 1}}
-			p := &h1Proxy{target: poolTarget{pool: pool, ep: ep}, log: slog.New(slog.DiscardHandler), stat: &counters{},
-				maxHeaderBytes: http1.DefaultMaxHeaderBytes, tel: tel, route: m.Route(metrics.Outbound, "backend")}
-			conns := newTracker()
-			go serve(ln, conns, p.log, func(c net.Conn) { p.serve(c, bufio.NewReaderSize(c, bufSize), conns, c) })
-			defer ln.Close()
-			c, err := net.Dial("tcp", ln.Addr().String())
+			addr, _ := startH1ProxyWith(b, be.ln.Addr().String(), tr, ep)
+			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				b.Fatal(err)
 			}

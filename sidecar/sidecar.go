@@ -628,7 +628,7 @@ func (s *Sidecar) startTracing(ctx context.Context, cfg Config, proxyID string) 
 		return nil
 	}
 	s.tracing.Store(t)
-	s.tel.tracer, s.tel.prop, s.tel.parentBased, s.tel.sampleRoot, s.tel.w3c = t.Tracer(), t.Propagator(), t.ParentBased(), t.SampleRoot, t.W3COnly()
+	s.tel.useTracing(t)
 	s.log.Info("tracing on", "config", t.Describe())
 	return nil
 }

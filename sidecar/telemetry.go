@@ -45,6 +45,12 @@ func newTelemetry(m *metrics.Metrics, a *accesslog.Logger) *telemetry {
 	return tel
 }
 
+// useTracing turns spans on with t (before any listener reads tel).
+func (tel *telemetry) useTracing(t *tracing.Tracing) {
+	tel.tracer, tel.prop = t.Tracer(), t.Propagator()
+	tel.parentBased, tel.sampleRoot, tel.w3c = t.ParentBased(), t.SampleRoot, t.W3COnly()
+}
+
 // Envoy-style response flags for metrics and access logs, from the codes
 // of sidecar-generated errors.
 func flagFor(code string) string {

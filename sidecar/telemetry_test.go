@@ -19,15 +19,7 @@ import (
 // parent's trace ID and trace state, a new span ID, not sampled; sampled
 // parents still get a recorded SDK span.
 func TestSpansUnderSampledAndUnsampledParents(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tr, err := tracing.New(context.Background(), tracing.Config{Enabled: true, Sampler: "parentbased_traceidratio", SamplerArg: 0.01},
-		"test", tracing.WithExporter(exp), tracing.WithSyncExport())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Shutdown(context.Background())
-	tel := newTelemetry(metrics.New("test"), nil)
-	tel.tracer, tel.prop, tel.parentBased, tel.sampleRoot, tel.w3c = tr.Tracer(), tr.Propagator(), tr.ParentBased(), tr.SampleRoot, tr.W3COnly()
+	tel, exp := tracedTelemetry(t, 0.01)
 	if !tel.parentBased {
 		t.Fatal("parentbased_traceidratio not reported as parent-based")
 	}
@@ -67,15 +59,7 @@ func TestSpansUnderSampledAndUnsampledParents(t *testing.T) {
 // exactly the requests whose injected traceparent says sampled have a
 // recorded span in that trace.
 func TestRootSamplingDecidedOnce(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tr, err := tracing.New(context.Background(), tracing.Config{Enabled: true, Sampler: "parentbased_traceidratio", SamplerArg: 0.1},
-		"test", tracing.WithExporter(exp), tracing.WithSyncExport())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Shutdown(context.Background())
-	tel := newTelemetry(metrics.New("test"), nil)
-	tel.tracer, tel.prop, tel.parentBased, tel.sampleRoot, tel.w3c = tr.Tracer(), tr.Propagator(), tr.ParentBased(), tr.SampleRoot, tr.W3COnly()
+	tel, exp := tracedTelemetry(t, 0.1)
 	attrs := func() []attribute.KeyValue { return nil }
 	sampled := map[string]bool{}
 	const n = 2000
@@ -117,15 +101,7 @@ func TestRootSamplingDecidedOnce(t *testing.T) {
 // (without allocating), sampled ones and unparsable headers go to the SDK,
 // and root requests are sampled once, at the configured ratio.
 func TestFastUnsampledTraceparent(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tr, err := tracing.New(context.Background(), tracing.Config{Enabled: true, Sampler: "parentbased_traceidratio", SamplerArg: 0.1},
-		"test", tracing.WithExporter(exp), tracing.WithSyncExport())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Shutdown(context.Background())
-	tel := newTelemetry(metrics.New("test"), nil)
-	tel.tracer, tel.prop, tel.parentBased, tel.sampleRoot, tel.w3c = tr.Tracer(), tr.Propagator(), tr.ParentBased(), tr.SampleRoot, tr.W3COnly()
+	tel, exp := tracedTelemetry(t, 0.1)
 	const tid, psid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	for _, tc := range []struct {
 		value   string
@@ -187,4 +163,20 @@ func TestFastUnsampledTraceparent(t *testing.T) {
 			t.Fatalf("trace %s propagated as sampled but not recorded", id)
 		}
 	}
+}
+
+// tracedTelemetry is a telemetry tracing with parentbased_traceidratio at
+// ratio, recording into the returned in-memory exporter synchronously.
+func tracedTelemetry(t *testing.T, ratio float64) (*telemetry, *tracetest.InMemoryExporter) {
+	t.Helper()
+	exp := tracetest.NewInMemoryExporter()
+	tr, err := tracing.New(context.Background(), tracing.Config{Enabled: true, Sampler: "parentbased_traceidratio", SamplerArg: ratio},
+		"test", tracing.WithExporter(exp), tracing.WithSyncExport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Shutdown(context.Background()) })
+	tel := newTelemetry(metrics.New("test"), nil)
+	tel.useTracing(tr)
+	return tel, exp
 }

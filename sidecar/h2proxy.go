@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -164,7 +165,7 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 			if inbound {
 				ip := ci.src.String()
 				if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-					out.Header.Set("X-Forwarded-For", joinComma(prior)+", "+ip)
+					out.Header.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
 				} else {
 					out.Header.Set("X-Forwarded-For", ip)
 				}
@@ -308,14 +309,6 @@ func (copyBuffers) Put(b []byte) {
 	bp := new([]byte) // 24 bytes, against 32 KiB per request without the pool
 	*bp = b
 	copyBufferPool.Put(bp)
-}
-
-func joinComma(v []string) string {
-	s := v[0]
-	for _, x := range v[1:] {
-		s += ", " + x
-	}
-	return s
 }
 
 // proxyError answers a request the sidecar could not forward: gRPC calls

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/outrider-mesh/outrider/internal/testutil"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
@@ -249,6 +250,42 @@ func TestMeshGRPC(t *testing.T) {
 		case <-apps[1].cancelled:
 		case <-time.After(4 * time.Second):
 			t.Fatal("the application never saw the call cancelled")
+		}
+	})
+
+	t.Run("an unreachable instance is replaced per call, body intact", func(t *testing.T) {
+		dead := testutil.DeadPort(t)
+		err := a.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{
+			Name: "inventory", ID: "inventory-dead", Port: 1, Address: "127.0.0.1",
+			Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{
+				Port: dead, Address: "127.0.0.1",
+				Checks: api.AgentServiceChecks{{CheckID: "inventory-dead-ttl", Name: "always passing", TTL: "1h", Status: "passing"}},
+			}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Client.Agent().ServiceDeregister("inventory-dead-sidecar-proxy")
+		eventually(t, 15*time.Second, func() error {
+			for _, u := range client.Dump().Upstreams {
+				if u.DestinationName == "inventory" && u.Snapshot != nil && len(u.Snapshot.Endpoints) == 3 {
+					return nil
+				}
+			}
+			return fmt.Errorf("client does not see the unreachable instance yet")
+		})
+		for i := range 30 {
+			st, err := inv.StreamingInputCall(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 1000)}}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := st.CloseAndRecv()
+			if err != nil || r.GetAggregatedPayloadSize() != 1000 {
+				t.Fatalf("call %d: %v, %v", i, r, err)
+			}
 		}
 	})
 

@@ -358,6 +358,13 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		u := *r.URL
 		u.Scheme, u.Host = "https", ep.Address
 		out.URL = &u
+		if r.Body != nil && r.Body != http.NoBody {
+			// The transport closes the body it was given, also when the dial
+			// fails; the next endpoint still needs it (nothing was read:
+			// the body is read only once a stream is open). The server
+			// closes the real body when the handler returns.
+			out.Body = io.NopCloser(r.Body)
+		}
 		sent := time.Now()
 		resp, err := o.h2.RoundTrip(&out)
 		rec.upstreamDur = time.Since(sent)

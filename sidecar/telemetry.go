@@ -139,13 +139,18 @@ func (c headerCarrier) Keys() []string {
 
 // spanName follows the HTTP semantic conventions: the method alone when no
 // route template is known.
+// It returns only constants: method may view a request buffer that is
+// reused while the span waits for export.
 func spanName(method string) string {
-	switch method {
-	case "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE":
-		return method
+	for _, m := range spanMethods {
+		if method == m {
+			return m
+		}
 	}
 	return "HTTP"
 }
+
+var spanMethods = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
 
 // startServerSpan starts the inbound span for a request whose headers are
 // read through carrier, and injects its context back so the application

@@ -180,3 +180,17 @@ func tracedTelemetry(t *testing.T, ratio float64) (*telemetry, *tracetest.InMemo
 	tel.useTracing(tr)
 	return tel, exp
 }
+
+// A span's name must not view the request buffer (it is exported later,
+// after the buffer holds the next request).
+func TestSpanNameIsAConstant(t *testing.T) {
+	buf := []byte("GET")
+	name := spanName(unsafeString(buf))
+	copy(buf, "PUT")
+	if name != "GET" {
+		t.Fatalf("span name changed with the buffer: %q", name)
+	}
+	if spanName("BREW") != "HTTP" {
+		t.Fatal("unknown methods are not named HTTP")
+	}
+}

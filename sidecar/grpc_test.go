@@ -289,6 +289,22 @@ func TestMeshGRPC(t *testing.T) {
 		}
 	})
 
+	t.Run("a deny intention is PERMISSION_DENIED on the open connection", func(t *testing.T) {
+		setIntention(t, a, "inventory", "client", api.IntentionActionDeny)
+		eventually(t, 10*time.Second, func() error {
+			_, err := inv.UnaryCall(ctx, &testpb.SimpleRequest{})
+			if status.Code(err) != codes.PermissionDenied {
+				return fmt.Errorf("status %v, want PermissionDenied", err)
+			}
+			return nil
+		})
+		setIntention(t, a, "inventory", "client", api.IntentionActionAllow)
+		eventually(t, 10*time.Second, func() error {
+			_, err := inv.UnaryCall(ctx, &testpb.SimpleRequest{})
+			return err
+		})
+	})
+
 	t.Run("no healthy instance is UNAVAILABLE with a message", func(t *testing.T) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
@@ -52,6 +53,7 @@ const (
 	errUpstreamReset     = "upstream_reset"
 	errBadResponse       = "bad_upstream_response"
 	errBadRequest        = "bad_request"
+	errDenied            = "denied"
 )
 
 // headerError names the header on every response the sidecar generates.
@@ -79,6 +81,10 @@ type h1Proxy struct {
 	tel             *telemetry
 	route           *metrics.Route
 	peer            string // inbound: the client sidecar's SPIFFE ID
+	// authorize, inbound, decides every request: intentions change while
+	// pooled connections from other sidecars stay open, so the decision
+	// made at their handshake is not enough.
+	authorize func() policy.Decision
 }
 
 // h1Conn is the per-connection state; its heads and buffers are reused for
@@ -295,6 +301,15 @@ func (hc *h1Conn) forwardAttempts() bool {
 		default:
 			// Each attempt's span is a child of what the application sent.
 			parent = tel.prop.Extract(base, carrier)
+		}
+	}
+	if p.authorize != nil {
+		if d := p.authorize(); !d.Allow {
+			keep := !hc.clientClose && req.Body == http1.BodyNone
+			p.log.Warn("request denied", "peer", p.peer, "method", string(req.Method), "path", string(req.Target),
+				"reason", "denied by "+d.Rule+": "+d.Reason)
+			hc.fail(403, "denied by policy", errDenied, !keep)
+			return keep
 		}
 	}
 	var tried []string

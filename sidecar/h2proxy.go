@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
@@ -72,6 +73,8 @@ func newH2Server(h http.Handler, maxHeaderBytes int, log *slog.Logger) *h2Server
 type connInfo struct {
 	src  netip.Addr
 	peer string // peer SPIFFE ID (inbound)
+	// authorize decides each request (inbound; nil outbound).
+	authorize func() policy.Decision
 }
 
 type connInfoKey struct{}
@@ -238,7 +241,14 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 			r.Body = body
 		}
 		sw := &statusWriter{ResponseWriter: w}
-		rp.ServeHTTP(sw, r.WithContext(ctx))
+		if d, denied := authorizeRequest(ci); denied {
+			rec.flag = "DI"
+			log.Warn("request denied", "peer", ci.peer, "method", r.Method, "path", r.URL.Path,
+				"reason", "denied by "+d.Rule+": "+d.Reason)
+			denyRequest(sw, r)
+		} else {
+			rp.ServeHTTP(sw, r.WithContext(ctx))
+		}
 		total := time.Since(start)
 		route.Request(r.Method, sw.status, rec.flag, body.n, sw.bytes, total, rec.upstreamDur)
 		route.InFlight(-1)
@@ -262,6 +272,30 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 			})
 		}
 	})
+}
+
+// authorizeRequest applies the connection's per-request authorization.
+func authorizeRequest(ci connInfo) (policy.Decision, bool) {
+	if ci.authorize == nil {
+		return policy.Decision{Allow: true}, false
+	}
+	d := ci.authorize()
+	return d, !d.Allow
+}
+
+// denyRequest answers a denied request: 403, or PERMISSION_DENIED for gRPC.
+func denyRequest(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(headerError, errDenied)
+	if isGRPC(r) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", "7")
+		w.Header().Set("Grpc-Message", "outrider: denied by policy")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusForbidden)
+	io.WriteString(w, "denied by policy\n")
 }
 
 // h2Record carries one request's telemetry and hash-policy cookie between

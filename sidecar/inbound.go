@@ -12,10 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
@@ -42,11 +44,12 @@ type inbound struct {
 	tel     *telemetry
 	route   *metrics.Route
 	metrics *metrics.Metrics
+	authz   *policy.Authorizer
 }
 
 func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 	in := &inbound{ln: ln, log: s.log, stat: &s.stat, loops: s.loops, conns: s.conns,
-		tel: s.tel, route: s.tel.metrics.Route(metrics.Inbound, "local_app"), metrics: s.tel.metrics}
+		tel: s.tel, route: s.tel.metrics.Route(metrics.Inbound, "local_app"), metrics: s.tel.metrics, authz: &s.authz}
 	in.cfg.Store(cfg)
 	dial := func(ctx context.Context) (net.Conn, error) {
 		cfg := in.cfg.Load()
@@ -142,9 +145,10 @@ func (in *inbound) handle(c net.Conn) {
 		in.stat.resumed.Add(1)
 	}
 	peer := ""
+	var peerID spiffeid.ID
 	if pcs := cs.PeerCertificates; len(pcs) > 0 {
 		if id, err := x509svid.IDFromCert(pcs[0]); err == nil {
-			peer = id.String()
+			peer, peerID = id.String(), id
 		}
 	}
 	if alpn := cs.NegotiatedProtocol; cfg.Protocol.L7() || alpn == "http/1.1" || alpn == "h2" {
@@ -158,7 +162,7 @@ func (in *inbound) handle(c net.Conn) {
 			l7.Protocol = HTTP
 			cfg = &l7
 		}
-		in.handleL7(tc, c, cfg, peer)
+		in.handleL7(tc, c, cfg, peer, peerID)
 		return
 	}
 	in.route.Connection(1)
@@ -197,11 +201,11 @@ func (in *inbound) handle(c net.Conn) {
 // (by ALPN or by its preface) and any request to an http2/grpc service go
 // through the net/http path; HTTP/1.1 to an http service through the
 // lean HTTP/1.1 loop.
-func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener, peer string) {
+func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener, peer string, peerID spiffeid.ID) {
 	in.route.Connection(1)
 	defer in.route.Connection(-1)
 	br := getReader(tc)
-	info := connInfo{src: remoteIP(tracked), peer: peer}
+	info := connInfo{src: remoteIP(tracked), peer: peer, authorize: in.authorizer(peerID)}
 	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
 	if !h2 && cfg.Protocol == HTTP {
 		tc.SetReadDeadline(time.Now().Add(clientIdleTimeout))
@@ -212,7 +216,8 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 		}
 		if string(first) != "PRI" {
 			p := &h1Proxy{target: in, log: in.log, stat: in.stat, maxHeaderBytes: cfg.MaxHeaderBytes,
-				responseTimeout: cfg.LocalRequestTimeout, inbound: true, tel: in.tel, route: in.route, peer: peer}
+				responseTimeout: cfg.LocalRequestTimeout, inbound: true, tel: in.tel, route: in.route, peer: peer,
+				authorize: info.authorize}
 			p.serve(tc, br, in.conns, tracked)
 			putReader(br)
 			return
@@ -221,4 +226,17 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 	}
 	// The HTTP server owns br from here on; it is not pooled.
 	in.h2Server.serveConn(&bufferedConn{Conn: tc, r: br}, info)
+}
+
+// authorizer decides one request from peer with the current intentions
+// (the same L4 rules the handshake applied), counting denials.
+func (in *inbound) authorizer(peer spiffeid.ID) func() policy.Decision {
+	return func() policy.Decision {
+		d := in.authz.AuthorizeL4(peer)
+		in.metrics.AuthzDecision(d.Allow, d.Rule)
+		if !d.Allow {
+			in.stat.denied.Add(1)
+		}
+		return d
+	}
 }

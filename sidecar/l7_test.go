@@ -446,6 +446,40 @@ func TestMeshHTTP1(t *testing.T) {
 		}
 	})
 
+	// Intentions are checked per request: a deny reaches requests on
+	// connections (and pooled mesh connections) that were authorized
+	// before it.
+	t.Run("a deny intention applies to open connections", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", base+"/echo", nil)
+		getSeen(t, c, req)
+		setIntention(t, m.agent, "web", "client", api.IntentionActionDeny)
+		eventually(t, 10*time.Second, func() error {
+			resp, err := c.Get(base + "/echo")
+			if err != nil {
+				return err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Outrider-Error") != "denied" {
+				return fmt.Errorf("status %d %q, want 403 denied", resp.StatusCode, resp.Header.Get("X-Outrider-Error"))
+			}
+			return nil
+		})
+		setIntention(t, m.agent, "web", "client", api.IntentionActionAllow)
+		eventually(t, 10*time.Second, func() error {
+			resp, err := c.Get(base + "/echo")
+			if err != nil {
+				return err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("status %d after allow", resp.StatusCode)
+			}
+			return nil
+		})
+	})
+
 	// Last but one: it adds an instance that cannot be reached.
 	t.Run("an endpoint that cannot be reached is replaced per request", func(t *testing.T) {
 		dead := testutil.DeadPort(t)

@@ -65,6 +65,8 @@ func flagFor(code string) string {
 		return "UC"
 	case errBadRequest:
 		return "BR"
+	case errDenied:
+		return "DI"
 	}
 	return ""
 }

@@ -12,6 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 OUTRIDER=${OUTRIDER_BIN:-$root/bin/outrider}
 CONSUL=${CONSUL_BIN:-$root/.tools/bin/consul}
+JAEGER=${JAEGER_BIN:-$root/.tools/bin/jaeger} # optional: traces when present (make tools-jaeger)
 CONSUL_PORT=${CONSUL_PORT:-8500}
 FRONTEND_PORT=${FRONTEND_PORT:-8080}
 ADMIN_BASE=${ADMIN_BASE:-19000}
@@ -68,7 +69,37 @@ register() {
 JSON
 }
 
-bold "3. Registering services (the usual Consul service definitions, nothing Outrider-specific)"
+bold "3. Declaring backend an HTTP service, balanced round robin (Consul config entries, as for Envoy)"
+curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-defaults","Name":"backend","Protocol":"http"}' >/dev/null
+curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-resolver","Name":"backend","LoadBalancer":{"Policy":"round_robin"}}' >/dev/null
+echo "   service-defaults backend: Protocol = http    service-resolver backend: LoadBalancer.Policy = round_robin"
+
+otel=()
+if [[ -x $JAEGER ]]; then
+  jg=$(free_port); jq=$(free_port); jqg=$(free_port); jh=$(free_port)
+  cat >"$work/jaeger.yaml" <<YAML
+service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces: { receivers: [otlp], processors: [batch], exporters: [jaeger_storage_exporter] }
+  telemetry: { metrics: { level: none } }
+extensions:
+  jaeger_query: { storage: { traces: mem }, http: { endpoint: "127.0.0.1:$jq" }, grpc: { endpoint: "127.0.0.1:$jqg" } }
+  jaeger_storage: { backends: { mem: { memory: { max_traces: 10000 } } } }
+receivers:
+  otlp: { protocols: { grpc: { endpoint: "127.0.0.1:$jg" }, http: { endpoint: "127.0.0.1:$jh" } } }
+processors:
+  batch: { timeout: 200ms }
+exporters:
+  jaeger_storage_exporter: { trace_storage: mem }
+YAML
+  "$JAEGER" --config "$work/jaeger.yaml" >"$work/jaeger.log" 2>&1 &
+  pids+=($!)
+  otel=(env "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$jg")
+  echo "   Jaeger all-in-one started: the sidecars export traces to it (OTLP on :$jg)"
+fi
+
+bold "4. Registering services (the usual Consul service definitions, nothing Outrider-specific)"
 b1=$(free_port); b2=$(free_port); s1=$(free_port); s2=$(free_port); s3=$(free_port); up=$(free_port)
 register backend backend-1 "$b1" "$s1"
 register backend backend-2 "$b2" "$s2"
@@ -76,14 +107,14 @@ register frontend frontend-1 "$FRONTEND_PORT" "$s3" backend "$up"
 echo "   backend-1 (app :$b1, sidecar :$s1), backend-2 (app :$b2, sidecar :$s2)"
 echo "   frontend-1 (app :$FRONTEND_PORT, sidecar :$s3, upstream backend on 127.0.0.1:$up)"
 
-bold "4. Starting the applications and one Outrider sidecar per instance"
+bold "5. Starting the applications and one Outrider sidecar per instance"
 "$work/demoapp" -name backend-1 -listen "127.0.0.1:$b1" >"$work/backend-1.log" 2>&1 & pids+=($!)
 "$work/demoapp" -name backend-2 -listen "127.0.0.1:$b2" >"$work/backend-2.log" 2>&1 & pids+=($!)
 "$work/demoapp" -name frontend -listen "127.0.0.1:$FRONTEND_PORT" -upstream "http://127.0.0.1:$up/" >"$work/frontend.log" 2>&1 & pids+=($!)
 i=0
 for id in backend-1 backend-2 frontend-1; do
   i=$((i + 1))
-  "$OUTRIDER" run -sidecar-for "$id" -admin-bind "127.0.0.1:$((ADMIN_BASE + i))" >"$work/outrider-$id.log" 2>&1 &
+  ${otel[@]+"${otel[@]}"} "$OUTRIDER" run -sidecar-for "$id" -admin-bind "127.0.0.1:$((ADMIN_BASE + i))" >"$work/outrider-$id.log" 2>&1 &
   pids+=($!)
 done
 for i in 1 2 3; do
@@ -97,13 +128,13 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 
-bold "5. Traffic: curl the frontend; it calls backend through its sidecar (mTLS, round robin)"
+bold "6. Traffic: curl the frontend; it calls backend through its sidecar (mTLS, per request, round robin)"
 ok=0
 for _ in $(seq 30); do curl -sf "http://127.0.0.1:$FRONTEND_PORT/" >/dev/null && { ok=1; break; }; sleep 0.3; done
 [[ $ok == 1 ]] || { echo "demo: traffic did not flow; logs in $work" >&2; tail -n 5 "$work"/*.log; exit 1; }
 for _ in 1 2 3 4; do printf '   $ curl 127.0.0.1:%s  ->  %s' "$FRONTEND_PORT" "$(curl -s "http://127.0.0.1:$FRONTEND_PORT/")"; echo; done
 
-bold "6. Deny frontend -> backend with an intention; the backend sidecars refuse it"
+bold "7. Deny frontend -> backend with an intention; the backend sidecars refuse each request (403)"
 curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-intentions","Name":"backend","Sources":[{"Name":"frontend","Action":"deny"}]}' >/dev/null
 denied=0
 for _ in $(seq 50); do
@@ -116,10 +147,13 @@ printf '   $ curl 127.0.0.1:%s  ->  %s' "$FRONTEND_PORT" "$(curl -s "http://127.
 echo "   why (backend sidecar log):"
 grep -h "denied by" "$work"/outrider-backend-*.log | tail -n 1 | sed 's/^/     /'
 
-bold "7. Allow it again"
+bold "8. Allow it again"
 curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-intentions","Name":"backend","Sources":[{"Name":"frontend","Action":"allow"}]}' >/dev/null
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$FRONTEND_PORT/" >/dev/null && break; sleep 0.2; done
 printf '   $ curl 127.0.0.1:%s  ->  %s' "$FRONTEND_PORT" "$(curl -s "http://127.0.0.1:$FRONTEND_PORT/")"; echo
+
+bold "9. What the frontend's sidecar measured (Prometheus metrics on its admin port)"
+curl -s "http://127.0.0.1:$((ADMIN_BASE + 3))/metrics" | grep '^outrider_http_requests_total' | sed 's/^/   /'
 
 bold "Where to look"
 echo "   Consul UI:            http://$CONSUL_HTTP_ADDR/ui/dc1/services"
@@ -129,6 +163,12 @@ for id in backend-1 backend-2 frontend-1; do
   i=$((i + 1))
   printf '   %-10s sidecar:    http://127.0.0.1:%s/ready  http://127.0.0.1:%s/config_dump\n' "$id" "$((ADMIN_BASE + i))" "$((ADMIN_BASE + i))"
 done
+if [[ -x $JAEGER ]]; then
+  echo "   traces (Jaeger UI):   http://127.0.0.1:$jq/search?service=frontend"
+else
+  echo "   traces:               run 'make tools-jaeger' once, and the demo starts Jaeger and exports traces to it"
+fi
+echo "   metrics:              http://127.0.0.1:$((ADMIN_BASE + 3))/metrics (backends: :$((ADMIN_BASE + 1)), :$((ADMIN_BASE + 2)))"
 echo "   logs:                 $work"
 echo "demo: OK"
 if [[ -n ${DEMO_ONESHOT:-} ]]; then exit 0; fi

@@ -22,17 +22,26 @@ func main() {
 	upstream := flag.String("upstream", "", "URL to call for every request (through the sidecar)")
 	flag.Parse()
 
-	// A new connection per call: the sidecar balances and authorizes per
-	// connection at L4, so the demo shows round robin and intention changes
-	// on every request.
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	client := &http.Client{Timeout: 5 * time.Second}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if *upstream == "" {
 			fmt.Fprintln(w, *name)
 			return
 		}
-		resp, err := client.Get(*upstream)
+		out, err := http.NewRequestWithContext(r.Context(), "GET", *upstream, nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		// Pass the trace context on, as an instrumented application would:
+		// the call then joins the trace of the request that caused it.
+		for _, h := range []string{"Traceparent", "Tracestate", "Baggage", "X-Request-Id"} {
+			if v := r.Header.Get(h); v != "" {
+				out.Header.Set(h, v)
+			}
+		}
+		resp, err := client.Do(out)
 		if err != nil {
 			http.Error(w, fmt.Sprintf("%s -> upstream failed: %v", *name, err), http.StatusBadGateway)
 			return

@@ -347,7 +347,8 @@ func (hc *h1Conn) forwardAttempts() bool {
 		}
 		if ep != nil {
 			hc.rec.endpoint = ep.Address
-		} else {
+		} else if tel.access != nil {
+			// Only the access log shows it, and formatting it allocates.
 			hc.rec.endpoint = uc.Conn.RemoteAddr().String()
 		}
 		keep, retry := hc.exchange(uc, ep, cookie)

@@ -339,22 +339,9 @@ start_jaeger() {
 	[[ -n ${JAEGER_OTLP:-} ]] && return 0
 	local g h q qg
 	read -r g h q qg < <(free_ports 4)
-	cat >"$TMP/jaeger.yaml" <<EOF
-service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces: { receivers: [otlp], processors: [batch], exporters: [jaeger_storage_exporter] }
-  telemetry: { metrics: { level: none } }
-extensions:
-  jaeger_query: { storage: { traces: mem }, http: { endpoint: "127.0.0.1:$q" }, grpc: { endpoint: "127.0.0.1:$qg" } }
-  jaeger_storage: { backends: { mem: { memory: { max_traces: 20000 } } } }
-receivers:
-  otlp: { protocols: { grpc: { endpoint: "127.0.0.1:$g" }, http: { endpoint: "127.0.0.1:$h" } } }
-processors:
-  batch: { timeout: 200ms }
-exporters:
-  jaeger_storage_exporter: { trace_storage: mem }
-EOF
+	# The configuration the tests use (in-memory storage, loopback ports).
+	sed -e "s/@OTLP_GRPC@/127.0.0.1:$g/" -e "s/@OTLP_HTTP@/127.0.0.1:$h/" -e "s/@QUERY_HTTP@/127.0.0.1:$q/" \
+		-e "s/@QUERY_GRPC@/127.0.0.1:$qg/" "$ROOT/internal/testutil/jaegertest/local.yaml" >"$TMP/jaeger.yaml"
 	start jaeger "$JAEGER_BIN" --config "$TMP/jaeger.yaml"
 	JAEGER_OTLP=127.0.0.1:$g
 	wait_for jaeger 30 curl -fsS "http://127.0.0.1:$q/api/services" || die "jaeger did not start: $(tail -20 "$TMP/jaeger.log")"

@@ -77,22 +77,9 @@ echo "   service-defaults backend: Protocol = http    service-resolver backend: 
 otel=()
 if [[ -x $JAEGER ]]; then
   jg=$(free_port); jq=$(free_port); jqg=$(free_port); jh=$(free_port)
-  cat >"$work/jaeger.yaml" <<YAML
-service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces: { receivers: [otlp], processors: [batch], exporters: [jaeger_storage_exporter] }
-  telemetry: { metrics: { level: none } }
-extensions:
-  jaeger_query: { storage: { traces: mem }, http: { endpoint: "127.0.0.1:$jq" }, grpc: { endpoint: "127.0.0.1:$jqg" } }
-  jaeger_storage: { backends: { mem: { memory: { max_traces: 10000 } } } }
-receivers:
-  otlp: { protocols: { grpc: { endpoint: "127.0.0.1:$jg" }, http: { endpoint: "127.0.0.1:$jh" } } }
-processors:
-  batch: { timeout: 200ms }
-exporters:
-  jaeger_storage_exporter: { trace_storage: mem }
-YAML
+  # The configuration the tests use (in-memory storage, loopback ports).
+  sed -e "s/@OTLP_GRPC@/127.0.0.1:$jg/" -e "s/@OTLP_HTTP@/127.0.0.1:$jh/" -e "s/@QUERY_HTTP@/127.0.0.1:$jq/" \
+    -e "s/@QUERY_GRPC@/127.0.0.1:$jqg/" "$root/internal/testutil/jaegertest/local.yaml" >"$work/jaeger.yaml"
   "$JAEGER" --config "$work/jaeger.yaml" >"$work/jaeger.log" 2>&1 &
   pids+=($!)
   otel=(env "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$jg")

@@ -5,6 +5,7 @@
 package jaegertest
 
 import (
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -55,21 +56,7 @@ func start(t testing.TB) (*Jaeger, *testutil.Buffer, bool) {
 		OTLPHTTP: "127.0.0.1:" + strconv.Itoa(p[1]),
 		Query:    "http://127.0.0.1:" + strconv.Itoa(p[2]),
 	}
-	cfg := fmt.Sprintf(`service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces: { receivers: [otlp], processors: [batch], exporters: [jaeger_storage_exporter] }
-  telemetry: { metrics: { level: none } }
-extensions:
-  jaeger_query: { storage: { traces: mem }, http: { endpoint: "127.0.0.1:%d" }, grpc: { endpoint: "127.0.0.1:%d" } }
-  jaeger_storage: { backends: { mem: { memory: { max_traces: 100000 } } } }
-receivers:
-  otlp: { protocols: { grpc: { endpoint: "%s" }, http: { endpoint: "%s" } } }
-processors:
-  batch: { timeout: 100ms }
-exporters:
-  jaeger_storage_exporter: { trace_storage: mem }
-`, p[2], p[3], j.OTLPGRPC, j.OTLPHTTP)
+	cfg := Config(j.OTLPGRPC, j.OTLPHTTP, "127.0.0.1:"+strconv.Itoa(p[2]), "127.0.0.1:"+strconv.Itoa(p[3]))
 	path := filepath.Join(t.TempDir(), "jaeger.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -113,6 +100,16 @@ exporters:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+//go:embed local.yaml
+var localConfig string
+
+// Config returns Jaeger's configuration (local.yaml) for the given
+// host:port addresses.
+func Config(otlpGRPC, otlpHTTP, queryHTTP, queryGRPC string) string {
+	return strings.NewReplacer("@OTLP_GRPC@", otlpGRPC, "@OTLP_HTTP@", otlpHTTP,
+		"@QUERY_HTTP@", queryHTTP, "@QUERY_GRPC@", queryGRPC).Replace(localConfig)
 }
 
 // Trace is one trace as the query API returns it.

@@ -6,12 +6,15 @@ package consultest
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,7 +77,67 @@ func moduleRoot() (string, error) {
 }
 
 // FreePorts returns n distinct free TCP ports on 127.0.0.1.
+//
+// They are picked below the kernel's ephemeral range. A port the kernel
+// handed out for ":0" was free, but it is released before the test binds
+// it, and the kernel hands out the same range again: to the next listener
+// on ":0" (a sidecar's admin port) and as the local port of outgoing
+// connections. Both made a test's bind fail now and then. Ports below the
+// range are never handed out by the kernel; a shared counter with a random
+// start keeps concurrent tests apart, and each port is checked by binding.
 func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	lo, hi := portRange()
+	if hi-lo < 1000 {
+		return ephemeralPorts(t, n)
+	}
+	portsOnce.Do(func() { nextPort.Store(rand.Int64N(int64(hi - lo))) })
+	var lns []net.Listener
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 10*(hi-lo) {
+			t.Fatalf("consultest: no free port in %d-%d", lo, hi)
+		}
+		p := lo + int(nextPort.Add(1)%int64(hi-lo))
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		lns = append(lns, ln)
+		ports = append(ports, p)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+var (
+	portsOnce sync.Once
+	nextPort  atomic.Int64
+)
+
+// portRange is where FreePorts picks: from 10000 up to the kernel's
+// ephemeral range (Linux: /proc/sys/net/ipv4/ip_local_port_range), at most
+// 32768.
+func portRange() (lo, hi int) {
+	lo, hi = 10000, 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 2 {
+		if eph, err := strconv.Atoi(f[0]); err == nil && eph < hi {
+			hi = eph
+		}
+	}
+	return lo, hi
+}
+
+// ephemeralPorts is the fallback where the ephemeral range leaves no room
+// below it: ports the kernel hands out for ":0".
+func ephemeralPorts(t testing.TB, n int) []int {
 	t.Helper()
 	var lns []net.Listener
 	var ports []int

@@ -398,17 +398,25 @@ func TestMeshHTTP1(t *testing.T) {
 			req, _ := http.NewRequest("GET", base+"/echo", nil)
 			getSeen(t, c, req)
 		}
-		after := metricValue(t, m.client.admin, "outrider_http_requests_total", "direction", "outbound", "upstream", "web", "status_class", "2xx")
-		if after-before != 5 {
-			t.Fatalf("outbound 2xx requests moved by %v, want 5", after-before)
-		}
-		inbound := 0.0
-		for _, sc := range m.sidecars {
-			inbound += metricValue(t, sc.admin, "outrider_http_requests_total", "direction", "inbound", "upstream", "local_app")
-		}
-		if inbound < 5 {
-			t.Fatalf("inbound requests across web sidecars: %v", inbound)
-		}
+		// A request is counted once its exchange has finished, which can be
+		// just after the client has read the whole response.
+		eventually(t, 5*time.Second, func() error {
+			after := metricValue(t, m.client.admin, "outrider_http_requests_total", "direction", "outbound", "upstream", "web", "status_class", "2xx")
+			if after-before != 5 {
+				return fmt.Errorf("outbound 2xx requests moved by %v, want 5", after-before)
+			}
+			return nil
+		})
+		eventually(t, 5*time.Second, func() error {
+			inbound := 0.0
+			for _, sc := range m.sidecars {
+				inbound += metricValue(t, sc.admin, "outrider_http_requests_total", "direction", "inbound", "upstream", "local_app")
+			}
+			if inbound < 5 {
+				return fmt.Errorf("inbound requests across web sidecars: %v", inbound)
+			}
+			return nil
+		})
 		if n := metricValue(t, m.client.admin, "outrider_http_request_duration_seconds", "upstream", "web"); n < 5 {
 			t.Fatalf("request duration histogram count %v", n)
 		}
@@ -441,9 +449,12 @@ func TestMeshHTTP1(t *testing.T) {
 				t.Errorf("%s: %d %q %q, want %d %q", tt.url, resp.StatusCode, resp.Header.Get("X-Outrider-Error"), body, tt.status, tt.code)
 			}
 		}
-		if n := metricValue(t, m.client.admin, "outrider_http_requests_total", "upstream", "nobody", "response_flag", "UH", "status_class", "5xx"); n != 1 {
-			t.Errorf("no-healthy-upstream requests counted %v, want 1 with flag UH", n)
-		}
+		eventually(t, 5*time.Second, func() error {
+			if n := metricValue(t, m.client.admin, "outrider_http_requests_total", "upstream", "nobody", "response_flag", "UH", "status_class", "5xx"); n != 1 {
+				return fmt.Errorf("no-healthy-upstream requests counted %v, want 1 with flag UH", n)
+			}
+			return nil
+		})
 	})
 
 	// Intentions are checked per request: a deny reaches requests on

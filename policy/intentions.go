@@ -384,9 +384,11 @@ type Summary struct {
 type RuleSummary struct {
 	Rule            string `json:"rule"`
 	Precedence      int    `json:"precedence"`
-	SourcePartition string `json:"source_partition"`
-	SourceNamespace string `json:"source_namespace"`
-	SourceName      string `json:"source_name"`
+	SourcePartition string `json:"source_partition,omitempty"`
+	SourceNamespace string `json:"source_namespace,omitempty"`
+	SourceName      string `json:"source_name,omitempty"`
+	// Match is what an SPIFFE-ID rule matches (intentions leave it empty).
+	Match string `json:"match,omitempty"`
 	// Action is "allow", "deny" or "deny (L7 permissions)".
 	Action string `json:"action"`
 }
@@ -420,26 +422,51 @@ func (in *Intentions) Summary() Summary {
 	return s
 }
 
-// Authorizer holds the current compiled intentions and authorizes against
-// them. The zero value is ready to use and denies every connection
-// (RuleNotLoaded) until Store is called. It must not be copied after first
-// use.
+// Policy is a compiled, immutable rule set: Consul intentions
+// (*Intentions) or SPIFFE-ID rules (*IDRules). AuthorizeL4 is safe for
+// concurrent use and never blocks.
+type Policy interface {
+	AuthorizeL4(src spiffeid.ID) Decision
+	// Summary describes the rules for /config_dump and the admin views.
+	Summary() Summary
+}
+
+// Authorizer holds the current policy and authorizes against it. The zero
+// value is ready to use and denies every connection (RuleNotLoaded) until
+// Store is called. It must not be copied after first use.
 //
-// One goroutine (the intentions loader) calls Store; any number call
-// AuthorizeL4 and Load concurrently. Nothing blocks or takes a lock.
+// One goroutine (the loader) calls Store; any number call AuthorizeL4 and
+// Load concurrently. Nothing blocks or takes a lock.
 type Authorizer struct {
-	current atomic.Pointer[Intentions]
+	current atomic.Pointer[Policy]
 }
 
-// Store publishes in for every later AuthorizeL4 call. Connections already
+// Store publishes p for every later AuthorizeL4 call. Connections already
 // authorized are not re-evaluated. Storing nil makes every connection deny.
-func (a *Authorizer) Store(in *Intentions) { a.current.Store(in) }
-
-// Load returns the current compiled intentions, or nil before the first Store.
-func (a *Authorizer) Load() *Intentions { return a.current.Load() }
-
-// AuthorizeL4 authorizes src against the current intentions; see
-// Intentions.AuthorizeL4.
-func (a *Authorizer) AuthorizeL4(src spiffeid.ID) Decision {
-	return a.current.Load().AuthorizeL4(src)
+func (a *Authorizer) Store(p Policy) {
+	if p == nil {
+		a.current.Store(nil)
+		return
+	}
+	a.current.Store(&p)
 }
+
+// Load returns the current policy, or nil before the first Store.
+func (a *Authorizer) Load() Policy {
+	if p := a.current.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// AuthorizeL4 authorizes src against the current policy; with none loaded
+// it denies (RuleNotLoaded).
+func (a *Authorizer) AuthorizeL4(src spiffeid.ID) Decision {
+	p := a.current.Load()
+	if p == nil {
+		return notLoaded
+	}
+	return (*p).AuthorizeL4(src)
+}
+
+var notLoaded = Decision{Allow: false, Rule: RuleNotLoaded, Reason: "authorization rules not loaded"}

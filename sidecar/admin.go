@@ -15,7 +15,7 @@ import (
 
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/discovery/consul"
-	"github.com/outrider-mesh/outrider/mtls/consulca"
+	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 )
 
@@ -89,14 +89,22 @@ func (s *Sidecar) notReadyReason() string {
 	if s.proxyID.Load() == nil {
 		return "proxy registration not loaded from Consul yet"
 	}
-	id := s.identity.Load()
+	id := s.currentIdentity()
 	if id == nil {
 		return "identity not loaded"
 	}
 	select {
 	case <-id.Ready():
 	default:
-		return "leaf certificate or CA roots not loaded from Consul yet"
+		st := id.Status()
+		reason := "no SVID and trust bundle loaded yet from " + st.Source
+		if st.LastError != "" {
+			reason += " (" + st.LastError + ")"
+		}
+		return reason
+	}
+	if err := s.svidValid(); err != nil {
+		return err.Error()
 	}
 	if s.authz.Load() == nil {
 		return "intentions not loaded from Consul yet"
@@ -107,16 +115,16 @@ func (s *Sidecar) notReadyReason() string {
 // ConfigDump is the JSON document served at /config_dump. It never contains
 // secrets: the ACL token is reported as set or not, keys are never shown.
 type ConfigDump struct {
-	Version    string           `json:"version"`
-	Ready      bool             `json:"ready"`
-	Consul     ConsulDump       `json:"consul"`
-	ProxyID    string           `json:"proxy_id,omitempty"`
-	Config     *Config          `json:"config,omitempty"`
-	Identity   *consulca.Status `json:"identity,omitempty"`
-	Intentions any              `json:"intentions,omitempty"`
-	Upstreams  []UpstreamDump   `json:"upstreams"`
-	Watches    []consul.Status  `json:"watches"`
-	Stats      map[string]int64 `json:"stats"`
+	Version    string               `json:"version"`
+	Ready      bool                 `json:"ready"`
+	Consul     ConsulDump           `json:"consul"`
+	ProxyID    string               `json:"proxy_id,omitempty"`
+	Config     *Config              `json:"config,omitempty"`
+	Identity   *mtls.IdentityStatus `json:"identity,omitempty"`
+	Intentions any                  `json:"intentions,omitempty"`
+	Upstreams  []UpstreamDump       `json:"upstreams"`
+	Watches    []consul.Status      `json:"watches"`
+	Stats      map[string]int64     `json:"stats"`
 	// DrainTimeout is how long shutdown waits for open connections.
 	DrainTimeout string `json:"drain_timeout"`
 }
@@ -169,7 +177,7 @@ func (s *Sidecar) Dump() ConfigDump {
 		d.ProxyID = *p
 	}
 	d.Config = s.config.Load()
-	if id := s.identity.Load(); id != nil {
+	if id := s.currentIdentity(); id != nil {
 		st := id.Status()
 		d.Identity = &st
 	}
@@ -251,12 +259,32 @@ func (s *Sidecar) handleClusters(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Sidecar) handleCerts(w http.ResponseWriter, _ *http.Request) {
-	id := s.identity.Load()
+	id := s.currentIdentity()
 	if id == nil {
 		http.Error(w, "identity not loaded yet", http.StatusServiceUnavailable)
 		return
 	}
-	writeJSON(w, id.Status())
+	st := CertsStatus{IdentityStatus: id.Status()}
+	if !st.NotAfter.IsZero() {
+		st.ExpiresIn = time.Until(st.NotAfter).Round(time.Second).String()
+		st.Valid = s.svidValid() == nil
+	}
+	if err := s.svidValid(); err != nil {
+		st.Problem = err.Error()
+	}
+	writeJSON(w, st)
+}
+
+// CertsStatus is the JSON document served at /certs: the identity source's
+// status plus the time left on the SVID and whether it can be presented.
+type CertsStatus struct {
+	mtls.IdentityStatus
+	// ExpiresIn is the time to the SVID's NotAfter (negative once expired).
+	ExpiresIn string `json:"expires_in,omitempty"`
+	// Valid is false while no SVID within its validity period is held;
+	// Problem then says why (new handshakes fail closed meanwhile).
+	Valid   bool   `json:"valid"`
+	Problem string `json:"problem,omitempty"`
 }
 
 // handleLogging shows the log level, or sets it from ?level= on POST.

@@ -10,6 +10,9 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/outrider-mesh/outrider/discovery"
+	"github.com/outrider-mesh/outrider/discovery/consul"
+	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
 
@@ -131,6 +134,17 @@ type Upstream struct {
 	// MaxHeaderBytes bounds HTTP heads on this listener (the proxy's
 	// max_header_bytes).
 	MaxHeaderBytes int `json:"max_header_bytes"`
+
+	// Endpoints, when not empty, is a static endpoint list (static mode):
+	// no discovery runs for this upstream.
+	Endpoints []discovery.Endpoint `json:"endpoints,omitempty"`
+	// Identities gives the SPIFFE ID each Consul-discovered instance must
+	// present (mixed mode: IDs from SPIRE); nil means Consul's service
+	// identity in the sidecar's trust domain.
+	Identities consul.IdentityFunc `json:"-"`
+	// LoadBalancer, when set, is the balancing configuration (static mode);
+	// nil means the destination's service-resolver, watched in Consul.
+	LoadBalancer *balance.Config `json:"load_balancer,omitempty"`
 }
 
 // Key identifies an upstream listener by the fields that need a new
@@ -138,7 +152,11 @@ type Upstream struct {
 // (the old one closes first, so the same port can be bound again; its open
 // connections continue). Other fields apply to new connections in place.
 func (u Upstream) Key() string {
-	return u.BindAddress + "->" + u.Datacenter + "/" + u.Namespace + "/" + u.DestinationName
+	mode := ""
+	if len(u.Endpoints) > 0 {
+		mode = "static:"
+	}
+	return u.BindAddress + "->" + mode + u.Datacenter + "/" + u.Namespace + "/" + u.DestinationName
 }
 
 // FromRegistration derives the Config from a connect-proxy registration

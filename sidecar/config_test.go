@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func TestFromRegistration(t *testing.T) {
 		Upstreams: []Upstream{{DestinationName: "api", Namespace: "default", BindAddress: "127.0.0.1:9191", ConnectTimeout: 5 * time.Second,
 			Protocol: TCP, MaxHeaderBytes: 64 << 10}},
 	}
-	if c.Public != want.Public || c.Service != want.Service || c.ProxyID != want.ProxyID || len(c.Upstreams) != 1 || c.Upstreams[0] != want.Upstreams[0] {
+	if c.Public != want.Public || c.Service != want.Service || c.ProxyID != want.ProxyID || !reflect.DeepEqual(c.Upstreams, want.Upstreams) {
 		t.Fatalf("FromRegistration =\n%+v\nwant\n%+v", c, want)
 	}
 }

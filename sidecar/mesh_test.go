@@ -126,7 +126,7 @@ func TestMeshL4(t *testing.T) {
 		if !strings.HasSuffix(ep.Identity.String(), "/ns/default/dc/dc1/svc/web") || ep.Address != addr(m.webPublic) {
 			t.Fatalf("endpoint = %+v, want web's sidecar with web's identity", ep)
 		}
-		if d.Identity == nil || d.Identity.LeafSerial == "" || !strings.HasSuffix(d.Identity.LeafID, "/svc/client") {
+		if d.Identity == nil || d.Identity.Serial == "" || !strings.HasSuffix(d.Identity.SPIFFEID, "/svc/client") {
 			t.Fatalf("identity = %+v, want the client service's leaf", d.Identity)
 		}
 	})

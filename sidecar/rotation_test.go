@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/mtls/consulca"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
 
@@ -20,8 +21,8 @@ func TestCARotationKeepsTraffic(t *testing.T) {
 	t.Parallel()
 	m := startMesh(t)
 	before := map[string]string{
-		"web":    m.webSC.Dump().Identity.LeafSerial,
-		"client": m.clientSC.Dump().Identity.LeafSerial,
+		"web":    m.webSC.Dump().Identity.Serial,
+		"client": m.clientSC.Dump().Identity.Serial,
 	}
 
 	c, err := net.Dial("tcp", m.upstream)
@@ -44,11 +45,11 @@ func TestCARotationKeepsTraffic(t *testing.T) {
 	for name, sc := range map[string]*runningSidecar{"web": m.webSC, "client": m.clientSC} {
 		eventually(t, 30*time.Second, func() error {
 			id := sc.Dump().Identity
-			if id.LeafSerial == before[name] {
-				return fmt.Errorf("%s leaf not rotated yet (serial %s)", name, id.LeafSerial)
+			if id.Serial == before[name] {
+				return fmt.Errorf("%s leaf not rotated yet (serial %s)", name, id.Serial)
 			}
-			if len(id.RootIDs) != 2 {
-				return fmt.Errorf("%s trusts %d roots, want old and new", name, len(id.RootIDs))
+			if len(id.Details.(consulca.Status).RootIDs) != 2 {
+				return fmt.Errorf("%s trusts %d roots, want old and new", name, len(id.Details.(consulca.Status).RootIDs))
 			}
 			return nil
 		})

@@ -82,6 +82,18 @@ type Options struct {
 	LogLevel *slog.LevelVar
 	// Pprof serves Go's profiler under /debug/pprof/ on the admin port.
 	Pprof bool
+
+	// Config, when set, is the whole configuration (static mode, `outrider
+	// run -config`): no registration is looked up and SidecarFor and
+	// ProxyID must be empty. The Consul client may then be nil if nothing
+	// else needs Consul (Identity and Policy set, every upstream static).
+	Config *Config
+	// Identity is where the SVID and trust bundles come from (nil: Consul's
+	// Connect CA for the proxied service). The sidecar runs it.
+	Identity mtls.Identity
+	// Policy, when set, authorizes inbound peers instead of the Consul
+	// intentions of the proxied service.
+	Policy policy.Policy
 }
 
 // Sidecar is one running Consul Connect sidecar.
@@ -95,7 +107,8 @@ type Sidecar struct {
 	// Published state, read by the admin server.
 	proxyID  atomic.Pointer[string]
 	config   atomic.Pointer[Config]
-	identity atomic.Pointer[consulca.Source]
+	identity atomic.Pointer[mtls.Identity]
+	expired  atomic.Int64 // unix nanoseconds of the last "SVID expired" log
 	authz    policy.Authorizer
 	authzW   atomic.Pointer[consul.Watch[*policy.Intentions]]
 	regW     atomic.Pointer[consul.Watch[*api.AgentService]]
@@ -137,8 +150,18 @@ type upstreamRunner struct {
 
 // New returns a Sidecar for the Consul agent client talks to.
 func New(client *api.Client, opts Options) (*Sidecar, error) {
-	if (opts.SidecarFor == "") == (opts.ProxyID == "") {
+	if opts.Config != nil {
+		if opts.SidecarFor != "" || opts.ProxyID != "" {
+			return nil, errors.New("sidecar: a static Config excludes SidecarFor and ProxyID")
+		}
+		if opts.Config.Service == "" {
+			return nil, errors.New("sidecar: the static Config names no service")
+		}
+	} else if (opts.SidecarFor == "") == (opts.ProxyID == "") {
 		return nil, errors.New("sidecar: exactly one of SidecarFor and ProxyID is required")
+	}
+	if client == nil && (opts.Config == nil || opts.Identity == nil || opts.Policy == nil) {
+		return nil, errors.New("sidecar: a Consul client is required unless a static Config, an Identity and a Policy are all given")
 	}
 	if opts.AdminBind == "" {
 		opts.AdminBind = "127.0.0.1:19000"
@@ -157,7 +180,11 @@ func New(client *api.Client, opts Options) (*Sidecar, error) {
 	}
 	m := opts.Metrics
 	if m == nil {
-		m = metrics.New(cmp.Or(opts.SidecarFor, opts.ProxyID))
+		name := cmp.Or(opts.SidecarFor, opts.ProxyID)
+		if opts.Config != nil {
+			name = cmp.Or(opts.Config.ProxyID, opts.Config.Service)
+		}
+		m = metrics.New(name)
 	}
 	s := &Sidecar{
 		client:    client,
@@ -185,9 +212,37 @@ func (s *Sidecar) AdminAddr(ctx context.Context) (string, error) {
 	}
 }
 
-// Ready reports whether the sidecar serves traffic: listeners up, a leaf
-// certificate and roots loaded, and intentions loaded.
-func (s *Sidecar) Ready() bool { return s.ready.Load() }
+// Ready reports whether the sidecar serves traffic: listeners up, an SVID
+// and its trust bundle loaded, the SVID within its validity period, and
+// the authorization rules (intentions) loaded.
+func (s *Sidecar) Ready() bool { return s.ready.Load() && s.svidValid() == nil }
+
+// currentIdentity is the running identity source, nil before Run made it.
+func (s *Sidecar) currentIdentity() mtls.Identity {
+	if p := s.identity.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// svidValid returns why no valid SVID is held (not loaded yet, expired,
+// not yet valid), or nil. It does not count as a handshake: nothing is
+// logged.
+func (s *Sidecar) svidValid() error {
+	id := s.currentIdentity()
+	if id == nil {
+		return mtls.ErrNotReady
+	}
+	svid, err := id.GetX509SVID()
+	if err != nil {
+		return err
+	}
+	cert, err := mtls.TLSCertificate(svid)
+	if err != nil {
+		return err
+	}
+	return mtls.CheckValidity(cert, time.Now())
+}
 
 func (s *Sidecar) watchOpts(extra ...consul.Option) []consul.Option {
 	return append([]consul.Option{
@@ -219,23 +274,35 @@ func (s *Sidecar) Run(ctx context.Context) error {
 }
 
 func (s *Sidecar) run(ctx context.Context) error {
-	proxyID, reg, err := s.resolve(ctx)
-	if err != nil {
-		return err
+	var (
+		proxyID string
+		cfg     Config
+	)
+	if s.opts.Config != nil {
+		cfg = *s.opts.Config
+		proxyID = cmp.Or(cfg.ProxyID, cfg.Service)
+		s.log.Info("static configuration", "service", cfg.Service, "public_listener", cfg.Public.BindAddress,
+			"local_service", cfg.Public.LocalService, "upstreams", len(cfg.Upstreams))
+	} else {
+		var reg *api.AgentService
+		var err error
+		if proxyID, reg, err = s.resolve(ctx); err != nil {
+			return err
+		}
+		if cfg, err = FromRegistration(reg); err != nil {
+			return err
+		}
+		s.log.Info("sidecar registration found", "proxy_id", proxyID, "service", cfg.Service,
+			"public_listener", cfg.Public.BindAddress, "local_service", cfg.Public.LocalService, "upstreams", len(cfg.Upstreams))
 	}
 	s.proxyID.Store(&proxyID)
-	cfg, err := FromRegistration(reg)
-	if err != nil {
-		return err
-	}
-	s.log.Info("sidecar registration found", "proxy_id", proxyID, "service", cfg.Service,
-		"public_listener", cfg.Public.BindAddress, "local_service", cfg.Public.LocalService, "upstreams", len(cfg.Upstreams))
 	s.metrics.SetService(cfg.Service)
 	if err := s.startTracing(ctx, cfg, proxyID); err != nil {
 		return err
 	}
 
 	if s.opts.EventLoop {
+		var err error
 		if s.loops, err = newLoops(runtime.GOMAXPROCS(0)); err != nil {
 			return err
 		}
@@ -245,20 +312,27 @@ func (s *Sidecar) run(ctx context.Context) error {
 
 	// The registration watch delivers the latest registration; the
 	// reconcile loop below applies it. Latest wins: a slow apply never
-	// queues stale registrations.
+	// queues stale registrations. A static configuration has none (regs
+	// stays empty).
 	regs := make(chan *api.AgentService, 1)
-	regW := consul.NewWatch("agent/service/"+proxyID, consul.ProxyRegistration(s.client, proxyID), func(r *api.AgentService) {
-		select {
-		case <-regs:
-		default:
-		}
-		regs <- r
-	}, s.watchOpts(consul.HashBased())...)
-	s.regW.Store(regW)
-	g.Go(func() error { return regW.Run(gctx) })
+	if s.opts.Config == nil {
+		regW := consul.NewWatch("agent/service/"+proxyID, consul.ProxyRegistration(s.client, proxyID), func(r *api.AgentService) {
+			select {
+			case <-regs:
+			default:
+			}
+			regs <- r
+		}, s.watchOpts(consul.HashBased())...)
+		s.regW.Store(regW)
+		g.Go(func() error { return regW.Run(gctx) })
+	}
 
-	id := consulca.New(s.client, cfg.Service, s.watchOpts()...)
-	s.identity.Store(id)
+	id := s.opts.Identity
+	if id == nil {
+		id = consulca.New(s.client, cfg.Service, s.watchOpts()...)
+	}
+	id = mtls.FailClosed(id, s.reportExpired)
+	s.identity.Store(&id)
 	g.Go(func() error { return id.Run(gctx) })
 
 	g.Go(func() error {
@@ -267,9 +341,20 @@ func (s *Sidecar) run(ctx context.Context) error {
 		case <-gctx.Done():
 			return gctx.Err()
 		}
-		td, _ := id.TrustDomain()
-		s.log.Info("identity loaded", "service", cfg.Service, "trust_domain", td.Name())
-		g.Go(func() error { return s.watchIntentions(gctx, cfg.Service, td) })
+		svid, err := id.GetX509SVID()
+		if err != nil {
+			return fmt.Errorf("sidecar: identity ready without an SVID: %w", err)
+		}
+		td := svid.ID.TrustDomain()
+		st := id.Status()
+		s.log.Info("identity loaded", "service", cfg.Service, "source", st.Source, "spiffe_id", svid.ID.String(),
+			"trust_domain", td.Name(), "not_after", st.NotAfter)
+		if s.opts.Policy != nil {
+			s.authz.Store(s.opts.Policy)
+			s.log.Info("authorization rules loaded", "rules", len(s.opts.Policy.Summary().Rules), "default", s.opts.Policy.Summary().Default)
+		} else {
+			g.Go(func() error { return s.watchIntentions(gctx, cfg.Service, td) })
+		}
 		if err := s.apply(gctx, cfg, id, td); err != nil {
 			return err
 		}
@@ -295,6 +380,18 @@ func (s *Sidecar) run(ctx context.Context) error {
 		}
 	})
 	return g.Wait()
+}
+
+// reportExpired logs, at most every 30 seconds, that handshakes are
+// refused because the SVID is outside its validity period. It runs on
+// handshake goroutines.
+func (s *Sidecar) reportExpired(err error) {
+	now := time.Now().UnixNano()
+	last := s.expired.Load()
+	if now-last < int64(30*time.Second) || !s.expired.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Error("no valid SVID: handshakes fail closed until the identity source renews it", "error", err)
 }
 
 // resolve finds the proxy registration, retrying while Consul cannot be
@@ -462,6 +559,10 @@ func (s *Sidecar) authorize(cfg *Config) mtls.Authorizer {
 }
 
 func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source, td spiffeid.TrustDomain) (*upstreamRunner, error) {
+	static := len(u.Endpoints) > 0
+	if s.client == nil && (!static || u.LoadBalancer == nil) {
+		return nil, fmt.Errorf("sidecar: upstream %q needs Consul (discovery or service-resolver) but no Consul client is configured", u.DestinationName)
+	}
 	ln, err := net.Listen("tcp", u.BindAddress)
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: upstream %q listener: %w", u.DestinationName, err)
@@ -469,25 +570,37 @@ func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source
 	out := newOutbound(u, ln, src, s)
 	wctx, cancel := context.WithCancel(ctx)
 	r := &upstreamRunner{out: out, cancel: cancel, done: make(chan struct{})}
-	w := consul.NewWatch("health/connect/"+u.DestinationName, consul.ConnectEndpoints(s.client, u.DestinationName, u.Datacenter, td),
-		out.update, s.watchOpts()...)
-	r.watch.Store(w)
-	lbw := consul.NewWatch("discovery-chain/"+u.DestinationName, consul.LoadBalancer(s.client, u.DestinationName, u.Datacenter),
-		func(lb *api.LoadBalancer) {
-			cfg, err := balance.FromConsul(lb)
-			if err != nil {
-				s.log.Error("ignoring invalid service-resolver LoadBalancer; keeping the current one", "upstream", u.DestinationName, "error", err)
-				return
-			}
-			out.setLoadBalancer(cfg)
-		}, s.watchOpts()...)
-	r.lbWatch.Store(lbw)
 	var wg sync.WaitGroup
-	wg.Go(func() { w.Run(wctx) })
-	wg.Go(func() { lbw.Run(wctx) })
+	if static {
+		out.update(&discovery.Snapshot{Service: u.DestinationName, Endpoints: u.Endpoints, Received: time.Now()})
+	} else {
+		ids := u.Identities
+		if ids == nil {
+			ids = consul.ConsulIdentity(td)
+		}
+		w := consul.NewWatch("health/connect/"+u.DestinationName, consul.ConnectEndpointsWith(s.client, u.DestinationName, u.Datacenter, ids),
+			out.update, s.watchOpts()...)
+		r.watch.Store(w)
+		wg.Go(func() { w.Run(wctx) })
+	}
+	if u.LoadBalancer != nil {
+		out.setLoadBalancer(*u.LoadBalancer)
+	} else {
+		lbw := consul.NewWatch("discovery-chain/"+u.DestinationName, consul.LoadBalancer(s.client, u.DestinationName, u.Datacenter),
+			func(lb *api.LoadBalancer) {
+				cfg, err := balance.FromConsul(lb)
+				if err != nil {
+					s.log.Error("ignoring invalid service-resolver LoadBalancer; keeping the current one", "upstream", u.DestinationName, "error", err)
+					return
+				}
+				out.setLoadBalancer(cfg)
+			}, s.watchOpts()...)
+		r.lbWatch.Store(lbw)
+		wg.Go(func() { lbw.Run(wctx) })
+	}
 	wg.Go(func() { serve(ln, s.conns, s.log, out.handle) })
 	go func() { wg.Wait(); close(r.done) }()
-	s.log.Info("upstream listener up", "upstream", u.DestinationName, "address", ln.Addr().String())
+	s.log.Info("upstream listener up", "upstream", u.DestinationName, "address", ln.Addr().String(), "static_endpoints", len(u.Endpoints))
 	return r, nil
 }
 
@@ -509,7 +622,7 @@ func (s *Sidecar) updateReady() {
 func (s *Sidecar) updateReadyLocked() {
 	cfg := s.config.Load()
 	ready := s.inbound != nil && cfg != nil && len(s.upstreams) == len(cfg.Upstreams) && s.authz.Load() != nil
-	if id := s.identity.Load(); ready && id != nil {
+	if id := s.currentIdentity(); ready && id != nil {
 		select {
 		case <-id.Ready():
 		default:
@@ -585,15 +698,15 @@ func (s *Sidecar) registerGauges() {
 		return out
 	})
 	s.metrics.SetCertExpiry(func() (time.Time, bool) {
-		id := s.identity.Load()
+		id := s.currentIdentity()
 		if id == nil {
 			return time.Time{}, false
 		}
-		cert, err := id.Certificate()
-		if err != nil || cert.Leaf == nil {
+		svid, err := id.GetX509SVID()
+		if err != nil || len(svid.Certificates) == 0 {
 			return time.Time{}, false
 		}
-		return cert.Leaf.NotAfter, true
+		return svid.Certificates[0].NotAfter, true
 	})
 	s.metrics.SetTracingStats(func() (int64, int64, int64, int64) {
 		t := s.tracing.Load()

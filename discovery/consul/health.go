@@ -21,13 +21,47 @@ import (
 // SPIFFE ID its sidecar must present: the destination service's identity in
 // trust domain td.
 func ConnectEndpoints(client *api.Client, service, dc string, td spiffeid.TrustDomain) Fetch[*discovery.Snapshot] {
+	return ConnectEndpointsWith(client, service, dc, ConsulIdentity(td))
+}
+
+// Instance is what an IdentityFunc knows about one healthy instance.
+type Instance struct {
+	// Service is the destination service's name (the proxied service, for
+	// a sidecar registration), Namespace and Partition its tenancy.
+	Service, Namespace, Partition string
+	// Datacenter and Node are where it runs.
+	Datacenter, Node string
+	// Meta is the registration's service metadata (the sidecar's, merged
+	// over nothing: read-only).
+	Meta map[string]string
+}
+
+// IdentityFunc gives the SPIFFE ID an instance must present. It runs on the
+// watch goroutine for every instance of every answer.
+type IdentityFunc func(Instance) (spiffeid.ID, error)
+
+// ConsulIdentity is the IdentityFunc of Consul's Connect CA: the service
+// identity spiffe://<td>/ns/<ns>/dc/<dc>/svc/<service> (with /ap/<partition>
+// outside the default partition).
+func ConsulIdentity(td spiffeid.TrustDomain) IdentityFunc {
+	return func(in Instance) (spiffeid.ID, error) {
+		return mtls.ServiceID{TrustDomain: td, Partition: in.Partition, Namespace: in.Namespace,
+			Datacenter: in.Datacenter, Service: in.Service}.ID()
+	}
+}
+
+// ConnectEndpointsWith is ConnectEndpoints with the expected identity of
+// each instance given by ids (for SPIFFE identities that do not come from
+// Consul's CA). An instance whose identity cannot be formed fails the
+// answer, naming the instance: the last good snapshot stays in use.
+func ConnectEndpointsWith(client *api.Client, service, dc string, ids IdentityFunc) Fetch[*discovery.Snapshot] {
 	return func(opts *api.QueryOptions) (*discovery.Snapshot, *api.QueryMeta, error) {
 		opts.Datacenter = dc
 		entries, meta, err := client.Health().Connect(service, "", true, opts)
 		if err != nil {
 			return nil, nil, fmt.Errorf("consul: health/connect/%s: %w", service, err)
 		}
-		snap, err := snapshotOf(service, dc, td, entries)
+		snap, err := snapshotOf(service, dc, ids, entries)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -36,10 +70,10 @@ func ConnectEndpoints(client *api.Client, service, dc string, td spiffeid.TrustD
 	}
 }
 
-// snapshotOf turns health entries into an immutable snapshot. Entries whose
-// identity cannot be formed are skipped with an error only if none remain;
-// an empty list is a valid answer (no healthy instance).
-func snapshotOf(service, dc string, td spiffeid.TrustDomain, entries []*api.ServiceEntry) (*discovery.Snapshot, error) {
+// snapshotOf turns health entries into an immutable snapshot. An instance
+// whose identity cannot be formed fails the whole answer; an empty list is
+// a valid answer (no healthy instance).
+func snapshotOf(service, dc string, ids IdentityFunc, entries []*api.ServiceEntry) (*discovery.Snapshot, error) {
 	snap := &discovery.Snapshot{Service: service, Datacenter: dc, Received: time.Now()}
 	for _, e := range entries {
 		if e == nil || e.Service == nil {
@@ -65,13 +99,8 @@ func snapshotOf(service, dc string, td spiffeid.TrustDomain, entries []*api.Serv
 				nodeDC = e.Node.Datacenter
 			}
 		}
-		id, err := mtls.ServiceID{
-			TrustDomain: td,
-			Partition:   svc.Partition,
-			Namespace:   cmp.Or(svc.Namespace, "default"),
-			Datacenter:  nodeDC,
-			Service:     dest,
-		}.ID()
+		id, err := ids(Instance{Service: dest, Namespace: cmp.Or(svc.Namespace, "default"), Partition: svc.Partition,
+			Datacenter: nodeDC, Node: node, Meta: svc.Meta})
 		if err != nil {
 			return nil, fmt.Errorf("consul: health/connect/%s: instance %s: %w", service, svc.ID, err)
 		}

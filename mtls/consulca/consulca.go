@@ -34,6 +34,9 @@ type Source struct {
 	leaf  atomic.Pointer[leaf]
 	roots atomic.Pointer[roots]
 
+	rotations atomic.Int64
+	updated   atomic.Pointer[time.Time]
+
 	readyOnce sync.Once
 	ready     chan struct{}
 }
@@ -121,8 +124,8 @@ type Status struct {
 	Watches     []consul.Status `json:"watches"`
 }
 
-// Status reports what is loaded and how fresh it is.
-func (s *Source) Status() Status {
+// Detail reports what is loaded and how fresh each Consul watch is.
+func (s *Source) Detail() Status {
 	st := Status{Service: s.service, Watches: []consul.Status{s.leafW.Status(), s.rootsW.Status()}}
 	if l := s.leaf.Load(); l != nil {
 		st.LeafSerial, st.LeafID, st.NotAfter = l.serial, l.svid.ID.String(), l.svid.Certificates[0].NotAfter
@@ -133,14 +136,45 @@ func (s *Source) Status() Status {
 	return st
 }
 
+// Status implements mtls.Identity; Details holds the Detail.
+func (s *Source) Status() mtls.IdentityStatus {
+	d := s.Detail()
+	st := mtls.IdentityStatus{Source: "consul", SPIFFEID: d.LeafID, Serial: d.LeafSerial,
+		NotAfter: d.NotAfter, TrustDomain: d.TrustDomain, Rotations: s.rotations.Load(), Details: d}
+	if l := s.leaf.Load(); l != nil {
+		st.NotBefore = l.svid.Certificates[0].NotBefore
+	}
+	if d.TrustDomain != "" {
+		st.TrustDomains = []string{d.TrustDomain}
+	}
+	if u := s.updated.Load(); u != nil {
+		st.Updated = *u
+	}
+	for _, w := range d.Watches {
+		if w.LastError != "" {
+			st.LastError = w.Name + ": " + w.LastError
+		}
+	}
+	return st
+}
+
 func (s *Source) setLeaf(l *leaf) {
-	s.leaf.Store(l)
+	if prev := s.leaf.Swap(l); prev != nil && prev.serial != l.serial {
+		s.rotations.Add(1)
+	}
+	s.touch()
 	s.markReady()
 }
 
 func (s *Source) setRoots(r *roots) {
 	s.roots.Store(r)
+	s.touch()
 	s.markReady()
+}
+
+func (s *Source) touch() {
+	now := time.Now()
+	s.updated.Store(&now)
 }
 
 func (s *Source) markReady() {
@@ -282,3 +316,5 @@ func parsePEMCerts(s string) ([]*x509.Certificate, error) {
 	}
 	return out, nil
 }
+
+var _ mtls.Identity = (*Source)(nil)

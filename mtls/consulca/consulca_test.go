@@ -420,7 +420,7 @@ func TestSource(t *testing.T) {
 	})
 
 	eventually(t, "the leaf to load while the roots fail", func() bool {
-		st := src.Status()
+		st := src.Detail()
 		return st.LeafSerial != "" && st.Watches[1].Failures > 0
 	})
 	select {
@@ -457,7 +457,7 @@ func TestSource(t *testing.T) {
 	if id, _, err := x509svid.Verify(svid.Certificates, src); err != nil || id.String() != testLeafID {
 		t.Errorf("the leaf does not verify against the roots from Consul: %v, %v", id, err)
 	}
-	st := src.Status()
+	st := src.Detail()
 	if st.LeafID != testLeafID || st.TrustDomain != testTD || fmt.Sprint(st.RootIDs) != "[a b]" ||
 		st.Watches[0].Index != 10 || st.Watches[1].Index != 20 || st.NotAfter.IsZero() {
 		t.Errorf("Status = %+v", st)
@@ -467,12 +467,12 @@ func TestSource(t *testing.T) {
 	// served from the next handshake on.
 	rotated := leafCert(t, "leaf-rsa.pem", "leaf-rsa.key")
 	fake.setLeaf(rotated)
-	eventually(t, "the rotated leaf", func() bool { return src.Status().LeafSerial == rotated.SerialNumber })
+	eventually(t, "the rotated leaf", func() bool { return src.Detail().LeafSerial == rotated.SerialNumber })
 	cert, err := src.Certificate()
 	if err != nil || consulSerial(cert.Leaf) != rotated.SerialNumber {
 		t.Fatalf("Certificate after rotation = %v, %v", cert, err)
 	}
-	if st := src.Status(); st.Watches[0].Index != 11 {
+	if st := src.Detail(); st.Watches[0].Index != 11 {
 		t.Errorf("leaf index after rotation = %d, want 11", st.Watches[0].Index)
 	}
 
@@ -481,10 +481,10 @@ func TestSource(t *testing.T) {
 	fake.setFailing("leaf", true)
 	fake.setFailing("roots", true)
 	eventually(t, "both watches to report failures", func() bool {
-		st := src.Status()
+		st := src.Detail()
 		return st.Watches[0].Failures >= 2 && st.Watches[1].Failures >= 2
 	})
-	st = src.Status()
+	st = src.Detail()
 	for _, w := range st.Watches {
 		if !w.Stale() || !strings.Contains(w.LastError, "500") || w.LastSuccess.IsZero() {
 			t.Errorf("watch status during failure = %+v", w)
@@ -503,7 +503,7 @@ func TestSource(t *testing.T) {
 	fake.setFailing("leaf", false)
 	fake.setFailing("roots", false)
 	eventually(t, "the watches to recover", func() bool {
-		st := src.Status()
+		st := src.Detail()
 		return !st.Watches[0].Stale() && !st.Watches[1].Stale()
 	})
 }

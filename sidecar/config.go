@@ -364,3 +364,25 @@ func intValue(v any) (int, error) {
 	}
 	return 0, fmt.Errorf("want an integer, got %T %v", v, v)
 }
+
+// WithDefaults returns c with every zero field that has a default set to
+// it, as FromRegistration would: for a Config built by hand (static mode).
+func (c Config) WithDefaults() Config {
+	p := &c.Public
+	p.LocalConnectTimeout = cmp.Or(p.LocalConnectTimeout, time.Second)
+	p.HandshakeTimeout = cmp.Or(p.HandshakeTimeout, 10*time.Second)
+	p.LocalRequestTimeout = cmp.Or(p.LocalRequestTimeout, 15*time.Second)
+	p.MaxHeaderBytes = cmp.Or(p.MaxHeaderBytes, http1.DefaultMaxHeaderBytes)
+	p.Protocol = cmp.Or(p.Protocol, TCP)
+	c.Namespace = cmp.Or(c.Namespace, "default")
+	ups := make([]Upstream, len(c.Upstreams))
+	for i, u := range c.Upstreams {
+		u.ConnectTimeout = cmp.Or(u.ConnectTimeout, 5*time.Second)
+		u.MaxHeaderBytes = cmp.Or(u.MaxHeaderBytes, p.MaxHeaderBytes)
+		u.Protocol = cmp.Or(u.Protocol, TCP)
+		u.Namespace = cmp.Or(u.Namespace, "default")
+		ups[i] = u
+	}
+	c.Upstreams = ups
+	return c
+}

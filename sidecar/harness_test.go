@@ -136,13 +136,20 @@ func startSidecar(t *testing.T, a *consultest.Agent, opts sidecar.Options) *runn
 		opts.AdminBind = "127.0.0.1:0"
 	}
 	if opts.Logger == nil {
-		opts.Logger, opts.LogLevel = testLoggerLevel(t, opts.SidecarFor+opts.ProxyID)
+		name := opts.SidecarFor + opts.ProxyID
+		if opts.Config != nil {
+			name = opts.Config.Service
+		}
+		opts.Logger, opts.LogLevel = testLoggerLevel(t, name)
 	}
-	opts.ConsulAddress = a.HTTPAddr
+	var client *api.Client
+	if a != nil { // nil: a static sidecar without Consul
+		opts.ConsulAddress, client = a.HTTPAddr, a.Client
+	}
 	opts.MinBackoff, opts.MaxBackoff = 50*time.Millisecond, 500*time.Millisecond
 	opts.DrainTimeout = 2 * time.Second
 	opts.EventLoop = os.Getenv("OUTRIDER_TEST_GOROUTINES") == ""
-	sc, err := sidecar.New(a.Client, opts)
+	sc, err := sidecar.New(client, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -157,6 +157,8 @@ func New(client *api.Client, opts Options) (*Sidecar, error) {
 		if opts.Config.Service == "" {
 			return nil, errors.New("sidecar: the static Config names no service")
 		}
+		cfg := opts.Config.WithDefaults()
+		opts.Config = &cfg
 	} else if (opts.SidecarFor == "") == (opts.ProxyID == "") {
 		return nil, errors.New("sidecar: exactly one of SidecarFor and ProxyID is required")
 	}
@@ -488,7 +490,10 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 	prev := s.config.Load()
 	s.config.Store(&cfg)
 
-	if s.inbound == nil || prev == nil || prev.Public.BindAddress != cfg.Public.BindAddress {
+	switch {
+	case cfg.Public.BindAddress == "":
+		// Egress only (static mode): no public listener.
+	case s.inbound == nil || prev == nil || prev.Public.BindAddress != cfg.Public.BindAddress:
 		ln, err := net.Listen("tcp", cfg.Public.BindAddress)
 		if err != nil {
 			s.config.Store(prev)
@@ -510,7 +515,7 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 		s.inbound = in
 		go serve(ln, s.conns, s.log, in.handle)
 		s.log.Info("public listener up", "address", ln.Addr().String())
-	} else {
+	default:
 		s.inbound.cfg.Store(&cfg.Public)
 	}
 
@@ -560,8 +565,8 @@ func (s *Sidecar) authorize(cfg *Config) mtls.Authorizer {
 
 func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source, td spiffeid.TrustDomain) (*upstreamRunner, error) {
 	static := len(u.Endpoints) > 0
-	if s.client == nil && (!static || u.LoadBalancer == nil) {
-		return nil, fmt.Errorf("sidecar: upstream %q needs Consul (discovery or service-resolver) but no Consul client is configured", u.DestinationName)
+	if s.client == nil && !static {
+		return nil, fmt.Errorf("sidecar: upstream %q is discovered in Consul but no Consul client is configured", u.DestinationName)
 	}
 	ln, err := net.Listen("tcp", u.BindAddress)
 	if err != nil {
@@ -583,9 +588,12 @@ func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source
 		r.watch.Store(w)
 		wg.Go(func() { w.Run(wctx) })
 	}
-	if u.LoadBalancer != nil {
+	switch {
+	case u.LoadBalancer != nil:
 		out.setLoadBalancer(*u.LoadBalancer)
-	} else {
+	case s.client == nil:
+		// Static endpoints without Consul: the protocol's default policy.
+	default:
 		lbw := consul.NewWatch("discovery-chain/"+u.DestinationName, consul.LoadBalancer(s.client, u.DestinationName, u.Datacenter),
 			func(lb *api.LoadBalancer) {
 				cfg, err := balance.FromConsul(lb)
@@ -621,7 +629,7 @@ func (s *Sidecar) updateReady() {
 
 func (s *Sidecar) updateReadyLocked() {
 	cfg := s.config.Load()
-	ready := s.inbound != nil && cfg != nil && len(s.upstreams) == len(cfg.Upstreams) && s.authz.Load() != nil
+	ready := cfg != nil && (s.inbound != nil || cfg.Public.BindAddress == "") && len(s.upstreams) == len(cfg.Upstreams) && s.authz.Load() != nil
 	if id := s.currentIdentity(); ready && id != nil {
 		select {
 		case <-id.Ready():

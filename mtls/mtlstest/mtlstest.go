@@ -8,6 +8,7 @@
 package mtlstest
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -17,6 +18,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -128,6 +130,12 @@ func Expired() LeafOption {
 	}
 }
 
+// TTL makes the leaf valid for d from now (as an identity provider with a
+// short SVID lifetime issues it).
+func TTL(d time.Duration) LeafOption {
+	return func(c *x509.Certificate) { c.NotAfter = time.Now().Add(d) }
+}
+
 // ExtraURI adds a second URI SAN (uri must parse as a URL), which makes the
 // leaf an invalid SVID.
 func ExtraURI(uri string) LeafOption {
@@ -223,7 +231,37 @@ type identity struct {
 	err  error // from mtls.TLSCertificate, returned by Certificate
 }
 
-var _ mtls.Source = (*Source)(nil)
+var _ mtls.Identity = (*Source)(nil)
+
+// Run implements mtls.Identity: there is nothing to follow, so it waits
+// for ctx.
+func (s *Source) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Ready implements mtls.Identity; a test Source is always ready (set an
+// SVID before a sidecar runs it).
+func (s *Source) Ready() <-chan struct{} { return closed }
+
+// Status implements mtls.Identity.
+func (s *Source) Status() mtls.IdentityStatus {
+	st := mtls.IdentityStatus{Source: "test"}
+	if id := s.identity.Load(); id != nil && len(id.svid.Certificates) > 0 {
+		leaf := id.svid.Certificates[0]
+		st.SPIFFEID, st.Serial = id.svid.ID.String(), leaf.SerialNumber.Text(16)
+		st.NotBefore, st.NotAfter, st.TrustDomain = leaf.NotBefore, leaf.NotAfter, id.svid.ID.TrustDomain().Name()
+	}
+	if m := s.bundles.Load(); m != nil {
+		for td := range *m {
+			st.TrustDomains = append(st.TrustDomains, td.Name())
+		}
+		slices.Sort(st.TrustDomains)
+	}
+	return st
+}
 
 // NewSource returns a Source presenting svid (nil: none yet) and trusting
 // bundles, as SetSVID and SetBundles would set them.

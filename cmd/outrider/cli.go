@@ -34,6 +34,7 @@ const usage = `Usage: outrider <command> [flags]
 Commands:
   run       run as a Consul Connect sidecar
   wait      wait until a sidecar is ready (for application entrypoints and health checks)
+  cert      a development SPIFFE CA: create a CA, issue SVIDs (not for production)
   version   print the version
 
 Run 'outrider run -h' for the flags of run.
@@ -58,6 +59,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runCmd(ctx, args[1:], stderr)
 	case "wait":
 		return waitCmd(ctx, args[1:], stdout, stderr)
+	case "cert":
+		return certCommand(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK

@@ -15,13 +15,24 @@ import (
 const (
 	// ReasonNoClientCert: the client presented no certificate.
 	ReasonNoClientCert = "no_client_cert"
-	// ReasonBadCertificate: a certificate was presented but is unusable:
-	// expired or not yet valid, malformed, without a SPIFFE ID, a CA
-	// certificate used as a leaf, or rejected by the peer for such a reason.
+	// ReasonBadCertificate: a certificate was presented but is unusable for
+	// a reason no finer class names: malformed, a CA certificate used as a
+	// leaf, forbidden key usages, or rejected by the peer with a
+	// bad_certificate alert (which is all a Go peer sends for most of them).
 	ReasonBadCertificate = "bad_certificate"
-	// ReasonUnknownCA: the chain does not lead to a trusted root, or the
-	// peer's trust domain has no bundle.
+	// ReasonExpired: the certificate is expired or not yet valid (x509
+	// reports both the same way), or the peer said so with a
+	// certificate_expired alert.
+	ReasonExpired = "expired"
+	// ReasonNoSPIFFEID: the leaf does not carry exactly one valid SPIFFE ID:
+	// no URI SAN, more than one, or a URI that is not a SPIFFE ID.
+	ReasonNoSPIFFEID = "no_spiffe_id"
+	// ReasonUnknownCA: the chain does not lead to a root of the bundle of
+	// the peer's trust domain (or, for plain TLS, to a trusted root).
 	ReasonUnknownCA = "unknown_ca"
+	// ReasonUnknownTrustDomain: there is no bundle for the trust domain of
+	// the peer's SPIFFE ID (a foreign mesh, or a federation not set up).
+	ReasonUnknownTrustDomain = "unknown_trust_domain"
 	// ReasonSPIFFEIDMismatch: the chain verified but the SPIFFE ID is not
 	// the one expected.
 	ReasonSPIFFEIDMismatch = "spiffe_id_mismatch"
@@ -37,9 +48,11 @@ const (
 	ReasonOther = Other
 )
 
-// reasons is indexed by reasonIndex.
-var reasons = [...]string{ReasonNoClientCert, ReasonBadCertificate, ReasonUnknownCA,
-	ReasonSPIFFEIDMismatch, ReasonDenied, ReasonTimeout, ReasonProtocol, ReasonOther}
+// reasons is indexed by reasonIndex. ReasonOther stays last: reasonIndex
+// maps a reason it does not know to it.
+var reasons = [...]string{ReasonNoClientCert, ReasonBadCertificate, ReasonExpired, ReasonNoSPIFFEID,
+	ReasonUnknownCA, ReasonUnknownTrustDomain, ReasonSPIFFEIDMismatch, ReasonDenied, ReasonTimeout,
+	ReasonProtocol, ReasonOther}
 
 const numReasons = len(reasons)
 
@@ -91,7 +104,10 @@ func ClassifyHandshakeError(err error) string {
 	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
 		return ReasonUnknownCA
 	}
-	if _, ok := errors.AsType[x509.CertificateInvalidError](err); ok {
+	if ce, ok := errors.AsType[x509.CertificateInvalidError](err); ok {
+		if ce.Reason == x509.Expired {
+			return ReasonExpired
+		}
 		return ReasonBadCertificate
 	}
 	if _, ok := errors.AsType[x509.HostnameError](err); ok {
@@ -106,16 +122,26 @@ func ClassifyHandshakeError(err error) string {
 		// server side (crypto/tls, mtls.VerifyPeer, go-spiffe), and the
 		// certificate_required alert a TLS 1.3 client reads.
 		return ReasonNoClientCert
-	case has("unknown authority", "tls: unknown certificate authority",
-		"could not get X509 bundle", "no X.509 bundle", "x509bundle: "):
-		// x509, the unknown_ca alert, and go-spiffe when the peer's trust
-		// domain has no bundle (whatever the source's own error says).
+	case has("unknown authority", "tls: unknown certificate authority"):
+		// x509 (wrapped with %v), and the unknown_ca alert.
 		return ReasonUnknownCA
-	case has("tls: bad certificate", "tls: expired certificate", "tls: unsupported certificate",
+	case has("could not get X509 bundle", "no X.509 bundle", "x509bundle: "):
+		// go-spiffe when the source has no bundle for the peer's trust
+		// domain, whatever the source's own error says.
+		return ReasonUnknownTrustDomain
+	case has("could not get leaf SPIFFE ID", "certificate contains no URI SAN",
+		"certificate contains more than one URI SAN", "scheme is missing or invalid"):
+		// go-spiffe's x509svid.Verify and IDFromCert, and spiffeid's
+		// parse errors for a URI that is not a SPIFFE ID.
+		return ReasonNoSPIFFEID
+	case has("certificate has expired or is not yet valid", "tls: expired certificate"):
+		// x509 (wrapped with %v), and the certificate_expired alert.
+		return ReasonExpired
+	case has("tls: bad certificate", "tls: unsupported certificate",
 		"tls: revoked certificate", "tls: unknown certificate", "x509svid: ", "x509: "):
-		// The peer's certificate alerts (checked after unknown_ca, whose
-		// alert text starts the same), and go-spiffe's and x509's other
-		// verdicts on a certificate.
+		// The peer's other certificate alerts (checked after unknown_ca,
+		// whose alert text starts the same), and go-spiffe's and x509's
+		// other verdicts on a certificate.
 		return ReasonBadCertificate
 	case hasTLSPrefix(msg), has("remote error: "):
 		// Every other crypto/tls error and alert is about the protocol:

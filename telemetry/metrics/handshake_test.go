@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/url"
 	"testing"
 	"time"
 
@@ -156,6 +157,7 @@ func TestClassifyHandshakeErrorCryptoTLS(t *testing.T) {
 	now := time.Now()
 	good := ca.leaf(t, now.Add(-time.Minute), now.Add(time.Hour))
 	expired := ca.leaf(t, now.Add(-2*time.Hour), now.Add(-time.Hour))
+	notYetValid := ca.leaf(t, now.Add(time.Hour), now.Add(2*time.Hour))
 	foreign := other.leaf(t, now.Add(-time.Minute), now.Add(time.Hour))
 
 	serverConfig := func(v uint16) *tls.Config {
@@ -193,13 +195,17 @@ func TestClassifyHandshakeErrorCryptoTLS(t *testing.T) {
 			ReasonNoClientCert, ReasonProtocol}, // TLS 1.2 has no certificate_required alert: handshake_failure
 		{"client cert from unknown CA", serverConfig(tls.VersionTLS13), clientConfig(tls.VersionTLS13, foreign),
 			ReasonUnknownCA, ReasonUnknownCA},
+		// The server says so with a certificate_expired alert.
 		{"expired client cert", serverConfig(tls.VersionTLS13), clientConfig(tls.VersionTLS13, expired),
-			ReasonBadCertificate, ReasonBadCertificate},
+			ReasonExpired, ReasonExpired},
+		{"client cert not yet valid", serverConfig(tls.VersionTLS13), clientConfig(tls.VersionTLS13, notYetValid),
+			ReasonExpired, ReasonExpired},
 		// The client's verdict reaches the server as a bad_certificate alert.
 		{"server cert from unknown CA", &tls.Config{Certificates: []tls.Certificate{foreign}},
 			clientConfig(tls.VersionTLS13), ReasonBadCertificate, ReasonUnknownCA},
+		// A Go client sends bad_certificate whatever its reason.
 		{"expired server cert", &tls.Config{Certificates: []tls.Certificate{expired}},
-			clientConfig(tls.VersionTLS13), ReasonBadCertificate, ReasonBadCertificate},
+			clientConfig(tls.VersionTLS13), ReasonBadCertificate, ReasonExpired},
 		{"server name mismatch", &tls.Config{Certificates: []tls.Certificate{good}},
 			&tls.Config{RootCAs: ca.pool(), ServerName: "elsewhere"}, ReasonBadCertificate, ReasonBadCertificate},
 		{"version mismatch", serverConfig(tls.VersionTLS13), clientConfig(tls.VersionTLS12, good),
@@ -276,6 +282,8 @@ func TestClassifyHandshakeErrorMTLS(t *testing.T) {
 		// The sidecar's Authorizer error.
 		return fmt.Errorf("policy: %s denied by %s: %s", peer, "intention web->api", "deny intention")
 	}
+	nonSPIFFEURI := func(c *x509.Certificate) { c.URIs[0], _ = url.Parse("https://example.org/web") }
+	caFlag := func(c *x509.Certificate) { c.IsCA = true }
 	client := func(svid *x509svid.SVID, expected string) *tls.Config {
 		src := mtlstest.NewSource(svid, ca.Bundle())
 		return mtls.ClientConfig(src, spiffeid.RequireFromString(expected), nil)
@@ -288,10 +296,15 @@ func TestClassifyHandshakeErrorMTLS(t *testing.T) {
 	}{
 		{"denied by policy", deny, client(ca.SVID(t, web), api), ReasonDenied, ReasonBadCertificate},
 		{"server is not who the client expects", allow, client(ca.SVID(t, web), web), ReasonBadCertificate, ReasonSPIFFEIDMismatch},
-		{"client from another trust domain", allow, client(otherTD.SVID(t, "spiffe://other.org/svc/web"), api), ReasonUnknownCA, ReasonBadCertificate},
+		// The server's VerifyConnection verdicts all reach the client as a
+		// bad_certificate alert.
+		{"client from another trust domain", allow, client(otherTD.SVID(t, "spiffe://other.org/svc/web"), api), ReasonUnknownTrustDomain, ReasonBadCertificate},
 		{"client from a rogue root", allow, client(rogue.SVID(t, web), api), ReasonUnknownCA, ReasonBadCertificate},
-		{"expired client SVID", allow, client(ca.SVID(t, web, mtlstest.Expired()), api), ReasonBadCertificate, ReasonBadCertificate},
-		{"client leaf without SPIFFE ID", allow, client(ca.SVID(t, web, mtlstest.NoURI()), api), ReasonBadCertificate, ReasonBadCertificate},
+		{"expired client SVID", allow, client(ca.SVID(t, web, mtlstest.Expired()), api), ReasonExpired, ReasonBadCertificate},
+		{"client leaf without SPIFFE ID", allow, client(ca.SVID(t, web, mtlstest.NoURI()), api), ReasonNoSPIFFEID, ReasonBadCertificate},
+		{"client leaf with two SPIFFE IDs", allow, client(ca.SVID(t, web, mtlstest.ExtraURI(api)), api), ReasonNoSPIFFEID, ReasonBadCertificate},
+		{"client leaf with a non-SPIFFE URI", allow, client(ca.SVID(t, web, nonSPIFFEURI), api), ReasonNoSPIFFEID, ReasonBadCertificate},
+		{"client leaf with the CA flag", allow, client(ca.SVID(t, web, caFlag), api), ReasonBadCertificate, ReasonBadCertificate},
 		{"client without certificate", allow, &tls.Config{InsecureSkipVerify: true}, ReasonNoClientCert, ReasonNoClientCert},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -352,7 +365,19 @@ func TestClassifyHandshakeErrorTexts(t *testing.T) {
 		{errors.New("read tcp 1.2.3.4:1->5.6.7.8:2: read: connection reset by peer"), ReasonOther},
 		{fmt.Errorf("mtls: handshake with 10.0.0.1:20000: %w", context.DeadlineExceeded), ReasonTimeout},
 		{errors.New("mtls: peer presented no certificate"), ReasonNoClientCert},
-		{errors.New("x509svid: could not get X509 bundle: consulca: no bundle for trust domain \"a\""), ReasonUnknownCA},
+		{errors.New("x509svid: could not get X509 bundle: consulca: no bundle for trust domain \"a\""), ReasonUnknownTrustDomain},
+		{errors.New(`x509svid: could not get X509 bundle: x509bundle: no X.509 bundle for trust domain "other.org"`), ReasonUnknownTrustDomain},
+		{errors.New("x509svid: could not verify leaf certificate: x509: certificate signed by unknown authority"), ReasonUnknownCA},
+		{errors.New("x509svid: could not get leaf SPIFFE ID: certificate contains no URI SAN"), ReasonNoSPIFFEID},
+		{errors.New("x509svid: could not get leaf SPIFFE ID: certificate contains more than one URI SAN"), ReasonNoSPIFFEID},
+		{errors.New("x509svid: could not get leaf SPIFFE ID: scheme is missing or invalid"), ReasonNoSPIFFEID},
+		{errors.New("x509svid: could not get leaf SPIFFE ID: trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores"), ReasonNoSPIFFEID},
+		{errors.New("x509svid: could not verify leaf certificate: x509: certificate has expired or is not yet valid: current time 2026-01-01T00:00:00Z is after 2020-01-01T00:00:00Z"), ReasonExpired},
+		{fmt.Errorf("wrapped: %w", x509.CertificateInvalidError{Reason: x509.Expired}), ReasonExpired},
+		{fmt.Errorf("wrapped: %w", x509.CertificateInvalidError{Reason: x509.NotAuthorizedToSign}), ReasonBadCertificate},
+		{errors.New("remote error: tls: expired certificate"), ReasonExpired},
+		{errors.New("remote error: tls: unknown certificate authority"), ReasonUnknownCA},
+		{errors.New("remote error: tls: bad certificate"), ReasonBadCertificate},
 		{errors.New("x509svid: leaf certificate with CA flag set to true"), ReasonBadCertificate},
 		{errors.New("unexpected ID \"spiffe://a/b\""), ReasonSPIFFEIDMismatch},
 		{errors.New("remote error: tls: access denied"), ReasonDenied},

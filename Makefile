@@ -8,7 +8,7 @@ TOOLS_BIN := $(CURDIR)/.tools/bin
 STATICCHECK_VERSION := v0.8.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test check fmt-check vet staticcheck unit tools tools-consul tools-jaeger demo bench clean
+.PHONY: all build test check fmt-check vet staticcheck unit tools tools-consul tools-jaeger tools-spire demo bench clean
 
 all: build
 
@@ -25,6 +25,9 @@ tools-consul:
 tools-jaeger:
 	tools/build.sh jaeger
 
+tools-spire:
+	tools/build.sh spire
+
 $(TOOLS_BIN)/staticcheck:
 	GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
@@ -40,8 +43,8 @@ staticcheck: $(TOOLS_BIN)/staticcheck
 
 check: fmt-check vet staticcheck
 
-## test: everything CI runs; integration tests start real Consul agents and Jaeger
-test: check tools-consul tools-jaeger
+## test: everything CI runs; integration tests start real Consul agents, Jaeger and SPIRE
+test: check tools-consul tools-jaeger tools-spire
 	OUTRIDER_TOOLS_BIN=$(TOOLS_BIN) $(GO) test -race -count=1 -timeout 20m ./...
 
 ## demo: a local mesh with a dev Consul agent, two services and their Outrider sidecars

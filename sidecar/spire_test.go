@@ -1,0 +1,134 @@
+package sidecar_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/outrider-mesh/outrider/discovery/consul"
+	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/internal/testutil/spiretest"
+	"github.com/outrider-mesh/outrider/mtls/spiffesource"
+	"github.com/outrider-mesh/outrider/policy"
+	"github.com/outrider-mesh/outrider/sidecar"
+)
+
+// Mixed mode against a real SPIRE server and agent and a real Consul
+// agent: both sidecars take their SVIDs (30 s lifetime) from the SPIRE
+// agent's Workload API, web's instance is discovered in Consul and the
+// SPIFFE ID it must present comes from its service meta. Under steady
+// load, the SPIRE agent is restarted (the sidecars keep their SVIDs and
+// reconnect) and both SVIDs rotate; no request fails.
+func TestSPIREMixedModeRotationUnderLoad(t *testing.T) {
+	t.Parallel()
+	spire := spiretest.Start(t, "example.org", spiretest.WithSVIDTTL(30*time.Second))
+	// Both sidecars run in this process and so match the same selectors:
+	// each picks its SVID by the entry's hint.
+	spire.CreateEntry(t, "spiffe://example.org/web", spiretest.Hint("web"))
+	spire.CreateEntry(t, "spiffe://example.org/client", spiretest.Hint("client"))
+	spire.WaitForSVID(t, "spiffe://example.org/web")
+	spire.WaitForSVID(t, "spiffe://example.org/client")
+
+	a := consultest.Start(t)
+	ports := consultest.FreePorts(t, 2)
+	webPublic, upstream := ports[0], fmt.Sprintf("127.0.0.1:%d", ports[1])
+	app := startHTTPApp(t, "web-1")
+	// web's sidecar runs in static mode; its instance is registered in
+	// Consul as a connect-proxy carrying its SPIFFE ID in the meta.
+	if err := a.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		Kind: api.ServiceKindConnectProxy, ID: "web-1-sidecar-proxy", Name: "web-sidecar-proxy",
+		Address: "127.0.0.1", Port: webPublic, Meta: map[string]string{"spiffe_id": "spiffe://example.org/web"},
+		Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "web", DestinationServiceID: "web-1"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	td := spire.TrustDomain()
+	source := func(hint string) *spiffesource.Source {
+		log, _ := testLoggerLevel(t, "spiffe-"+hint)
+		return spiffesource.New(spiffesource.WithAddress(spire.Address()), spiffesource.WithSVIDHint(hint),
+			spiffesource.WithLogger(log), spiffesource.WithBackoff(50*time.Millisecond, time.Second))
+	}
+	webID, clientID := source("web"), source("client")
+	rules, _ := policy.CompileIDRules([]policy.IDRule{{Allow: true, ID: spiffeid.RequireFromPath(td, "/client")}}, false)
+	web := startSidecar(t, nil, sidecar.Options{
+		Config: &sidecar.Config{Service: "web", Public: sidecar.PublicListener{
+			BindAddress: fmt.Sprintf("127.0.0.1:%d", webPublic), LocalService: fmt.Sprintf("127.0.0.1:%d", app.port()), Protocol: sidecar.HTTP}},
+		Identity: webID, Policy: rules,
+	})
+	fromMeta := func(in consul.Instance) (spiffeid.ID, error) { return spiffeid.FromString(in.Meta["spiffe_id"]) }
+	none, _ := policy.CompileIDRules(nil, false)
+	client := startSidecar(t, a, sidecar.Options{
+		Config: &sidecar.Config{Service: "client", Upstreams: []sidecar.Upstream{{
+			DestinationName: "web", BindAddress: upstream, Protocol: sidecar.HTTP, Identities: fromMeta}}},
+		Identity: clientID, Policy: none,
+	})
+	waitReady(t, web.admin)
+	waitReady(t, client.admin)
+	if code, body, _ := get(t, "http://"+upstream+"/echo"); code != 200 {
+		t.Fatalf("through SPIRE identities: %d %s", code, body)
+	}
+
+	serials := func() (string, string) { return webID.Status().Serial, clientID.Status().Serial }
+	web0, client0 := serials()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var sent, failed atomic.Int64
+	var firstErr atomic.Pointer[string]
+	var wg sync.WaitGroup
+	pooled := &http.Client{Timeout: 5 * time.Second}
+	fresh := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, c := range []*http.Client{pooled, fresh} {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				sent.Add(1)
+				resp, err := c.Get("http://" + upstream + "/echo")
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d (%s)", resp.StatusCode, resp.Header.Get("X-Outrider-Error"))
+					}
+				}
+				if err != nil {
+					failed.Add(1)
+					msg := err.Error()
+					firstErr.CompareAndSwap(nil, &msg)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+
+	rotated := func(web0, client0 string) {
+		eventually(t, 60*time.Second, func() error {
+			w, c := serials()
+			if w == web0 || c == client0 {
+				return fmt.Errorf("SVIDs not rotated yet (web %s, client %s)", w, c)
+			}
+			return nil
+		})
+	}
+	// A restarted agent (its SVID cache is in memory) issues new SVIDs;
+	// then SPIRE renews them at about half their lifetime.
+	spire.RestartAgent(t)
+	rotated(web0, client0)
+	rotated(serials())
+	time.Sleep(500 * time.Millisecond) // traffic on the new SVIDs
+	cancel()
+	wg.Wait()
+	pooled.CloseIdleConnections()
+	t.Logf("SPIRE rotation under load: %d requests, %d failed; web rotations %d, client rotations %d; agent restarted once",
+		sent.Load(), failed.Load(), webID.Status().Rotations, clientID.Status().Rotations)
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d of %d requests failed; first: %s", n, sent.Load(), *firstErr.Load())
+	}
+}

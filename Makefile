@@ -1,6 +1,6 @@
 # Outrider: a Consul-native, SPIFFE-native sidecar proxy.
 #   make demo   build everything and run a small local mesh (Ctrl-C stops it)
-#   make test   format, vet, staticcheck, and every test (with -race) against real Consul and Jaeger
+#   make test   format, vet, staticcheck, and every test (with -race) against real Consul, Jaeger and SPIRE
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/outrider

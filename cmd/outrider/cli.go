@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/outrider-mesh/outrider/config"
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/sidecar"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
@@ -88,6 +89,8 @@ func versionString() string {
 type runFlags struct {
 	sidecarFor   string
 	proxyID      string
+	configFile   string
+	set          map[string]bool // flags given on the command line
 	adminBind    string
 	drainTimeout time.Duration
 	logLevel     string
@@ -123,6 +126,8 @@ func parseRun(args []string, stderr io.Writer) (runFlags, error) {
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
+	f.set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
 	return f, f.validate(fs)
 }
 
@@ -134,6 +139,8 @@ func runFlagSet(f *runFlags, stderr io.Writer) *flag.FlagSet {
 		"ID of the service instance to be the sidecar for (env CONNECT_SIDECAR_FOR)")
 	fs.StringVar(&f.proxyID, "proxy-id", os.Getenv("CONNECT_PROXY_ID"),
 		"ID of the connect-proxy service registration to serve (env CONNECT_PROXY_ID)")
+	fs.StringVar(&f.configFile, "config", os.Getenv("OUTRIDER_CONFIG"),
+		"static mode: run from this configuration file (outrider.yaml; see config/CONFIG.md) instead of a Consul registration (env OUTRIDER_CONFIG)")
 	fs.StringVar(&f.adminBind, "admin-bind", "127.0.0.1:19000", "host:port of the admin endpoints (/ready, /config_dump); - to disable")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 15*time.Second, "how long shutdown waits for open connections")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -172,7 +179,7 @@ func runFlagSet(f *runFlags, stderr io.Writer) *flag.FlagSet {
 	})
 	fs.StringVar(&f.token, "token", "", "Consul ACL token (default: CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: outrider run (-sidecar-for <service-id> | -proxy-id <proxy-id>) [flags]\n\n"+
+		fmt.Fprintf(stderr, "Usage: outrider run (-sidecar-for <service-id> | -proxy-id <proxy-id> | -config <outrider.yaml>) [flags]\n\n"+
 			"The Consul client honours CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN(_FILE), CONSUL_HTTP_SSL,\n"+
 			"CONSUL_CACERT, CONSUL_CAPATH, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME,\n"+
 			"CONSUL_HTTP_SSL_VERIFY and CONSUL_HTTP_AUTH like the consul CLI.\n\nFlags:\n")
@@ -192,9 +199,13 @@ func (f *runFlags) validate(fs *flag.FlagSet) error {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	switch {
+	case f.configFile != "" && (f.sidecarFor != "" || f.proxyID != "" || f.register):
+		return errors.New("-config excludes -sidecar-for, -proxy-id and -register: the file declares the sidecar")
+	case f.configFile != "":
+		return nil
 	case f.sidecarFor == "" && f.proxyID == "":
 		fs.Usage()
-		return errors.New("one of -sidecar-for or -proxy-id is required")
+		return errors.New("one of -sidecar-for, -proxy-id or -config is required")
 	case f.sidecarFor != "" && f.proxyID != "":
 		fs.Usage()
 		return errors.New("-sidecar-for and -proxy-id are exclusive")
@@ -291,10 +302,21 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "outrider run:", err)
 		return exitUsage
 	}
+	var file *config.File
+	if f.configFile != "" {
+		if file, err = config.Load(f.configFile); err != nil {
+			fmt.Fprintln(stderr, "outrider run:", err)
+			return exitUsage
+		}
+		f.fromFile(file)
+	}
 	traceCfg, err := tracing.FromEnv(os.Getenv)
 	if err != nil {
 		fmt.Fprintln(stderr, "outrider run:", err)
 		return exitUsage
+	}
+	if file != nil && file.Telemetry.OTLPProtocol != "" && os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") == "" {
+		traceCfg.Protocol = file.Telemetry.OTLPProtocol
 	}
 	if f.otlpEndpoint != "" {
 		traceCfg.Endpoint, traceCfg.Enabled = f.otlpEndpoint, true
@@ -315,18 +337,15 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 	defer access.Close()
+	// SIGHUP reopens the access log file (logrotate's copytruncate is not
+	// needed) and re-reads file identities.
+	var onHUP []func()
 	if f.accessLog != "" && f.accessLog != "-" {
-		// logrotate's copytruncate is not needed: SIGHUP reopens the file.
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer func() { signal.Stop(hup); close(hup) }()
-		go func() {
-			for range hup {
-				if err := access.Reopen(); err != nil {
-					log.Error("reopening the access log failed", "path", f.accessLog, "error", err)
-				}
+		onHUP = append(onHUP, func() {
+			if err := access.Reopen(); err != nil {
+				log.Error("reopening the access log failed", "path", f.accessLog, "error", err)
 			}
-		}()
+		})
 	}
 	threads, err := concurrency(f.concurrency, os.Getenv("GOMAXPROCS"))
 	if err != nil {
@@ -341,10 +360,33 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	if f.token != "" {
 		cfg.Token = f.token
 	}
-	client, err := api.NewClient(cfg)
-	if err != nil {
+	var client *api.Client
+	var st *static
+	if file != nil {
+		if st, err = fromFile(file, log); err != nil {
+			fmt.Fprintf(stderr, "outrider run: %s: %v\n", f.configFile, err)
+			return exitUsage
+		}
+		client = st.client
+		if st.reload != nil {
+			onHUP = append(onHUP, st.reload)
+		}
+	} else if client, err = api.NewClient(cfg); err != nil {
 		fmt.Fprintln(stderr, "outrider run: consul client:", err)
 		return exitFail
+	}
+	if len(onHUP) > 0 {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer func() { signal.Stop(hup); close(hup) }()
+		go func() {
+			for range hup {
+				log.Info("SIGHUP: reopening the access log and re-reading identity files")
+				for _, fn := range onHUP {
+					fn()
+				}
+			}
+		}()
 	}
 	opts := sidecar.Options{
 		SidecarFor:    f.sidecarFor,
@@ -364,6 +406,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		AccessLog:   access,
 		LogLevel:    level,
 		Pprof:       f.pprof,
+	}
+	if st != nil {
+		opts.Config, opts.Identity, opts.Policy = &st.cfg, st.identity, st.policy
+		opts.ConsulAddress, opts.TokenSet = st.consul, st.tokenSet
 	}
 	if f.register {
 		proxyID, deregister, err := register(ctx, client, f, log)
@@ -389,11 +435,40 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "outrider run:", err)
 		return exitUsage
 	}
-	log.Info("outrider starting", "version", version, "concurrency", threads, "sidecar_for", f.sidecarFor, "proxy_id", f.proxyID, "consul", cfg.Address)
+	if file != nil {
+		log.Info("outrider starting", "version", version, "concurrency", threads, "config", f.configFile, "service", file.Service)
+	} else {
+		log.Info("outrider starting", "version", version, "concurrency", threads, "sidecar_for", f.sidecarFor, "proxy_id", f.proxyID, "consul", cfg.Address)
+	}
 	if err := sc.Run(ctx); err != nil {
 		log.Error("outrider stopped", "error", err)
 		return exitFail
 	}
 	log.Info("outrider stopped")
 	return exitOK
+}
+
+// fromFile takes the admin and telemetry settings of a configuration file
+// where the command line did not set them.
+func (f *runFlags) fromFile(file *config.File) {
+	if !f.set["admin-bind"] {
+		f.adminBind = file.Admin.Bind
+	}
+	t := file.Telemetry
+	if !f.set["otlp-endpoint"] && t.OTLPEndpoint != "" && os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" &&
+		os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+		f.otlpEndpoint = t.OTLPEndpoint
+	}
+	if !f.set["trace-sampling"] && t.TraceSampling != nil && os.Getenv("OTEL_TRACES_SAMPLER") == "" {
+		f.traceSampling = *t.TraceSampling
+	}
+	if a := t.AccessLog; a != nil && !f.set["access-log"] {
+		f.accessLog = a.Path
+		if !f.set["access-log-format"] && a.Format != "" {
+			f.accessLogFormat = a.Format
+		}
+		if !f.set["access-log-sampling"] && a.Sampling != nil {
+			f.accessLogSample = *a.Sampling
+		}
+	}
 }

@@ -18,7 +18,9 @@ func TestUsageErrorsExit2(t *testing.T) {
 	}{
 		{"no command", nil, "Usage: outrider <command>"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
-		{"run without target", []string{"run"}, "one of -sidecar-for or -proxy-id is required"},
+		{"run without target", []string{"run"}, "one of -sidecar-for, -proxy-id or -config is required"},
+		{"config with a target", []string{"run", "-config", "x.yaml", "-sidecar-for", "web-1"}, "-config excludes -sidecar-for"},
+		{"config that does not exist", []string{"run", "-config", "/nonexistent/outrider.yaml"}, "/nonexistent/outrider.yaml"},
 		{"unknown flag", []string{"run", "-sidecar-for", "web-1", "-bogus"}, "flag provided but not defined: -bogus"},
 		{"both targets", []string{"run", "-sidecar-for", "web-1", "-proxy-id", "p"}, "exclusive"},
 		{"stray argument", []string{"run", "-sidecar-for", "web-1", "extra"}, "unexpected arguments: extra"},
@@ -30,6 +32,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("CONNECT_SIDECAR_FOR", "")
 			t.Setenv("CONNECT_PROXY_ID", "")
+			t.Setenv("OUTRIDER_CONFIG", "")
 			var stdout, stderr bytes.Buffer
 			code := Main(context.Background(), tt.args, &stdout, &stderr)
 			if code != exitUsage {

@@ -110,7 +110,7 @@ func TestRegisterFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-register", "-public-port", "21000"}, "one of -sidecar-for or -proxy-id is required"},
+		{[]string{"-register", "-public-port", "21000"}, "one of -sidecar-for, -proxy-id or -config is required"},
 		{[]string{"-register", "-sidecar-for", "a-1"}, "-register needs -public-port"},
 		{[]string{"-register", "-sidecar-for", "a-1", "-public-port", "21000", "-service-name", "a"}, "go together"},
 		{[]string{"-sidecar-for", "a-1", "-public-port", "21000"}, "need -register"},

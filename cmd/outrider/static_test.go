@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/outrider-mesh/outrider/internal/testutil"
+	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/internal/testutil/spiretest"
+)
+
+// startHTTPApp serves GET / with the app's name until the test ends.
+func startHTTPApp(t *testing.T, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s", name, r.URL.Path)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// runOutrider runs `outrider run -config file` until the test ends and
+// waits until its admin port says ready.
+func runOutrider(t *testing.T, file, admin string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr testutil.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"run", "-config", file, "-shutdown-grace-period", "0", "-log-level", "debug"}, &bytes.Buffer{}, &stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("outrider run -config %s exited %d", file, code)
+		}
+		if t.Failed() {
+			t.Logf("outrider (%s) output:\n%s", filepath.Base(file), stderr.String())
+		}
+	})
+	var out bytes.Buffer
+	if code := Main(context.Background(), []string{"wait", "-admin-addr", admin, "-timeout", "30s"}, &out, &stderr); code != exitOK {
+		t.Fatalf("outrider wait for %s = %d", file, code)
+	}
+}
+
+func writeFile(t *testing.T, path, text string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func certsSerial(t *testing.T, admin string) string {
+	t.Helper()
+	_, body := httpGet(t, "http://"+admin+"/certs")
+	var st struct {
+		Serial string `json:"serial"`
+		Valid  bool   `json:"valid"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil || !st.Valid {
+		t.Fatalf("/certs: %s (%v)", body, err)
+	}
+	return st.Serial
+}
+
+// Static mode with file identities made by `outrider cert`: a web sidecar
+// that authorizes by SPIFFE ID and a client with a static endpoint; a
+// rewritten SVID is picked up without a restart.
+func TestStaticModeWithFiles(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	for _, args := range [][]string{
+		{"ca", "-trust-domain", "example.org", "-out", ca},
+		{"svid", "-ca", ca, "-spiffe-id", "spiffe://example.org/web", "-out", filepath.Join(dir, "web")},
+		{"svid", "-ca", ca, "-spiffe-id", "spiffe://example.org/client", "-out", filepath.Join(dir, "client")},
+	} {
+		if code := certCommand(args, io.Discard, io.Discard); code != 0 {
+			t.Fatalf("outrider cert %v = %d", args, code)
+		}
+	}
+	app := startHTTPApp(t, "web")
+	p := consultest.FreePorts(t, 4)
+	webAdmin, clientAdmin := "127.0.0.1:"+strconv.Itoa(p[2]), "127.0.0.1:"+strconv.Itoa(p[3])
+	identity := func(name string) string {
+		return fmt.Sprintf(`identity:
+  files:
+    cert: %[1]s/svid.pem
+    key: %[1]s/svid-key.pem
+    bundles:
+      example.org: %[1]s/bundle.pem
+`, filepath.Join(dir, name))
+	}
+	web := writeFile(t, filepath.Join(dir, "web.yaml"), "service: web\n"+identity("web")+fmt.Sprintf(`public:
+  bind: 127.0.0.1:%d
+  local_service: %s
+  protocol: http
+authorization:
+  rules:
+    - allow: {spiffe_id: spiffe://example.org/client}
+admin:
+  bind: %s
+`, p[0], app, webAdmin))
+	client := writeFile(t, filepath.Join(dir, "client.yaml"), "service: client\n"+identity("client")+fmt.Sprintf(`upstreams:
+  - name: web
+    bind: 127.0.0.1:%d
+    protocol: http
+    endpoints:
+      - address: 127.0.0.1:%d
+        spiffe_id: spiffe://example.org/web
+admin:
+  bind: %s
+`, p[1], p[0], clientAdmin))
+	runOutrider(t, web, webAdmin)
+	runOutrider(t, client, clientAdmin)
+
+	upstream := fmt.Sprintf("http://127.0.0.1:%d/hello", p[1])
+	if code, body := httpGet(t, upstream); code != 200 || body != "web /hello" {
+		t.Fatalf("through the static pair: %d %q", code, body)
+	}
+
+	before := certsSerial(t, webAdmin)
+	if code := certCommand([]string{"svid", "-ca", ca, "-spiffe-id", "spiffe://example.org/web", "-out", filepath.Join(dir, "web")},
+		io.Discard, io.Discard); code != 0 {
+		t.Fatal("re-issuing web's SVID failed")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for certsSerial(t, webAdmin) == before {
+		if time.Now().After(deadline) {
+			t.Fatal("web did not pick up its rewritten SVID")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := httpGet(t, upstream); code != 200 {
+		t.Fatalf("after rotation: %d %q", code, body)
+	}
+}
+
+// Mixed mode through the CLI, against real SPIRE and Consul: identities
+// from the SPIRE agent (each sidecar picks its SVID by hint, as both run
+// in this process), web discovered in Consul, and the SPIFFE ID web must
+// present rendered from the file's template.
+func TestMixedModeSPIREAndConsul(t *testing.T) {
+	spire := spiretest.Start(t, "example.org")
+	spire.CreateEntry(t, "spiffe://example.org/ns/default/sa/web", spiretest.Hint("web"))
+	spire.CreateEntry(t, "spiffe://example.org/ns/default/sa/client", spiretest.Hint("client"))
+	spire.WaitForSVID(t, "spiffe://example.org/ns/default/sa/web")
+	spire.WaitForSVID(t, "spiffe://example.org/ns/default/sa/client")
+	a := consultest.Start(t)
+	app := startHTTPApp(t, "web")
+	p := consultest.FreePorts(t, 4)
+	webAdmin, clientAdmin := "127.0.0.1:"+strconv.Itoa(p[2]), "127.0.0.1:"+strconv.Itoa(p[3])
+	if err := a.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		Kind: api.ServiceKindConnectProxy, ID: "web-1-sidecar-proxy", Name: "web-sidecar-proxy", Address: "127.0.0.1", Port: p[0],
+		Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "web", DestinationServiceID: "web-1"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	web := writeFile(t, filepath.Join(dir, "web.yaml"), fmt.Sprintf(`service: web
+identity:
+  spiffe: {socket: %q, hint: web}
+public: {bind: "127.0.0.1:%d", local_service: %q, protocol: http}
+authorization:
+  rules:
+    - deny: {trust_domain: example.org, path_prefix: /ns/test}
+    - allow: {trust_domain: example.org, path_prefix: /ns/default}
+admin: {bind: %q}
+`, spire.Address(), p[0], app, webAdmin))
+	client := writeFile(t, filepath.Join(dir, "client.yaml"), fmt.Sprintf(`service: client
+identity:
+  spiffe: {socket: %q, hint: client}
+consul: {address: %q}
+upstreams:
+  - name: web
+    bind: "127.0.0.1:%d"
+    protocol: http
+    consul:
+      spiffe_id: "spiffe://example.org/ns/{{.Namespace}}/sa/{{.Service}}"
+admin: {bind: %q}
+`, spire.Address(), a.HTTPAddr, p[1], clientAdmin))
+	runOutrider(t, web, webAdmin)
+	runOutrider(t, client, clientAdmin)
+	url := fmt.Sprintf("http://127.0.0.1:%d/mixed", p[1])
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := httpGet(t, url)
+		if code == 200 && body == "web /mixed" {
+			break
+		}
+		if time.Now().After(deadline) { // discovery may lag the readiness of the listener
+			t.Fatalf("through SPIRE identities and Consul discovery: %d %q", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, body := httpGet(t, "http://"+webAdmin+"/certs")
+	var st struct {
+		Source   string `json:"source"`
+		SPIFFEID string `json:"spiffe_id"`
+	}
+	if json.Unmarshal([]byte(body), &st) != nil || st.Source != "spiffe-workload-api" || st.SPIFFEID != "spiffe://example.org/ns/default/sa/web" {
+		t.Fatalf("web /certs: %s", body)
+	}
+}
+
+// A Workload API socket that is absent at start is retried; the sidecar
+// stays not ready and says why.
+func TestWorkloadAPIAbsentAtStart(t *testing.T) {
+	dir := t.TempDir()
+	p := consultest.FreePorts(t, 2)
+	admin := "127.0.0.1:" + strconv.Itoa(p[1])
+	file := writeFile(t, filepath.Join(dir, "web.yaml"), fmt.Sprintf(`service: web
+identity:
+  spiffe: {socket: "unix://%s/absent.sock"}
+public: {bind: "127.0.0.1:%d", local_service: "127.0.0.1:1"}
+authorization: {default: allow}
+admin: {bind: %q}
+`, dir, p[0], admin))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stderr testutil.Buffer
+	go func() { done <- Main(ctx, []string{"run", "-config", file}, io.Discard, &stderr) }()
+	defer func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("exit %d", code)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/ready")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 503 && strings.Contains(string(body), "spiffe-workload-api") &&
+				strings.Contains(string(body), "absent.sock") {
+				break
+			}
+			if resp.StatusCode == 200 {
+				t.Fatal("ready without an SVID")
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/ready never said why it is not ready (%v); output:\n%s", err, stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(stderr.String(), "cannot reach the SPIFFE Workload API") && !strings.Contains(stderr.String(), "Workload API") {
+		t.Errorf("no retry log:\n%s", stderr.String())
+	}
+}
+
+// A malformed configuration file is a usage error that names the file,
+// the line and the key; nothing starts.
+func TestBadConfigFileExits2(t *testing.T) {
+	file := writeFile(t, filepath.Join(t.TempDir(), "outrider.yaml"), `service: web
+identity:
+  files: {cert: a.pem, key: b.pem, bundles: {example.org: c.pem}}
+upstreams:
+  - name: api
+    bind: 127.0.0.1:9191
+    endpoint:
+      - address: 10.0.0.5:20000
+`)
+	var stderr bytes.Buffer
+	if code := Main(context.Background(), []string{"run", "-config", file}, io.Discard, &stderr); code != exitUsage {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitUsage, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "outrider.yaml:7: upstreams[0].endpoint") {
+		t.Fatalf("stderr does not name the file, line and key:\n%s", stderr.String())
+	}
+}

@@ -1,0 +1,51 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// FuzzParse checks that Parse never panics, that every error line carries
+// the package prefix, and that a File it accepts validates again.
+func FuzzParse(f *testing.F) {
+	for _, pattern := range []string{"testdata/*.yaml", "testdata/bad/*.yaml", "../examples/static/*.yaml"} {
+		files, err := filepath.Glob(pattern)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, name := range files {
+			data, err := os.ReadFile(name)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
+		}
+	}
+	f.Add([]byte("a: &a [*a]"))
+	f.Add([]byte("&a [*a, *a]"))
+	f.Add([]byte("service: web\nidentity: {spiffe: {}}\nupstreams: [&u {name: a, bind: ':1', endpoints: [*u]}]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file, err := Parse("f.yaml", data)
+		if err != nil {
+			if file != nil {
+				t.Fatal("a File and an error")
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "config: f.yaml") {
+					t.Fatalf("error line %q lacks the prefix", line)
+				}
+			}
+			return
+		}
+		if err := file.Validate(); err != nil {
+			t.Fatalf("Parse accepted a File that Validate rejects: %v", err)
+		}
+		for i := range file.Upstreams {
+			if c := file.Upstreams[i].Consul; c != nil {
+				_, _ = c.ExpectedID(Instance{Service: "s", Meta: map[string]string{"k": "v"}})
+			}
+		}
+	})
+}

@@ -2,6 +2,7 @@ package mtls
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"time"
 )
@@ -44,7 +45,7 @@ func (f *failClosed) Certificate() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := CheckValidity(c, time.Now()); err != nil {
+	if err := CheckValidity(c.Leaf, time.Now()); err != nil {
 		if f.report != nil {
 			f.report(err)
 		}
@@ -54,9 +55,8 @@ func (f *failClosed) Certificate() (*tls.Certificate, error) {
 }
 
 // CheckValidity returns an *ExpiredError when now is outside the validity
-// period of c's leaf (c.Leaf must be set, as TLSCertificate does).
-func CheckValidity(c *tls.Certificate, now time.Time) error {
-	leaf := c.Leaf
+// period of leaf (nil passes: TLSCertificate always sets tls.Certificate.Leaf).
+func CheckValidity(leaf *x509.Certificate, now time.Time) error {
 	if leaf == nil {
 		return nil
 	}

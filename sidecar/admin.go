@@ -267,10 +267,11 @@ func (s *Sidecar) handleCerts(w http.ResponseWriter, _ *http.Request) {
 	st := CertsStatus{IdentityStatus: id.Status()}
 	if !st.NotAfter.IsZero() {
 		st.ExpiresIn = time.Until(st.NotAfter).Round(time.Second).String()
-		st.Valid = s.svidValid() == nil
 	}
 	if err := s.svidValid(); err != nil {
 		st.Problem = err.Error()
+	} else {
+		st.Valid = true
 	}
 	writeJSON(w, st)
 }

@@ -239,11 +239,10 @@ func (s *Sidecar) svidValid() error {
 	if err != nil {
 		return err
 	}
-	cert, err := mtls.TLSCertificate(svid)
-	if err != nil {
-		return err
+	if len(svid.Certificates) == 0 {
+		return errors.New("mtls: empty SVID")
 	}
-	return mtls.CheckValidity(cert, time.Now())
+	return mtls.CheckValidity(svid.Certificates[0], time.Now())
 }
 
 func (s *Sidecar) watchOpts(extra ...consul.Option) []consul.Option {

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/outrider-mesh/outrider/internal/backoff"
 )
 
 // Fetch performs one (possibly blocking) query. The Watch fills opts with
@@ -134,7 +135,7 @@ func (w *Watch[T]) Run(ctx context.Context) error {
 			w.cfg.logger.Warn("consul query failed; keeping last known good value",
 				"watch", w.name, "consul", w.cfg.addr, "attempt", failures,
 				"retry_in", delay.Round(time.Millisecond), "error", err)
-			if !sleep(ctx, delay) {
+			if !backoff.Sleep(ctx, delay) {
 				return ctx.Err()
 			}
 			continue
@@ -173,26 +174,6 @@ func nextIndex(prev, got uint64) uint64 {
 	return got
 }
 
-// Backoff returns the delay before retry n (n >= 1): exponential from lo to
-// hi with jitter in [d/2, d).
-func Backoff(lo, hi time.Duration, n int) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	half := d / 2
-	return half + rand.N(half+1)
-}
-
-// sleep waits for d or until ctx is done; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
+// Backoff is the delay before retry n after n consecutive failures (see
+// internal/backoff.Delay).
+func Backoff(lo, hi time.Duration, n int) time.Duration { return backoff.Delay(lo, hi, n) }

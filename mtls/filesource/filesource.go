@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/outrider-mesh/outrider/internal/backoff"
 	"github.com/outrider-mesh/outrider/mtls"
 )
 
@@ -440,19 +440,7 @@ func (l *loader) fail(err error, forced bool) {
 }
 
 func (l *loader) scheduleRetry() {
-	l.retry.Reset(backoffDelay(l.s.minBackoff, l.s.maxBackoff, l.failures))
-}
-
-// backoffDelay returns the delay before retry n (n >= 1): exponential from
-// lo to hi, jittered to [d/2, d].
-func backoffDelay(lo, hi time.Duration, n int) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	half := d / 2
-	return half + rand.N(half+1)
+	l.retry.Reset(backoff.Delay(l.s.minBackoff, l.s.maxBackoff, l.failures))
 }
 
 // stoppedTimer returns a timer that fires only once Reset.

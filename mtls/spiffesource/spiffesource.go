@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"sync/atomic"
 	"time"
@@ -17,10 +16,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/outrider-mesh/outrider/internal/backoff"
 	"github.com/outrider-mesh/outrider/mtls"
 )
 
@@ -117,7 +117,7 @@ func (s *Source) Run(ctx context.Context) error {
 		workloadapi.WithAddr(s.addr),
 		workloadapi.WithBackoffStrategy(w),
 		workloadapi.WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{
+			Backoff: grpcbackoff.Config{
 				BaseDelay:  s.minBackoff,
 				Multiplier: 2,
 				Jitter:     0.2,
@@ -143,7 +143,7 @@ func (s *Source) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		s.log.Debug("SPIFFE Workload API watch ended; starting a new one", "address", s.addr, "error", err)
-		if !sleep(ctx, w.Next()) {
+		if !backoff.Sleep(ctx, w.Next()) {
 			return ctx.Err()
 		}
 	}
@@ -249,7 +249,7 @@ func (w *watcher) OnX509ContextWatchError(err error) {
 	if w.attempt == 1 {
 		w.downSince = time.Now()
 	}
-	w.delay = backoffDelay(w.s.minBackoff, w.s.maxBackoff, w.attempt)
+	w.delay = backoff.Delay(w.s.minBackoff, w.s.maxBackoff, w.attempt)
 
 	var msg string
 	if code := status.Code(err); code == codes.Unavailable || code == codes.DeadlineExceeded || errors.Is(err, io.EOF) {
@@ -277,7 +277,7 @@ func (w *watcher) NewBackoff() workloadapi.Backoff { return w }
 func (w *watcher) Next() time.Duration {
 	if w.delay == 0 { // a retry without a reported failure
 		w.attempt++
-		w.delay = backoffDelay(w.s.minBackoff, w.s.maxBackoff, w.attempt)
+		w.delay = backoff.Delay(w.s.minBackoff, w.s.maxBackoff, w.attempt)
 	}
 	d := w.delay
 	w.delay = 0
@@ -296,29 +296,4 @@ func (w *watcher) Reset() {
 			"down_for", time.Since(w.downSince).Round(time.Millisecond))
 	}
 	w.attempt, w.delay, w.connected = 0, 0, true
-}
-
-// backoffDelay returns the delay before retry n (n >= 1): exponential from
-// lo to hi, jittered to [d/2, d] so that sidecars restarted together do not
-// retry in step.
-func backoffDelay(lo, hi time.Duration, n int) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	half := d / 2
-	return half + rand.N(half+1)
-}
-
-// sleep waits for d or until ctx is done; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/outrider-mesh/outrider/internal/backoff"
 	"github.com/outrider-mesh/outrider/internal/testutil"
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/mtls/mtlstest"
@@ -750,8 +751,8 @@ func TestBackoffDelay(t *testing.T) {
 	}
 	for _, tt := range tests {
 		for range 100 {
-			if d := backoffDelay(lo, hi, tt.n); d < tt.min || d > tt.max {
-				t.Fatalf("backoffDelay(%v, %v, %d) = %v, want in [%v, %v]", lo, hi, tt.n, d, tt.min, tt.max)
+			if d := backoff.Delay(lo, hi, tt.n); d < tt.min || d > tt.max {
+				t.Fatalf("backoff.Delay(%v, %v, %d) = %v, want in [%v, %v]", lo, hi, tt.n, d, tt.min, tt.max)
 			}
 		}
 	}

@@ -10,10 +10,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/url"
@@ -143,28 +141,7 @@ func (f *fixture) rotate(t *testing.T, write func(*testing.T, string, []byte)) *
 	return svid
 }
 
-// logs collects a Source's log records as JSON lines.
-type logs struct{ buf testutil.Buffer }
-
-func (l *logs) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(&l.buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// records returns the records whose message is msg.
-func (l *logs) records(t *testing.T, msg string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.Lines(l.buf.String()) {
-		var r map[string]any
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if r["msg"] == msg {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+type logs = testutil.Logs
 
 // waitFor polls cond until it holds, failing the test after waitTimeout.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -215,7 +192,7 @@ func run(t *testing.T, s *Source) (stop func() error) {
 // events (the poll interval is an hour) unless opts say otherwise.
 func newSource(t *testing.T, cfg Config, l *logs, opts ...Option) *Source {
 	t.Helper()
-	return New(cfg, append([]Option{WithLogger(l.logger()), WithPollInterval(time.Hour), WithBackoff(5*time.Millisecond, 50*time.Millisecond)}, opts...)...)
+	return New(cfg, append([]Option{WithLogger(l.Logger()), WithPollInterval(time.Hour), WithBackoff(5*time.Millisecond, 50*time.Millisecond)}, opts...)...)
 }
 
 func serial(t *testing.T, s *Source) string {
@@ -340,7 +317,7 @@ func TestLoad(t *testing.T) {
 		st.LastError != "" || st.Updated.IsZero() || !st.NotBefore.Equal(f.svid.Certificates[0].NotBefore) {
 		t.Errorf("Status = %+v", st)
 	}
-	loaded := l.records(t, "SVID loaded")
+	loaded := l.Records(t, "SVID loaded")
 	if len(loaded) != 1 || loaded[0]["level"] != "INFO" || loaded[0]["spiffe_id"] != testID ||
 		loaded[0]["serial"] != serialOf(f.svid) || loaded[0]["not_after"] == nil || loaded[0]["identity"] != Name {
 		t.Errorf("'SVID loaded' logs = %v", loaded)
@@ -394,7 +371,7 @@ func TestRotate(t *testing.T) {
 			if st := s.Status(); st.Rotations != 1 || st.LastError != "" {
 				t.Errorf("Status after rotation = %+v", st)
 			}
-			rotated := l.records(t, "SVID rotated")
+			rotated := l.Records(t, "SVID rotated")
 			if len(rotated) != 1 || rotated[0]["serial"] != serialOf(next) || rotated[0]["previous_serial"] != serialOf(f.svid) {
 				t.Errorf("'SVID rotated' logs = %v", rotated)
 			}
@@ -458,7 +435,7 @@ func TestReload(t *testing.T) {
 	s.Reload()      // before Run: served when Run starts
 	run(t, s)
 	waitReady(t, s)
-	waitFor(t, "the early Reload", func() bool { return len(l.records(t, "identity files reloaded; unchanged")) == 1 })
+	waitFor(t, "the early Reload", func() bool { return len(l.Records(t, "identity files reloaded; unchanged")) == 1 })
 
 	next := f.rotate(t, writeFile)
 	s.Reload()
@@ -468,14 +445,14 @@ func TestReload(t *testing.T) {
 	cert, _ := s.Certificate()
 	writeInPlace(t, f.cert, certPEM(t, next))
 	s.Reload()
-	waitFor(t, "the unchanged Reload", func() bool { return len(l.records(t, "identity files reloaded; unchanged")) == 2 })
+	waitFor(t, "the unchanged Reload", func() bool { return len(l.Records(t, "identity files reloaded; unchanged")) == 2 })
 	if st := s.Status(); st.Rotations != 1 {
 		t.Errorf("Rotations = %d, want 1", st.Rotations)
 	}
 	if c, _ := s.Certificate(); c != cert {
 		t.Error("the certificate was rebuilt for identical files")
 	}
-	if got := len(l.records(t, "SVID rotated")); got != 1 {
+	if got := len(l.Records(t, "SVID rotated")); got != 1 {
 		t.Errorf("%d 'SVID rotated' logs, want 1", got)
 	}
 }
@@ -490,7 +467,7 @@ func TestPolling(t *testing.T) {
 	waitReady(t, s)
 	next := f.rotate(t, writeFile)
 	waitFor(t, "the polled SVID", func() bool { return serial(t, s) == serialOf(next) })
-	if got := len(l.records(t, "SVID rotated")); got != 1 {
+	if got := len(l.Records(t, "SVID rotated")); got != 1 {
 		t.Errorf("%d 'SVID rotated' logs after polling unchanged files, want 1", got)
 	}
 }
@@ -597,7 +574,7 @@ func TestBadUpdatesKeepThePreviousIdentity(t *testing.T) {
 				t.Errorf("handshake with the previous identity: %v", err)
 			}
 			logged := false
-			for _, r := range l.records(t, "cannot load the identity files") {
+			for _, r := range l.Records(t, "cannot load the identity files") {
 				if strings.Contains(r["error"].(string), tt.wantErr) {
 					logged = r["level"] == "ERROR" && r["file"] == tt.wantFile(f) && r["keeping_svid"] == testID
 					break
@@ -605,7 +582,7 @@ func TestBadUpdatesKeepThePreviousIdentity(t *testing.T) {
 			}
 			if !logged {
 				t.Errorf("failure logs = %v, want ERROR naming %s and the SVID kept",
-					l.records(t, "cannot load the identity files"), tt.wantFile(f))
+					l.Records(t, "cannot load the identity files"), tt.wantFile(f))
 			}
 
 			for p, b := range good {
@@ -636,7 +613,7 @@ func TestFirstLoadFailureRetries(t *testing.T) {
 	s := newSource(t, f.config(), &l)
 	s.watch = false // the retries alone must find the file
 	run(t, s)
-	waitFor(t, "several attempts", func() bool { return len(l.records(t, "cannot load the identity files")) >= 3 })
+	waitFor(t, "several attempts", func() bool { return len(l.Records(t, "cannot load the identity files")) >= 3 })
 	select {
 	case <-s.Ready():
 		t.Fatal("ready without a certificate")
@@ -645,7 +622,7 @@ func TestFirstLoadFailureRetries(t *testing.T) {
 	if st := s.Status(); !strings.Contains(st.LastError, f.cert) {
 		t.Errorf("LastError = %q, want it to name %s", st.LastError, f.cert)
 	}
-	attempts := l.records(t, "cannot load the identity files")
+	attempts := l.Records(t, "cannot load the identity files")
 	if attempts[0]["level"] != "ERROR" || attempts[1]["level"] != "DEBUG" || attempts[2]["attempt"] != float64(3) {
 		t.Errorf("attempt logs = %v, want one ERROR then DEBUG for the same failure", attempts)
 	}
@@ -720,7 +697,7 @@ func TestTwoTrustDomainsAndJSONBundles(t *testing.T) {
 	if st := s.Status(); st.Rotations != 0 {
 		t.Errorf("Rotations = %d for a bundle change", st.Rotations)
 	}
-	if got := l.records(t, "trust bundles updated"); len(got) != 1 {
+	if got := l.Records(t, "trust bundles updated"); len(got) != 1 {
 		t.Errorf("'trust bundles updated' logs = %v", got)
 	}
 }
@@ -831,7 +808,7 @@ func TestExpiredSVIDIsLoadedWithAWarning(t *testing.T) {
 	s := newSource(t, f.config(), &l)
 	run(t, s)
 	waitReady(t, s)
-	if got := l.records(t, "the SVID is outside its validity period"); len(got) != 1 || got[0]["level"] != "WARN" {
+	if got := l.Records(t, "the SVID is outside its validity period"); len(got) != 1 || got[0]["level"] != "WARN" {
 		t.Errorf("validity warnings = %v", got)
 	}
 }

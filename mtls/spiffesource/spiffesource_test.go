@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
-	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -198,28 +196,7 @@ func bundleDER(b *x509bundle.Bundle) []byte {
 	return der
 }
 
-// logs collects a Source's log records as JSON lines.
-type logs struct{ buf testutil.Buffer }
-
-func (l *logs) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(&l.buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// records returns the records whose message is msg.
-func (l *logs) records(t *testing.T, msg string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.Lines(l.buf.String()) {
-		var r map[string]any
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if r["msg"] == msg {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+type logs = testutil.Logs
 
 // waitFor polls cond until it holds, failing the test after waitTimeout.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -268,7 +245,7 @@ func run(t *testing.T, s *Source) (stop func() error) {
 
 func newSource(t *testing.T, addr string, l *logs, opts ...Option) *Source {
 	t.Helper()
-	return New(append([]Option{WithAddress(addr), WithLogger(l.logger()), WithBackoff(5*time.Millisecond, 40*time.Millisecond)}, opts...)...)
+	return New(append([]Option{WithAddress(addr), WithLogger(l.Logger()), WithBackoff(5*time.Millisecond, 40*time.Millisecond)}, opts...)...)
 }
 
 func serial(t *testing.T, s *Source) string {
@@ -355,7 +332,7 @@ func TestSocketAbsentAtStartThenAppears(t *testing.T) {
 	run(t, s)
 
 	waitFor(t, "two failed attempts logged", func() bool {
-		return len(l.records(t, "cannot reach the SPIFFE Workload API; retrying")) >= 2
+		return len(l.Records(t, "cannot reach the SPIFFE Workload API; retrying")) >= 2
 	})
 	select {
 	case <-s.Ready():
@@ -378,7 +355,7 @@ func TestSocketAbsentAtStartThenAppears(t *testing.T) {
 	if _, err := s.GetX509BundleForTrustDomain(ca.TrustDomain()); !errors.Is(err, mtls.ErrNotReady) {
 		t.Errorf("GetX509BundleForTrustDomain before any bundle: %v, want ErrNotReady", err)
 	}
-	for i, r := range l.records(t, "cannot reach the SPIFFE Workload API; retrying")[:2] {
+	for i, r := range l.Records(t, "cannot reach the SPIFFE Workload API; retrying")[:2] {
 		if r["level"] != "WARN" || r["attempt"] != float64(i+1) || r["retry_in"] == nil || r["address"] != agent.addr() {
 			t.Errorf("failure log %d = %v, want WARN with attempt %d, retry_in and address", i, r, i+1)
 		}
@@ -395,10 +372,10 @@ func TestSocketAbsentAtStartThenAppears(t *testing.T) {
 		!st.NotAfter.Equal(svid.Certificates[0].NotAfter) || strings.Join(st.TrustDomains, ",") != testTD {
 		t.Errorf("Status after connecting = %+v", st)
 	}
-	if got := l.records(t, "connected to the SPIFFE Workload API"); len(got) != 1 {
+	if got := l.Records(t, "connected to the SPIFFE Workload API"); len(got) != 1 {
 		t.Errorf("got %d 'connected' logs, want 1", len(got))
 	}
-	loaded := l.records(t, "SVID loaded")
+	loaded := l.Records(t, "SVID loaded")
 	if len(loaded) != 1 || loaded[0]["level"] != "INFO" || loaded[0]["spiffe_id"] != testID ||
 		loaded[0]["serial"] != serialOf(svid) || loaded[0]["not_after"] == nil {
 		t.Errorf("'SVID loaded' logs = %v", loaded)
@@ -433,7 +410,7 @@ func TestRotation(t *testing.T) {
 	if st.Rotations != 1 || st.Serial != serialOf(second) || !st.Updated.After(before.Updated) {
 		t.Errorf("Status after rotation = %+v", st)
 	}
-	rotated := l.records(t, "SVID rotated")
+	rotated := l.Records(t, "SVID rotated")
 	if len(rotated) != 1 || rotated[0]["serial"] != serialOf(second) || rotated[0]["previous_serial"] != serialOf(first) {
 		t.Errorf("'SVID rotated' logs = %v", rotated)
 	}
@@ -538,9 +515,9 @@ func TestAgentRestartKeepsIdentity(t *testing.T) {
 		t.Errorf("handshake while the agent is away: %v", err)
 	}
 	waitFor(t, "a failed attempt logged", func() bool {
-		return len(l.records(t, "cannot reach the SPIFFE Workload API; retrying")) > 0
+		return len(l.Records(t, "cannot reach the SPIFFE Workload API; retrying")) > 0
 	})
-	warn := l.records(t, "cannot reach the SPIFFE Workload API; retrying")[0]
+	warn := l.Records(t, "cannot reach the SPIFFE Workload API; retrying")[0]
 	if warn["keeping_svid"] != testID || warn["attempt"] != float64(1) {
 		t.Errorf("failure log = %v, want attempt 1 and the SVID kept", warn)
 	}
@@ -551,7 +528,7 @@ func TestAgentRestartKeepsIdentity(t *testing.T) {
 	agent.start()
 	waitFor(t, "the renewed SVID", func() bool { return serial(t, s) == serialOf(renewed) })
 	waitFor(t, "LastError cleared", func() bool { return s.Status().LastError == "" })
-	if got := l.records(t, "reconnected to the SPIFFE Workload API"); len(got) != 1 || got[0]["after_attempts"] == nil {
+	if got := l.Records(t, "reconnected to the SPIFFE Workload API"); len(got) != 1 || got[0]["after_attempts"] == nil {
 		t.Errorf("'reconnected' logs = %v, want 1 with after_attempts", got)
 	}
 
@@ -610,7 +587,7 @@ func TestInvalidUpdateIsRejected(t *testing.T) {
 		agent.push(good)
 		waitFor(t, "LastError cleared after "+tt.name, func() bool { return s.Status().LastError == "" })
 	}
-	rejected := l.records(t, "rejected an update from the SPIFFE Workload API; keeping the current identity")
+	rejected := l.Records(t, "rejected an update from the SPIFFE Workload API; keeping the current identity")
 	if len(rejected) < len(tests) || rejected[0]["level"] != "ERROR" {
 		t.Errorf("rejection logs = %v, want %d at ERROR", rejected, len(tests))
 	}
@@ -672,7 +649,7 @@ func TestRunReturnsOnCancel(t *testing.T) {
 		if err := stop(); !errors.Is(err, context.Canceled) {
 			t.Errorf("Run returned %v, want context.Canceled", err)
 		}
-		if got := l.records(t, "cannot reach the SPIFFE Workload API; retrying"); len(got) != 0 {
+		if got := l.Records(t, "cannot reach the SPIFFE Workload API; retrying"); len(got) != 0 {
 			t.Errorf("the cancellation was logged as a failure: %v", got)
 		}
 		// The identity stays readable after Run returned.
@@ -805,16 +782,16 @@ func TestRefusedWatchIsRetried(t *testing.T) {
 			if !strings.Contains(st.LastError, "refused the X.509 SVID watch") || !strings.Contains(st.LastError, code.String()) {
 				t.Errorf("LastError = %q", st.LastError)
 			}
-			refused := l.records(t, "the SPIFFE Workload API refused to serve an X.509 SVID; retrying")
+			refused := l.Records(t, "the SPIFFE Workload API refused to serve an X.509 SVID; retrying")
 			if len(refused) < 2 || refused[0]["level"] != "WARN" || refused[1]["attempt"] != float64(2) {
 				t.Errorf("refusal logs = %v, want WARN with counted attempts", refused)
 			}
-			if ended := len(l.records(t, "SPIFFE Workload API watch ended; starting a new one")); (code == codes.InvalidArgument) != (ended > 0) {
+			if ended := len(l.Records(t, "SPIFFE Workload API watch ended; starting a new one")); (code == codes.InvalidArgument) != (ended > 0) {
 				t.Errorf("%d new watches started by Run", ended)
 			}
 			agent.setRefuse(codes.OK)
 			waitReady(t, s)
-			if got := l.records(t, "connected to the SPIFFE Workload API"); len(got) != 1 {
+			if got := l.Records(t, "connected to the SPIFFE Workload API"); len(got) != 1 {
 				t.Errorf("'connected' logs = %v", got)
 			}
 		})

@@ -73,9 +73,20 @@ func TestSPIREMixedModeRotationUnderLoad(t *testing.T) {
 	})
 	waitReady(t, web.admin)
 	waitReady(t, client.admin)
-	if code, body, _ := get(t, "http://"+upstream+"/echo"); code != 200 {
-		t.Fatalf("through SPIRE identities: %d %s", code, body)
-	}
+	// Ready does not wait for the first discovery answer: until it comes
+	// the upstream turns connections away.
+	eventually(t, 10*time.Second, func() error {
+		resp, err := http.Get("http://" + upstream + "/echo")
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("through SPIRE identities: %d %s", resp.StatusCode, body)
+		}
+		return nil
+	})
 
 	serials := func() (string, string) { return webID.Status().Serial, clientID.Status().Serial }
 	web0, client0 := serials()

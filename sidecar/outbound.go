@@ -189,12 +189,12 @@ func (o *outbound) close() {
 
 func (o *outbound) handle(c net.Conn) {
 	cfg := o.cfg.Load()
-	if !o.seen.Load() {
-		o.stat.upstreamFailures.Add(1)
-		o.log.Error("no endpoints discovered yet; closing connection", "upstream", cfg.DestinationName)
-		return
-	}
 	if !cfg.Protocol.L7() {
+		if !o.seen.Load() {
+			o.stat.upstreamFailures.Add(1)
+			o.log.Error("no endpoints discovered yet; closing connection", "upstream", cfg.DestinationName)
+			return
+		}
 		o.handleL4(c, cfg)
 		return
 	}

@@ -74,7 +74,7 @@ func TestSPIREMixedModeRotationUnderLoad(t *testing.T) {
 	waitReady(t, web.admin)
 	waitReady(t, client.admin)
 	// Ready does not wait for the first discovery answer: until it comes
-	// the upstream turns connections away.
+	// requests get 503 (no_healthy_upstream).
 	eventually(t, 10*time.Second, func() error {
 		resp, err := http.Get("http://" + upstream + "/echo")
 		if err != nil {

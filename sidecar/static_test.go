@@ -1,6 +1,7 @@
 package sidecar_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/outrider-mesh/outrider/discovery"
+	"github.com/outrider-mesh/outrider/internal/testutil"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/mtls/mtlstest"
@@ -217,4 +220,44 @@ func TestStaticModeNeedsNoConsul(t *testing.T) {
 	if _, err := sidecar.New(nil, sidecar.Options{Config: &sidecar.Config{Service: "web"}, SidecarFor: "web-1"}); err == nil {
 		t.Fatal("static Config with SidecarFor: no error")
 	}
+}
+
+// Before the first discovery answer (here Consul never answers), an HTTP
+// upstream answers each request 503 with the reason instead of closing
+// the connection.
+func TestL7UpstreamBeforeDiscoveryAnswers503(t *testing.T) {
+	t.Parallel()
+	ca := mtlstest.NewCA(t, "example.org")
+	dead, err := api.NewClient(&api.Config{Address: fmt.Sprintf("127.0.0.1:%d", testutil.DeadPort(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := consultest.FreePorts(t, 1)
+	bind := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	none, _ := policy.CompileIDRules(nil, false)
+	log, _ := testLoggerLevel(t, "client")
+	sc, err := sidecar.New(dead, sidecar.Options{
+		Config:   &sidecar.Config{Service: "client", Upstreams: []sidecar.Upstream{{DestinationName: "web", BindAddress: bind, Protocol: sidecar.HTTP}}},
+		Identity: mtlstest.NewSource(ca.SVID(t, "spiffe://example.org/client"), ca.Bundle()),
+		Policy:   none, AdminBind: "-", Logger: log,
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, DrainTimeout: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, 10*time.Second, func() error {
+		resp, err := http.Get("http://" + bind + "/echo")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 || resp.Header.Get("X-Outrider-Error") != "no_healthy_upstream" {
+			return fmt.Errorf("%d %q", resp.StatusCode, resp.Header.Get("X-Outrider-Error"))
+		}
+		return nil
+	})
 }

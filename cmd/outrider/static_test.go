@@ -215,7 +215,7 @@ admin: {bind: %q}
 	url := fmt.Sprintf("http://127.0.0.1:%d/mixed", p[1])
 	deadline := time.Now().Add(10 * time.Second)
 	// Ready does not wait for the first discovery answer: until it comes
-	// the upstream turns connections away.
+	// requests get 503 (no_healthy_upstream).
 	for {
 		resp, err := http.Get(url)
 		var body []byte

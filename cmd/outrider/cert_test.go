@@ -12,6 +12,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/outrider-mesh/outrider/internal/testutil"
 )
 
 // runCert runs `outrider cert args...` and checks that it warned that this
@@ -39,7 +41,7 @@ func TestCertCAAndSVID(t *testing.T) {
 	if !strings.Contains(stdout, "spiffe://example.org") || !strings.Contains(stdout, filepath.Join(caDir, "ca-key.pem")) {
 		t.Errorf("cert ca output:\n%s", stdout)
 	}
-	wantFileModes(t, caDir, map[string]os.FileMode{"ca.pem": 0o644, "ca-key.pem": 0o600, "bundle.pem": 0o644})
+	testutil.WantFileModes(t, caDir, map[string]os.FileMode{"ca.pem": 0o644, "ca-key.pem": 0o600, "bundle.pem": 0o644})
 
 	code, stdout, stderr = runCert(t, "svid", "-ca", caDir, "-spiffe-id", "spiffe://example.org/web",
 		"-out", svidDir, "-dns", "web.example.org", "-dns", "localhost")
@@ -49,7 +51,7 @@ func TestCertCAAndSVID(t *testing.T) {
 	if !strings.Contains(stdout, "issued spiffe://example.org/web") {
 		t.Errorf("cert svid output:\n%s", stdout)
 	}
-	wantFileModes(t, svidDir, map[string]os.FileMode{"svid.pem": 0o644, "svid-key.pem": 0o600, "bundle.pem": 0o644})
+	testutil.WantFileModes(t, svidDir, map[string]os.FileMode{"svid.pem": 0o644, "svid-key.pem": 0o600, "bundle.pem": 0o644})
 
 	svid, err := x509svid.Load(filepath.Join(svidDir, "svid.pem"), filepath.Join(svidDir, "svid-key.pem"))
 	if err != nil {
@@ -157,20 +159,6 @@ func TestCertHelp(t *testing.T) {
 		code, stdout, stderr := runCert(t, args...)
 		if code != exitOK || !strings.Contains(stdout+stderr, "Usage: outrider cert") {
 			t.Errorf("cert %q: exit %d\n%s%s", args, code, stdout, stderr)
-		}
-	}
-}
-
-func wantFileModes(t *testing.T, dir string, want map[string]os.FileMode) {
-	t.Helper()
-	for name, mode := range want {
-		fi, err := os.Stat(filepath.Join(dir, name))
-		if err != nil {
-			t.Error(err)
-			continue
-		}
-		if fi.Mode().Perm() != mode {
-			t.Errorf("%s: mode %v, want %v", name, fi.Mode().Perm(), mode)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/outrider-mesh/outrider/internal/testutil"
 	"github.com/outrider-mesh/outrider/mtls/devca"
 )
 
@@ -161,7 +162,7 @@ func TestDevCASaveLoad(t *testing.T) {
 	if err := ca.Save(dir); err != nil {
 		t.Fatal(err)
 	}
-	wantModes(t, dir, map[string]os.FileMode{
+	testutil.WantFileModes(t, dir, map[string]os.FileMode{
 		devca.CAFile: 0o644, devca.CAKeyFile: 0o600, devca.BundleFile: 0o644,
 	})
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
@@ -249,7 +250,7 @@ func TestDevCAWriteSVID(t *testing.T) {
 	if err := devca.WriteSVID(dir, svid); err != nil {
 		t.Fatal(err)
 	}
-	wantModes(t, dir, map[string]os.FileMode{
+	testutil.WantFileModes(t, dir, map[string]os.FileMode{
 		devca.SVIDFile: 0o644, devca.SVIDKeyFile: 0o600, devca.BundleFile: 0o644,
 	})
 	loaded, err := x509svid.Load(filepath.Join(dir, devca.SVIDFile), filepath.Join(dir, devca.SVIDKeyFile))
@@ -338,20 +339,6 @@ func ExampleCA_Mint() {
 	id, _, err := x509svid.Verify(svid.Certificates, ca.Bundle())
 	fmt.Println(id, err)
 	// Output: spiffe://example.org/web <nil>
-}
-
-func wantModes(t *testing.T, dir string, want map[string]os.FileMode) {
-	t.Helper()
-	for name, mode := range want {
-		fi, err := os.Stat(filepath.Join(dir, name))
-		if err != nil {
-			t.Error(err)
-			continue
-		}
-		if fi.Mode().Perm() != mode {
-			t.Errorf("%s: mode %v, want %v", name, fi.Mode().Perm(), mode)
-		}
-	}
 }
 
 func noTempFiles(t *testing.T, dir string) {

@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,7 +46,7 @@ const (
 )
 
 // waitTimeout bounds every wait for the source to reach a state.
-const waitTimeout = 15 * time.Second
+const waitTimeout = mtlstest.WaitTimeout
 
 // certPEM and keyPEM encode an SVID as the files hold it (PKCS#8 key).
 func certPEM(t *testing.T, svid *x509svid.SVID) []byte {
@@ -142,51 +141,6 @@ func (f *fixture) rotate(t *testing.T, write func(*testing.T, string, []byte)) *
 }
 
 type logs = testutil.Logs
-
-// waitFor polls cond until it holds, failing the test after waitTimeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func waitReady(t *testing.T, s *Source) {
-	t.Helper()
-	select {
-	case <-s.Ready():
-	case <-time.After(waitTimeout):
-		t.Fatalf("not ready after %v; status %+v", waitTimeout, s.Status())
-	}
-}
-
-// run starts s.Run and returns a function that cancels it and returns its
-// error; the test's cleanup calls it too.
-func run(t *testing.T, s *Source) (stop func() error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(waitTimeout):
-				t.Errorf("Run did not return within %v of the cancellation", waitTimeout)
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
-}
 
 // newSource returns a Source that learns of changes only through file
 // events (the poll interval is an hour) unless opts say otherwise.
@@ -293,8 +247,8 @@ func TestLoad(t *testing.T) {
 	if st := s.Status(); st.Source != Name || st.Endpoint != f.cert || st.SPIFFEID != "" {
 		t.Errorf("Status before Run = %+v", st)
 	}
-	run(t, s)
-	waitReady(t, s)
+	mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
 
 	if got := serial(t, s); got != serialOf(f.svid) {
 		t.Errorf("serial %s, want %s", got, serialOf(f.svid))
@@ -359,12 +313,12 @@ func TestRotate(t *testing.T) {
 			f := newFixture(t)
 			var l logs
 			s := newSource(t, f.config(), &l)
-			run(t, s)
-			waitReady(t, s)
+			mtlstest.Run(t, s)
+			mtlstest.WaitReady(t, s)
 			cert1, _ := s.Certificate()
 
 			next := f.rotate(t, w.write)
-			waitFor(t, "the new SVID", func() bool { return serial(t, s) == serialOf(next) })
+			mtlstest.WaitFor(t, "the new SVID", func() bool { return serial(t, s) == serialOf(next) })
 			if cert2, _ := s.Certificate(); cert2 == cert1 || cert2.Leaf.SerialNumber.Cmp(next.Certificates[0].SerialNumber) != 0 {
 				t.Error("Certificate not rotated")
 			}
@@ -418,12 +372,12 @@ func TestKubernetesSecretSwap(t *testing.T) {
 		KeyFile:  filepath.Join(dir, "tls.key"),
 		Bundles:  map[string][]string{testTD: {filepath.Join(dir, "ca.crt")}},
 	}, &l)
-	run(t, s)
-	waitReady(t, s)
+	mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
 
 	second := ca.SVID(t, testID)
 	publish("..2026_01_01_01_00_00.2", second)
-	waitFor(t, "the swapped SVID", func() bool { return serial(t, s) == serialOf(second) })
+	mtlstest.WaitFor(t, "the swapped SVID", func() bool { return serial(t, s) == serialOf(second) })
 }
 
 func TestReload(t *testing.T) {
@@ -433,19 +387,19 @@ func TestReload(t *testing.T) {
 	s := newSource(t, f.config(), &l)
 	s.watch = false // only Reload can notice a change within the hour
 	s.Reload()      // before Run: served when Run starts
-	run(t, s)
-	waitReady(t, s)
-	waitFor(t, "the early Reload", func() bool { return len(l.Records(t, "identity files reloaded; unchanged")) == 1 })
+	mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
+	mtlstest.WaitFor(t, "the early Reload", func() bool { return len(l.Records(t, "identity files reloaded; unchanged")) == 1 })
 
 	next := f.rotate(t, writeFile)
 	s.Reload()
-	waitFor(t, "the reloaded SVID", func() bool { return serial(t, s) == serialOf(next) })
+	mtlstest.WaitFor(t, "the reloaded SVID", func() bool { return serial(t, s) == serialOf(next) })
 
 	// Identical content: not a rotation, not a new certificate.
 	cert, _ := s.Certificate()
 	writeInPlace(t, f.cert, certPEM(t, next))
 	s.Reload()
-	waitFor(t, "the unchanged Reload", func() bool { return len(l.Records(t, "identity files reloaded; unchanged")) == 2 })
+	mtlstest.WaitFor(t, "the unchanged Reload", func() bool { return len(l.Records(t, "identity files reloaded; unchanged")) == 2 })
 	if st := s.Status(); st.Rotations != 1 {
 		t.Errorf("Rotations = %d, want 1", st.Rotations)
 	}
@@ -463,10 +417,10 @@ func TestPolling(t *testing.T) {
 	var l logs
 	s := newSource(t, f.config(), &l, WithPollInterval(10*time.Millisecond))
 	s.watch = false
-	run(t, s)
-	waitReady(t, s)
+	mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
 	next := f.rotate(t, writeFile)
-	waitFor(t, "the polled SVID", func() bool { return serial(t, s) == serialOf(next) })
+	mtlstest.WaitFor(t, "the polled SVID", func() bool { return serial(t, s) == serialOf(next) })
 	if got := len(l.Records(t, "SVID rotated")); got != 1 {
 		t.Errorf("%d 'SVID rotated' logs after polling unchanged files, want 1", got)
 	}
@@ -554,12 +508,12 @@ func TestBadUpdatesKeepThePreviousIdentity(t *testing.T) {
 			}
 			var l logs
 			s := newSource(t, f.config(), &l)
-			run(t, s)
-			waitReady(t, s)
+			mtlstest.Run(t, s)
+			mtlstest.WaitReady(t, s)
 
 			tt.damage(t, f)
 			// Damage spanning two files may be seen half done first.
-			waitFor(t, "the failure in Status", func() bool { return strings.Contains(s.Status().LastError, tt.wantErr) })
+			mtlstest.WaitFor(t, "the failure in Status", func() bool { return strings.Contains(s.Status().LastError, tt.wantErr) })
 			st := s.Status()
 			if !strings.Contains(st.LastError, tt.wantFile(f)) || st.LastErrorAt.IsZero() {
 				t.Errorf("LastError = %q at %v, want it to name %s", st.LastError, st.LastErrorAt, tt.wantFile(f))
@@ -588,7 +542,7 @@ func TestBadUpdatesKeepThePreviousIdentity(t *testing.T) {
 			for p, b := range good {
 				writeFile(t, p, b)
 			}
-			waitFor(t, "the repaired files", func() bool { return s.Status().LastError == "" })
+			mtlstest.WaitFor(t, "the repaired files", func() bool { return s.Status().LastError == "" })
 			if st := s.Status(); st.Rotations != 0 {
 				t.Errorf("Rotations = %d after restoring the same files, want 0", st.Rotations)
 			}
@@ -612,8 +566,8 @@ func TestFirstLoadFailureRetries(t *testing.T) {
 	var l logs
 	s := newSource(t, f.config(), &l)
 	s.watch = false // the retries alone must find the file
-	run(t, s)
-	waitFor(t, "several attempts", func() bool { return len(l.Records(t, "cannot load the identity files")) >= 3 })
+	mtlstest.Run(t, s)
+	mtlstest.WaitFor(t, "several attempts", func() bool { return len(l.Records(t, "cannot load the identity files")) >= 3 })
 	select {
 	case <-s.Ready():
 		t.Fatal("ready without a certificate")
@@ -631,7 +585,7 @@ func TestFirstLoadFailureRetries(t *testing.T) {
 	}
 
 	writeFile(t, f.cert, good)
-	waitReady(t, s)
+	mtlstest.WaitReady(t, s)
 	if st := s.Status(); st.LastError != "" || st.SPIFFEID != testID {
 		t.Errorf("Status = %+v", st)
 	}
@@ -645,10 +599,10 @@ func TestFirstLoadFailureThenFileEvent(t *testing.T) {
 	}
 	var l logs
 	s := newSource(t, f.config(), &l, WithBackoff(time.Hour, time.Hour))
-	run(t, s)
-	waitFor(t, "the failure", func() bool { return s.Status().LastError != "" })
+	mtlstest.Run(t, s)
+	mtlstest.WaitFor(t, "the failure", func() bool { return s.Status().LastError != "" })
 	writeFile(t, f.key, keyPEM(t, f.svid))
-	waitReady(t, s) // the file event, not the hour-long retry nor the poll
+	mtlstest.WaitReady(t, s) // the file event, not the hour-long retry nor the poll
 }
 
 func TestTwoTrustDomainsAndJSONBundles(t *testing.T) {
@@ -668,8 +622,8 @@ func TestTwoTrustDomainsAndJSONBundles(t *testing.T) {
 	}}
 	var l logs
 	s := newSource(t, cfg, &l)
-	run(t, s)
-	waitReady(t, s)
+	mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
 
 	if got := strings.Join(s.Status().TrustDomains, ","); got != "example.org,other.org" {
 		t.Errorf("TrustDomains = %s", got)
@@ -690,7 +644,7 @@ func TestTwoTrustDomainsAndJSONBundles(t *testing.T) {
 
 	// A bundle file changing rotates no SVID, but is applied.
 	writeFile(t, otherPEM, bundlePEM(other.Bundle()))
-	waitFor(t, "the merged bundle", func() bool {
+	mtlstest.WaitFor(t, "the merged bundle", func() bool {
 		b, err := s.GetX509BundleForTrustDomain(other.TrustDomain())
 		return err == nil && len(b.X509Authorities()) == 1
 	})
@@ -806,8 +760,8 @@ func TestExpiredSVIDIsLoadedWithAWarning(t *testing.T) {
 	writeCertAndKey(t, f, f.ca.SVID(t, testID, mtlstest.Expired()))
 	var l logs
 	s := newSource(t, f.config(), &l)
-	run(t, s)
-	waitReady(t, s)
+	mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
 	if got := l.Records(t, "the SVID is outside its validity period"); len(got) != 1 || got[0]["level"] != "WARN" {
 		t.Errorf("validity warnings = %v", got)
 	}
@@ -889,8 +843,8 @@ func TestRunReturnsOnCancel(t *testing.T) {
 	f := newFixture(t)
 	var l logs
 	s := newSource(t, f.config(), &l)
-	stop := run(t, s)
-	waitReady(t, s)
+	stop := mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
 	if err := s.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("second Run: %v, want already running", err)
 	}
@@ -901,7 +855,7 @@ func TestRunReturnsOnCancel(t *testing.T) {
 		t.Errorf("Certificate after Run returned: %v", err)
 	}
 	// Run may start again once it has returned.
-	stop = run(t, s)
+	stop = mtlstest.Run(t, s)
 	if err := stop(); !errors.Is(err, context.Canceled) {
 		t.Errorf("second Run returned %v, want context.Canceled", err)
 	}

@@ -41,7 +41,7 @@ const (
 )
 
 // waitTimeout bounds every wait for the source to reach a state.
-const waitTimeout = 15 * time.Second
+const waitTimeout = mtlstest.WaitTimeout
 
 // fakeAgent is a SPIFFE Workload API served by a real gRPC server on a unix
 // socket, as a SPIRE agent serves it. It answers FetchX509SVID only, and,
@@ -198,51 +198,6 @@ func bundleDER(b *x509bundle.Bundle) []byte {
 
 type logs = testutil.Logs
 
-// waitFor polls cond until it holds, failing the test after waitTimeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func waitReady(t *testing.T, s *Source) {
-	t.Helper()
-	select {
-	case <-s.Ready():
-	case <-time.After(waitTimeout):
-		t.Fatalf("not ready after %v; status %+v", waitTimeout, s.Status())
-	}
-}
-
-// run starts s.Run and returns a function that cancels it and returns its
-// error; the test's cleanup calls it too.
-func run(t *testing.T, s *Source) (stop func() error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(waitTimeout):
-				t.Errorf("Run did not return within %v of the cancellation", waitTimeout)
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
-}
-
 func newSource(t *testing.T, addr string, l *logs, opts ...Option) *Source {
 	t.Helper()
 	return New(append([]Option{WithAddress(addr), WithLogger(l.Logger()), WithBackoff(5*time.Millisecond, 40*time.Millisecond)}, opts...)...)
@@ -329,9 +284,9 @@ func TestSocketAbsentAtStartThenAppears(t *testing.T) {
 	agent.push(response(t, svid, ca.Bundle()))
 	var l logs
 	s := newSource(t, agent.addr(), &l)
-	run(t, s)
+	mtlstest.Run(t, s)
 
-	waitFor(t, "two failed attempts logged", func() bool {
+	mtlstest.WaitFor(t, "two failed attempts logged", func() bool {
 		return len(l.Records(t, "cannot reach the SPIFFE Workload API; retrying")) >= 2
 	})
 	select {
@@ -362,7 +317,7 @@ func TestSocketAbsentAtStartThenAppears(t *testing.T) {
 	}
 
 	agent.start()
-	waitReady(t, s)
+	mtlstest.WaitReady(t, s)
 	if got := serial(t, s); got != serialOf(svid) {
 		t.Errorf("serial %s, want %s", got, serialOf(svid))
 	}
@@ -395,13 +350,13 @@ func TestRotation(t *testing.T) {
 	agent.start()
 	var l logs
 	s := newSource(t, agent.addr(), &l)
-	run(t, s)
-	waitReady(t, s)
+	mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
 	cert1, _ := s.Certificate()
 	before := s.Status()
 
 	agent.push(response(t, second, ca.Bundle()))
-	waitFor(t, "the second SVID", func() bool { return serial(t, s) == serialOf(second) })
+	mtlstest.WaitFor(t, "the second SVID", func() bool { return serial(t, s) == serialOf(second) })
 	cert2, err := s.Certificate()
 	if err != nil || cert2 == cert1 || cert2.Leaf.SerialNumber.Cmp(second.Certificates[0].SerialNumber) != 0 {
 		t.Errorf("Certificate after rotation: leaf %v, err %v", cert2.Leaf.SerialNumber, err)
@@ -419,7 +374,7 @@ func TestRotation(t *testing.T) {
 	// not rebuilt. The federated bundle that follows shows it was seen.
 	agent.push(response(t, second, ca.Bundle()))
 	agent.push(response(t, second, ca.Bundle(), other.Bundle()))
-	waitFor(t, "the federated bundle", func() bool {
+	mtlstest.WaitFor(t, "the federated bundle", func() bool {
 		_, err := s.GetX509BundleForTrustDomain(other.TrustDomain())
 		return err == nil
 	})
@@ -444,8 +399,8 @@ func TestFederatedBundleAddedThenRemoved(t *testing.T) {
 	agent.start()
 	var l logs
 	s := newSource(t, agent.addr(), &l)
-	run(t, s)
-	waitReady(t, s)
+	mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
 
 	_, err := s.GetX509BundleForTrustDomain(other.TrustDomain())
 	if want := `no X.509 bundle for trust domain "other.org"`; err == nil || !strings.Contains(err.Error(), want) {
@@ -453,7 +408,7 @@ func TestFederatedBundleAddedThenRemoved(t *testing.T) {
 	}
 
 	agent.push(response(t, svid, ca.Bundle(), other.Bundle()))
-	waitFor(t, "the federated bundle", func() bool {
+	mtlstest.WaitFor(t, "the federated bundle", func() bool {
 		_, err := s.GetX509BundleForTrustDomain(other.TrustDomain())
 		return err == nil
 	})
@@ -476,7 +431,7 @@ func TestFederatedBundleAddedThenRemoved(t *testing.T) {
 	}
 
 	agent.push(response(t, svid, ca.Bundle()))
-	waitFor(t, "the federation removed", func() bool {
+	mtlstest.WaitFor(t, "the federation removed", func() bool {
 		_, err := s.GetX509BundleForTrustDomain(other.TrustDomain())
 		return err != nil && strings.Contains(err.Error(), `no X.509 bundle for trust domain "other.org"`)
 	})
@@ -500,11 +455,11 @@ func TestAgentRestartKeepsIdentity(t *testing.T) {
 	agent.start()
 	var l logs
 	s := newSource(t, agent.addr(), &l)
-	run(t, s)
-	waitReady(t, s)
+	mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
 
 	agent.stop()
-	waitFor(t, "the lost agent in Status", func() bool { return s.Status().LastError != "" })
+	mtlstest.WaitFor(t, "the lost agent in Status", func() bool { return s.Status().LastError != "" })
 	if got := serial(t, s); got != serialOf(svid) {
 		t.Errorf("serial %s while the agent is away, want %s", got, serialOf(svid))
 	}
@@ -514,7 +469,7 @@ func TestAgentRestartKeepsIdentity(t *testing.T) {
 	if err := handshake(s, svid.ID); err != nil {
 		t.Errorf("handshake while the agent is away: %v", err)
 	}
-	waitFor(t, "a failed attempt logged", func() bool {
+	mtlstest.WaitFor(t, "a failed attempt logged", func() bool {
 		return len(l.Records(t, "cannot reach the SPIFFE Workload API; retrying")) > 0
 	})
 	warn := l.Records(t, "cannot reach the SPIFFE Workload API; retrying")[0]
@@ -526,8 +481,8 @@ func TestAgentRestartKeepsIdentity(t *testing.T) {
 	renewed := ca.SVID(t, testID)
 	agent.push(response(t, renewed, ca.Bundle()))
 	agent.start()
-	waitFor(t, "the renewed SVID", func() bool { return serial(t, s) == serialOf(renewed) })
-	waitFor(t, "LastError cleared", func() bool { return s.Status().LastError == "" })
+	mtlstest.WaitFor(t, "the renewed SVID", func() bool { return serial(t, s) == serialOf(renewed) })
+	mtlstest.WaitFor(t, "LastError cleared", func() bool { return s.Status().LastError == "" })
 	if got := l.Records(t, "reconnected to the SPIFFE Workload API"); len(got) != 1 || got[0]["after_attempts"] == nil {
 		t.Errorf("'reconnected' logs = %v, want 1 with after_attempts", got)
 	}
@@ -535,7 +490,7 @@ func TestAgentRestartKeepsIdentity(t *testing.T) {
 	// The new stream is live: later updates arrive too.
 	third := ca.SVID(t, testID)
 	agent.push(response(t, third, ca.Bundle()))
-	waitFor(t, "the third SVID", func() bool { return serial(t, s) == serialOf(third) })
+	mtlstest.WaitFor(t, "the third SVID", func() bool { return serial(t, s) == serialOf(third) })
 }
 
 func TestInvalidUpdateIsRejected(t *testing.T) {
@@ -549,8 +504,8 @@ func TestInvalidUpdateIsRejected(t *testing.T) {
 	agent.start()
 	var l logs
 	s := newSource(t, agent.addr(), &l)
-	run(t, s)
-	waitReady(t, s)
+	mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
 
 	mismatched := svidMessage(t, ca.SVID(t, testID), ca.Bundle(), "")
 	mismatched.X509SvidKey = svidMessage(t, ca.SVID(t, testID), nil, "").X509SvidKey
@@ -570,7 +525,7 @@ func TestInvalidUpdateIsRejected(t *testing.T) {
 	}
 	for _, tt := range tests {
 		agent.push(tt.resp)
-		waitFor(t, tt.name+" rejected", func() bool { return strings.Contains(s.Status().LastError, tt.wantErr) })
+		mtlstest.WaitFor(t, tt.name+" rejected", func() bool { return strings.Contains(s.Status().LastError, tt.wantErr) })
 		if got := serial(t, s); got != serialOf(svid) {
 			t.Errorf("%s: serial %s, want the previous %s", tt.name, got, serialOf(svid))
 		}
@@ -585,7 +540,7 @@ func TestInvalidUpdateIsRejected(t *testing.T) {
 		}
 
 		agent.push(good)
-		waitFor(t, "LastError cleared after "+tt.name, func() bool { return s.Status().LastError == "" })
+		mtlstest.WaitFor(t, "LastError cleared after "+tt.name, func() bool { return s.Status().LastError == "" })
 	}
 	rejected := l.Records(t, "rejected an update from the SPIFFE Workload API; keeping the current identity")
 	if len(rejected) < len(tests) || rejected[0]["level"] != "ERROR" {
@@ -612,18 +567,18 @@ func TestSVIDHint(t *testing.T) {
 	first := newSource(t, agent.addr(), &l1)
 	hinted := newSource(t, agent.addr(), &l2, WithSVIDHint("external"))
 	missing := newSource(t, agent.addr(), &l3, WithSVIDHint("nope"))
-	run(t, first)
-	run(t, hinted)
-	run(t, missing)
-	waitReady(t, first)
-	waitReady(t, hinted)
+	mtlstest.Run(t, first)
+	mtlstest.Run(t, hinted)
+	mtlstest.Run(t, missing)
+	mtlstest.WaitReady(t, first)
+	mtlstest.WaitReady(t, hinted)
 	if got := serial(t, first); got != serialOf(internal) {
 		t.Errorf("without a hint: serial %s, want the first SVID's %s", got, serialOf(internal))
 	}
 	if got := serial(t, hinted); got != serialOf(external) {
 		t.Errorf("with hint external: serial %s, want %s", got, serialOf(external))
 	}
-	waitFor(t, "the missing hint rejected", func() bool {
+	mtlstest.WaitFor(t, "the missing hint rejected", func() bool {
 		return strings.Contains(missing.Status().LastError, `no SVID with hint "nope"`)
 	})
 	select {
@@ -644,8 +599,8 @@ func TestRunReturnsOnCancel(t *testing.T) {
 		t.Parallel()
 		var l logs
 		s := newSource(t, agent.addr(), &l)
-		stop := run(t, s)
-		waitReady(t, s)
+		stop := mtlstest.Run(t, s)
+		mtlstest.WaitReady(t, s)
 		if err := stop(); !errors.Is(err, context.Canceled) {
 			t.Errorf("Run returned %v, want context.Canceled", err)
 		}
@@ -661,8 +616,8 @@ func TestRunReturnsOnCancel(t *testing.T) {
 		t.Parallel()
 		var l logs
 		s := newSource(t, "unix://"+filepath.Join(t.TempDir(), "absent.sock"), &l, WithBackoff(time.Hour, time.Hour))
-		stop := run(t, s)
-		waitFor(t, "a failed attempt", func() bool { return s.Status().LastError != "" })
+		stop := mtlstest.Run(t, s)
+		mtlstest.WaitFor(t, "a failed attempt", func() bool { return s.Status().LastError != "" })
 		if err := stop(); !errors.Is(err, context.Canceled) {
 			t.Errorf("Run returned %v, want context.Canceled", err)
 		}
@@ -673,8 +628,8 @@ func TestRunTwiceAtOnce(t *testing.T) {
 	t.Parallel()
 	var l logs
 	s := newSource(t, "unix://"+filepath.Join(t.TempDir(), "absent.sock"), &l)
-	run(t, s)
-	waitFor(t, "Run started", func() bool { return s.Status().LastError != "" })
+	mtlstest.Run(t, s)
+	mtlstest.WaitFor(t, "Run started", func() bool { return s.Status().LastError != "" })
 	if err := s.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("second Run: %v, want already running", err)
 	}
@@ -746,8 +701,8 @@ func TestIntermediateChain(t *testing.T) {
 	agent.start()
 	var l logs
 	s := newSource(t, agent.addr(), &l)
-	run(t, s)
-	waitReady(t, s)
+	mtlstest.Run(t, s)
+	mtlstest.WaitReady(t, s)
 	cert, err := s.Certificate()
 	if err != nil || len(cert.Certificate) != 2 {
 		t.Fatalf("certificate chain of %d, err %v; want leaf and intermediate", len(cert.Certificate), err)
@@ -776,8 +731,8 @@ func TestRefusedWatchIsRetried(t *testing.T) {
 			agent.start()
 			var l logs
 			s := newSource(t, agent.addr(), &l)
-			run(t, s)
-			waitFor(t, "three refused requests", func() bool { return agent.requests() >= 3 })
+			mtlstest.Run(t, s)
+			mtlstest.WaitFor(t, "three refused requests", func() bool { return agent.requests() >= 3 })
 			st := s.Status()
 			if !strings.Contains(st.LastError, "refused the X.509 SVID watch") || !strings.Contains(st.LastError, code.String()) {
 				t.Errorf("LastError = %q", st.LastError)
@@ -790,7 +745,7 @@ func TestRefusedWatchIsRetried(t *testing.T) {
 				t.Errorf("%d new watches started by Run", ended)
 			}
 			agent.setRefuse(codes.OK)
-			waitReady(t, s)
+			mtlstest.WaitReady(t, s)
 			if got := l.Records(t, "connected to the SPIFFE Workload API"); len(got) != 1 {
 				t.Errorf("'connected' logs = %v", got)
 			}

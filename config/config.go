@@ -1,10 +1,13 @@
 package config
 
 import (
+	"strings"
 	"text/template"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/outrider-mesh/outrider/policy/pathnorm"
 )
 
 // Defaults filled in by Load and Parse for keys the file leaves out.
@@ -48,7 +51,7 @@ type File struct {
 	// Upstreams are the plaintext listeners the application dials, one per
 	// destination service.
 	Upstreams []Upstream `yaml:"upstreams"`
-	// Authorization decides which peers may connect to Public.
+	// Authorization decides which peers and requests Public lets in.
 	Authorization Authorization `yaml:"authorization"`
 	// Admin is the admin HTTP endpoint (/ready, /config_dump, /metrics).
 	Admin Admin `yaml:"admin"`
@@ -295,19 +298,94 @@ const (
 	Deny  = "deny"
 )
 
-// Authorization is the inbound policy: either Rules and Default, or Consul
-// intentions.
+// Defaults of the authorization section's JWT providers.
+const (
+	DefaultJWTClockSkew       = 30 * time.Second
+	DefaultJWKSRequestTimeout = 5 * time.Second
+	DefaultJWKSCacheDuration  = 5 * time.Minute
+	DefaultJWTCacheSize       = 1024
+	DefaultJWTHeader          = "Authorization" // the default token location
+	DefaultJWTValuePrefix     = "Bearer "
+)
+
+// defaultJWTAlgorithms are the signature algorithms a provider accepts
+// when it lists none: every asymmetric JWS algorithm (RFC 7518, RFC 8037).
+var defaultJWTAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// Bounds enforced by Validate on the authorization section.
+const (
+	maxNameLen           = 64 // rule and JWT provider names
+	minJWKSCacheDuration = time.Second
+)
+
+// Authorization is the inbound policy: local Rules with a Default, Consul
+// intentions, or both (the rules then are a layer over the intentions).
+// Every rule whose matchers all match is considered: if any of them denies,
+// the request is denied (deny wins); otherwise if any allows, it is
+// allowed; otherwise Default decides. Rule order does not matter.
+//
+// The same type holds a policy file (ParsePolicy): the local layer of the
+// Consul mode, whose keys are those of this section without
+// consul_intentions.
 type Authorization struct {
 	// Default is the action when no rule matches: deny (default) or allow.
-	// Not used with ConsulIntentions, where Consul's default policy applies.
+	// With ConsulIntentions, and in a policy file, it is the default of the
+	// rules' layer and defaults to allow: the layer only adds restrictions
+	// to the intentions, whose own default Consul decides. With
+	// ConsulIntentions and no rules it is not used.
 	Default string `yaml:"default"`
-	// Rules are tried in order; the first whose matchers all match the
-	// peer's SPIFFE ID decides.
+	// DryRun, when true, evaluates, logs and counts the rules, Default and
+	// JWT (not the intentions), but a deny they produce is only reported
+	// as "would deny": the request goes through. For rolling out a
+	// default-deny policy safely. Needs rules.
+	DryRun bool `yaml:"dry_run"`
+	// PathNormalization says how an HTTP request's path is normalized
+	// before the rules match it; the application receives the normalized
+	// path.
+	PathNormalization PathNormalization `yaml:"path_normalization"`
+	// Rules are the local rules, combined as the type's comment says.
 	Rules []Rule `yaml:"rules"`
+	// JWT, when set, is required of every request before the rules apply
+	// (as the JWT of a Consul service-intentions entry): a request
+	// without a valid token is answered 401, one whose claims do not
+	// verify 403. Needs an http, http2 or grpc public listener.
+	JWT *JWTRequirement `yaml:"jwt"`
+	// JWTProviders are the token issuers that JWT requirements name (as
+	// Consul's jwt-provider config entries). A provider takes effect only
+	// when a requirement names it; an unused provider does nothing.
+	JWTProviders []JWTProvider `yaml:"jwt_providers"`
 	// ConsulIntentions, when true, authorizes with the Consul intentions of
-	// File.Service instead of Rules. Needs the consul section and consul
-	// identity; exclusive with Rules.
+	// File.Service. With Rules too, the rules are an extra layer evaluated
+	// with the intentions, and a deny from either wins. Needs the consul
+	// section and consul identity. Not a key of a policy file.
 	ConsulIntentions bool `yaml:"consul_intentions"`
+}
+
+// PathNormalization relaxes how request paths are normalized (package
+// policy/pathnorm): percent-encoded unreserved characters are decoded, dot
+// segments removed and, by default, runs of "/" merged; a path that cannot
+// be normalized safely is answered 400. Paths are compared after
+// normalization and case-sensitively: /ADMIN is not /admin.
+type PathNormalization struct {
+	// MergeSlashes merges runs of "/" into one. Default true; nil (a
+	// PathNormalization built in code) is true too.
+	MergeSlashes *bool `yaml:"merge_slashes"`
+	// AllowEncodedSlash accepts %2F and %5C, kept encoded (never decoded).
+	// Default false: such requests are answered 400. Unsafe in front of an
+	// application that decodes them before routing.
+	AllowEncodedSlash bool `yaml:"allow_encoded_slash"`
+	// AllowBackslash accepts a raw "\" as data. Default false: such
+	// requests are answered 400.
+	AllowBackslash bool `yaml:"allow_backslash"`
+}
+
+// Options is p as the normalizer takes it.
+func (p PathNormalization) Options() pathnorm.Options {
+	return pathnorm.Options{
+		KeepSlashes:       p.MergeSlashes != nil && !*p.MergeSlashes,
+		AllowEncodedSlash: p.AllowEncodedSlash,
+		AllowBackslash:    p.AllowBackslash,
+	}
 }
 
 // Rule is one authorization rule. In YAML it is a mapping with one key, the
@@ -315,13 +393,26 @@ type Authorization struct {
 //
 //	rules:
 //	  - allow: {trust_domain: example.org, path_prefix: /billing/}
+//	  - deny: {http: {path_prefix: /admin/}}
 //
-// A rule has SPIFFEID alone, or TrustDomain with an optional PathPrefix.
+// A rule matches a request when all its matchers match. It has at most one
+// peer matcher (SPIFFEID, SPIFFEIDPattern, or TrustDomain with an optional
+// PathPrefix); with none it matches every peer. It needs at least one
+// matcher of any kind: peer, HTTP or JWT.
 type Rule struct {
 	// Action is Allow or Deny.
 	Action string `yaml:"-"`
+	// Name names the rule in logs, metrics and /authz/explain: letters,
+	// digits, '.', '-' and '_', at most 64, unique among the rules.
+	// Default "rule N", N its position from 1.
+	Name string `yaml:"name"`
 	// SPIFFEID matches this exact SPIFFE ID.
 	SPIFFEID string `yaml:"spiffe_id"`
+	// SPIFFEIDPattern matches the SPIFFE IDs of a pattern such as
+	// spiffe://example.org/ns/*/sa/web: "*" matches one whole path segment
+	// (no "/"), and a final "/**" any remaining path of one or more
+	// segments. No "*" in the trust domain.
+	SPIFFEIDPattern string `yaml:"spiffe_id_pattern"`
 	// TrustDomain matches every ID in this trust domain (a name such as
 	// example.org).
 	TrustDomain string `yaml:"trust_domain"`
@@ -330,21 +421,238 @@ type Rule struct {
 	// matches /billing and /billing/api, not /billing-eu; /billing/ only
 	// the IDs below /billing. Starts with "/".
 	PathPrefix string `yaml:"path_prefix"`
+	// HTTP matches the request's path, method and headers. Needs an http,
+	// http2 or grpc public listener.
+	HTTP *HTTPMatch `yaml:"http"`
+	// JWT matches a request that carries a valid token from one of the
+	// providers whose claims verify. Needs an http, http2 or grpc public
+	// listener.
+	JWT *JWTRequirement `yaml:"jwt"`
 }
 
 // String describes the rule as in the file, e.g. "allow trust_domain=example.org".
+// The HTTP matchers are shortened: headers by name, JWT by provider.
 func (r Rule) String() string {
 	s := r.Action
-	if r.SPIFFEID != "" {
-		s += " spiffe_id=" + r.SPIFFEID
+	add := func(key, v string) {
+		if v != "" {
+			s += " " + key + "=" + v
+		}
 	}
-	if r.TrustDomain != "" {
-		s += " trust_domain=" + r.TrustDomain
+	add("spiffe_id", r.SPIFFEID)
+	add("spiffe_id_pattern", r.SPIFFEIDPattern)
+	add("trust_domain", r.TrustDomain)
+	add("path_prefix", r.PathPrefix)
+	if h := r.HTTP; h != nil {
+		add("http.path_exact", h.PathExact)
+		add("http.path_prefix", h.PathPrefix)
+		add("http.path_regex", h.PathRegex)
+		add("http.methods", strings.Join(h.Methods, ","))
+		names := make([]string, len(h.Headers))
+		for i, m := range h.Headers {
+			names[i] = m.Name
+		}
+		add("http.headers", strings.Join(names, ","))
 	}
-	if r.PathPrefix != "" {
-		s += " path_prefix=" + r.PathPrefix
+	if j := r.JWT; j != nil {
+		names := make([]string, len(j.Providers))
+		for i, p := range j.Providers {
+			names[i] = p.Name
+		}
+		add("jwt", strings.Join(names, ","))
 	}
 	return s
+}
+
+// HTTPMatch matches a request (Consul's IntentionHTTPPermission); every
+// matcher given must match, and at least one is given.
+type HTTPMatch struct {
+	// PathExact matches this path exactly. At most one of PathExact,
+	// PathPrefix and PathRegex; each starts with "/" and is compared with
+	// the normalized path, without the query, case-sensitively.
+	PathExact string `yaml:"path_exact"`
+	// PathPrefix matches the paths that start with this string, a plain
+	// prefix as in Consul and Envoy: /admin also matches /administrator;
+	// /admin/ only the paths below /admin.
+	PathPrefix string `yaml:"path_prefix"`
+	// PathRegex matches the paths this regular expression (Go regexp, RE2
+	// syntax) matches whole, as if written ^(?:re)$.
+	PathRegex string `yaml:"path_regex"`
+	// Methods matches these request methods, tokens written in upper case.
+	// Methods are case-sensitive (RFC 9110): an allow rule for GET does not
+	// allow "get"; a deny rule for DELETE also denies "delete", "Delete",
+	// ... so that a case trick cannot get past a deny.
+	Methods []string `yaml:"methods"`
+	// Headers must all match.
+	Headers []HeaderMatch `yaml:"headers"`
+}
+
+// HeaderMatch matches one request header field (Consul's
+// IntentionHTTPHeaderPermission): exactly one of Present, Exact, Prefix,
+// Suffix, Contains and Regex. A field sent more than once never matches:
+// the request is answered 400.
+type HeaderMatch struct {
+	// Name is the header field name, compared without case; "host" is the
+	// request's authority. Pseudo-headers (":authority") are not names.
+	// Required.
+	Name string `yaml:"name"`
+	// Present matches a request that has the field, whatever its value.
+	// Written only as true.
+	Present bool `yaml:"present"`
+	// Exact matches this value exactly.
+	Exact string `yaml:"exact"`
+	// Prefix matches values that start with this.
+	Prefix string `yaml:"prefix"`
+	// Suffix matches values that end with this.
+	Suffix string `yaml:"suffix"`
+	// Contains matches values that contain this.
+	Contains string `yaml:"contains"`
+	// Regex matches values this regular expression (RE2 syntax) matches
+	// whole.
+	Regex string `yaml:"regex"`
+	// Invert negates the match: with Present, the field is absent.
+	Invert bool `yaml:"invert"`
+	// IgnoreCase compares Exact, Prefix, Suffix and Contains without ASCII
+	// case. Not with Present or Regex (write (?i) in the regex).
+	IgnoreCase bool `yaml:"ignore_case"`
+}
+
+// JWTRequirement needs a valid token from at least one of Providers whose
+// claims verify (Consul's IntentionJWTRequirement).
+type JWTRequirement struct {
+	// Providers are tried in turn; at least one.
+	Providers []JWTProviderRef `yaml:"providers"`
+}
+
+// JWTProviderRef names a provider of Authorization.JWTProviders and the
+// claims its token must carry (Consul's IntentionJWTProvider).
+type JWTProviderRef struct {
+	// Name is the name of an entry of JWTProviders. Required.
+	Name string `yaml:"name"`
+	// VerifyClaims must all verify.
+	VerifyClaims []ClaimVerification `yaml:"verify_claims"`
+}
+
+// ClaimVerification requires the claim at Path to have Value (Consul's
+// IntentionJWTClaimVerification; package policy/jwtauth says how a list
+// claim is matched).
+type ClaimVerification struct {
+	// Path is the claim's path in the token's payload: [scope], or
+	// [realm_access, roles] for a nested claim. At least one element.
+	Path []string `yaml:"path"`
+	// Value is the value the claim must have. Required.
+	Value string `yaml:"value"`
+}
+
+// JWTProvider is one token issuer and how its tokens are found, verified
+// and forwarded (modelled on Consul's jwt-provider config entry).
+type JWTProvider struct {
+	// Name names the provider in requirements, logs and metrics. Required,
+	// unique; letters, digits, '.', '-' and '_', at most 64.
+	Name string `yaml:"name"`
+	// Issuer is the value the token's iss claim must have. Required.
+	Issuer string `yaml:"issuer"`
+	// Audiences, when not empty, are the values of which the token's aud
+	// claim must contain at least one.
+	Audiences []string `yaml:"audiences"`
+	// Algorithms are the JWS algorithms a token may be signed with.
+	// Default RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512
+	// and EdDSA. Asymmetric keys only: none, HS256, HS384 and HS512 are
+	// errors.
+	Algorithms []string `yaml:"algorithms"`
+	// ClockSkew is the leeway allowed on the exp, nbf and iat claims.
+	// Default 30s; not negative.
+	ClockSkew time.Duration `yaml:"clock_skew"`
+	// JWKS is where the verification keys come from. Required.
+	JWKS JWKS `yaml:"jwks"`
+	// Locations are where a request's token is looked for, in order.
+	// Default one location: the Authorization header, after "Bearer ".
+	Locations []JWTLocation `yaml:"locations"`
+	// Forward passes what a verified token says to the application.
+	Forward JWTForward `yaml:"forward"`
+	// CacheSize is how many verified tokens are remembered, so that a
+	// token seen again is not verified again (until it expires). Default
+	// 1024; -1 disables the cache.
+	CacheSize int `yaml:"cache_size"`
+}
+
+// JWKS is a JSON Web Key Set source: exactly one of Remote, File and
+// Inline.
+type JWKS struct {
+	// Remote fetches the key set from a URL and refreshes it.
+	Remote *RemoteJWKS `yaml:"remote"`
+	// File reads the key set from a JSON file.
+	File string `yaml:"file"`
+	// Inline is the key set's JSON text, an object with a "keys" array.
+	Inline string `yaml:"inline"`
+}
+
+// RemoteJWKS is a key set fetched over HTTP.
+type RemoteJWKS struct {
+	// URI is the key set's http:// or https:// URL. Required.
+	URI string `yaml:"uri"`
+	// RequestTimeout bounds one fetch. Default 5s.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// CacheDuration is how long a fetched key set is used before it is
+	// fetched again. Default 5m, at least 1s.
+	CacheDuration time.Duration `yaml:"cache_duration"`
+}
+
+// JWTLocation is one place a token may be: exactly one of Header,
+// QueryParam and Cookie.
+type JWTLocation struct {
+	// Header is a request header field.
+	Header *JWTHeader `yaml:"header"`
+	// QueryParam is a query parameter of the request target.
+	QueryParam *JWTQueryParam `yaml:"query_param"`
+	// Cookie is a cookie.
+	Cookie *JWTCookie `yaml:"cookie"`
+}
+
+// JWTHeader is a token in a request header field.
+type JWTHeader struct {
+	// Name is the header field name. Required.
+	Name string `yaml:"name"`
+	// ValuePrefix is what precedes the token in the value, e.g. "Bearer ";
+	// empty: the whole value is the token.
+	ValuePrefix string `yaml:"value_prefix"`
+}
+
+// JWTQueryParam is a token in a query parameter.
+type JWTQueryParam struct {
+	// Name is the parameter's name. Required.
+	Name string `yaml:"name"`
+}
+
+// JWTCookie is a token in a cookie.
+type JWTCookie struct {
+	// Name is the cookie's name. Required.
+	Name string `yaml:"name"`
+}
+
+// JWTForward passes a verified token's content to the application. The
+// headers it sets are removed from every request first, so that only the
+// sidecar sets them. Their names may not be hop-by-hop or framing headers
+// (Connection, Content-Length, Host, TE, Transfer-Encoding, Upgrade, ...)
+// nor a header a location reads the token from.
+type JWTForward struct {
+	// Claims set request headers to claim values.
+	Claims []ClaimHeader `yaml:"claims"`
+	// PayloadHeader, when set, is a request header set to the token's
+	// payload.
+	PayloadHeader string `yaml:"payload_header"`
+	// StripToken removes the token from the request before it is
+	// forwarded.
+	StripToken bool `yaml:"strip_token"`
+}
+
+// ClaimHeader sets a request header to a claim's value.
+type ClaimHeader struct {
+	// Path is the claim's path in the payload, e.g. [sub]. At least one
+	// element.
+	Path []string `yaml:"path"`
+	// Header is the header field set. Required.
+	Header string `yaml:"header"`
 }
 
 // Admin is the admin HTTP endpoint.

@@ -397,9 +397,147 @@ upstreams:
 
 func TestRuleString(t *testing.T) {
 	t.Parallel()
-	r := Rule{Action: Deny, TrustDomain: "example.org", PathPrefix: "/ns/test/"}
-	if got, want := r.String(), "deny trust_domain=example.org path_prefix=/ns/test/"; got != want {
-		t.Errorf("got %q, want %q", got, want)
+	tests := []struct {
+		r    Rule
+		want string
+	}{
+		{Rule{Action: Deny, TrustDomain: "example.org", PathPrefix: "/ns/test/"}, "deny trust_domain=example.org path_prefix=/ns/test/"},
+		{Rule{Action: Allow, Name: "web", SPIFFEIDPattern: "spiffe://x/ns/*/sa/web"}, "allow spiffe_id_pattern=spiffe://x/ns/*/sa/web"},
+		{Rule{Action: Deny, HTTP: &HTTPMatch{PathPrefix: "/admin/", Methods: []string{"DELETE", "PUT"},
+			Headers: []HeaderMatch{{Name: "x-a", Present: true}, {Name: "x-b", Exact: "1"}}}},
+			"deny http.path_prefix=/admin/ http.methods=DELETE,PUT http.headers=x-a,x-b"},
+		{Rule{Action: Allow, SPIFFEID: "spiffe://x/a", HTTP: &HTTPMatch{PathRegex: "/v[0-9]+"},
+			JWT: &JWTRequirement{Providers: []JWTProviderRef{{Name: "okta"}, {Name: "local"}}}},
+			"allow spiffe_id=spiffe://x/a http.path_regex=/v[0-9]+ jwt=okta,local"},
+	}
+	for _, tt := range tests {
+		if got := tt.r.String(); got != tt.want {
+			t.Errorf("got %q, want %q", got, tt.want)
+		}
+	}
+}
+
+// TestPolicyGolden parses every testdata/policy/*.yaml and compares the
+// defaulted Authorization with its .golden.json.
+func TestPolicyGolden(t *testing.T) {
+	files, err := filepath.Glob("testdata/policy/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, path := range files {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			t.Parallel()
+			a, err := LoadPolicy(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if errs := (&File{}).validatePolicy(a, nil); len(errs) > 0 {
+				t.Errorf("validation after LoadPolicy: %v", joinErrors(errs, ""))
+			}
+			if a.ConsulIntentions {
+				t.Error("ConsulIntentions set")
+			}
+			b, err := json.MarshalIndent(goldenValue(reflect.ValueOf(a).Elem()), "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkGolden(t, strings.TrimSuffix(path, ".yaml")+".golden.json", append(b, '\n'))
+		})
+	}
+}
+
+// TestPolicyBad parses every testdata/policy/bad/*.yaml, which must fail,
+// and compares the error text with its .err file.
+func TestPolicyBad(t *testing.T) {
+	files, err := filepath.Glob("testdata/policy/bad/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, path := range files {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			t.Parallel()
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := ParsePolicy(filepath.Base(path), data)
+			if err == nil {
+				t.Fatalf("ParsePolicy succeeded: %+v", a)
+			}
+			if a != nil {
+				t.Error("ParsePolicy returned a policy with an error")
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "config: "+filepath.Base(path)+":") {
+					t.Errorf("error line %q lacks the config: file: prefix", line)
+				}
+			}
+			checkGolden(t, strings.TrimSuffix(path, ".yaml")+".err", []byte(err.Error()+"\n"))
+		})
+	}
+}
+
+// TestPolicyDefaults checks the defaults that differ between a policy file
+// and outrider.yaml: default is allow in a policy file, deny in
+// outrider.yaml, and allow with consul_intentions.
+func TestPolicyDefaults(t *testing.T) {
+	t.Parallel()
+	a, err := ParsePolicy("policy.yaml", []byte("rules: [{deny: {trust_domain: test.org}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Default != Allow || a.Rules[0].Name != "rule 1" || !*a.PathNormalization.MergeSlashes {
+		t.Errorf("policy defaults: %+v", a)
+	}
+	const head = "service: web\nidentity: {consul: {}}\nconsul: {}\npublic: {bind: ':20000', local_service: '127.0.0.1:8080'}\n"
+	for _, tt := range []struct{ authz, want string }{
+		{"authorization: {rules: [{deny: {trust_domain: test.org}}]}", Deny},
+		{"authorization: {consul_intentions: true, rules: [{deny: {trust_domain: test.org}}]}", Allow},
+		{"authorization: {consul_intentions: true, default: deny, rules: [{deny: {trust_domain: test.org}}]}", Deny},
+	} {
+		f, err := Parse("o.yaml", []byte(head+tt.authz+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Authorization.Default != tt.want {
+			t.Errorf("%s: default %q, want %q", tt.authz, f.Authorization.Default, tt.want)
+		}
+	}
+}
+
+// TestExampleL7 checks that the commented L7 and JWT block of the example
+// is valid once uncommented.
+func TestExampleL7(t *testing.T) {
+	t.Parallel()
+	example, err := os.ReadFile(filepath.Join("..", "examples", "static", "outrider.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("service: web\nidentity: {spiffe: {}}\npublic: {bind: ':20000', local_service: '127.0.0.1:8080', protocol: http}\nauthorization:\n")
+	in := false
+	for _, line := range strings.Split(string(example), "\n") {
+		if strings.HasPrefix(line, "  # dry_run:") {
+			in = true
+		}
+		if !in {
+			continue
+		}
+		if !strings.HasPrefix(line, "  #") {
+			break
+		}
+		b.WriteString(strings.Replace(line, "# ", "", 1) + "\n")
+	}
+	if !in {
+		t.Fatal("the example has no commented dry_run: line")
+	}
+	f, err := Parse("example-l7.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	a := f.Authorization
+	if !a.DryRun || len(a.Rules) < 3 || a.JWT == nil || len(a.JWTProviders) == 0 || a.Rules[0].HTTP == nil {
+		t.Errorf("the L7 block leaves something out: %+v", a)
 	}
 }
 
@@ -408,5 +546,9 @@ func TestLoadMissing(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
 	if err == nil || !strings.HasPrefix(err.Error(), "config: ") || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("got %v", err)
+	}
+	_, err = LoadPolicy(filepath.Join(t.TempDir(), "nope.yaml"))
+	if err == nil || !strings.HasPrefix(err.Error(), "config: ") || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("LoadPolicy: got %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"os"
 	"reflect"
 	"regexp"
@@ -20,7 +21,9 @@ func keyPaths(t reflect.Type, prefix string) []string {
 		paths := []string{prefix + ".allow", prefix + ".deny"}
 		for i := range t.NumField() {
 			if name := yamlName(t.Field(i)); name != "" {
-				paths = append(paths, prefix+".<action>."+name)
+				p := prefix + ".<action>." + name
+				paths = append(paths, p)
+				paths = append(paths, keyPaths(t.Field(i).Type, p)...)
 			}
 		}
 		return paths
@@ -43,19 +46,32 @@ func keyPaths(t reflect.Type, prefix string) []string {
 	return paths
 }
 
+// tableKeys returns the keys the table rows of doc name in their first
+// column.
+func tableKeys(doc []byte) []string {
+	var keys []string
+	for _, m := range regexp.MustCompile("(?m)^\\| `([^`]+)` \\|").FindAllSubmatch(doc, -1) {
+		keys = append(keys, string(m[1]))
+	}
+	return keys
+}
+
 // TestDocs checks that CONFIG.md documents every key of File, and only
-// keys of File.
+// keys of File, and that its policy file section lists the keys of a
+// policy file.
 func TestDocs(t *testing.T) {
 	t.Parallel()
 	doc, err := os.ReadFile("CONFIG.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The first column of each table row names a key.
-	var documented []string
-	for _, m := range regexp.MustCompile("(?m)^\\| `([^`]+)` \\|").FindAllSubmatch(doc, -1) {
-		documented = append(documented, string(m[1]))
+	// The first column of each table row names a key: of File, then of a
+	// policy file in the last section.
+	main, policyDoc, ok := bytes.Cut(doc, []byte("\n## Policy file (-policy)\n"))
+	if !ok {
+		t.Fatal(`CONFIG.md has no "## Policy file (-policy)" section`)
 	}
+	documented := tableKeys(main)
 	keys := keyPaths(reflect.TypeFor[File](), "")
 	if len(keys) < 50 {
 		t.Fatalf("only %d keys found in File: %q", len(keys), keys)
@@ -69,6 +85,17 @@ func TestDocs(t *testing.T) {
 		if !slices.Contains(keys, k) {
 			t.Errorf("CONFIG.md documents %s, which File does not have", k)
 		}
+	}
+	var policyKeys []string
+	for name := range yamlFields(reflect.TypeFor[policyFile]()) {
+		policyKeys = append(policyKeys, name)
+		if !slices.Contains(keys, "authorization."+name) {
+			t.Errorf("policy file key %s is not a key of authorization", name)
+		}
+	}
+	slices.Sort(policyKeys)
+	if got := slices.Sorted(slices.Values(tableKeys(policyDoc))); !slices.Equal(got, policyKeys) {
+		t.Errorf("the policy file section documents %q, want %q", got, policyKeys)
 	}
 	// Every key must also appear in the example.
 	example, err := os.ReadFile("../examples/static/outrider.yaml")

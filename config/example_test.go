@@ -51,6 +51,32 @@ upstreams:
 	// config: outrider.yaml:7: upstreams[0].endpoint: unknown key (did you mean "endpoints"?)
 }
 
+func ExampleParsePolicy() {
+	a, err := config.ParsePolicy("policy.yaml", []byte(`
+rules:
+  - deny:
+      name: no-admin-delete
+      http: {path_prefix: /admin/, methods: [DELETE]}
+  - allow:
+      http: {methods: [get]}
+`))
+	fmt.Println(err)
+	a, err = config.ParsePolicy("policy.yaml", []byte(`
+rules:
+  - deny:
+      name: no-admin-delete
+      http: {path_prefix: /admin/, methods: [DELETE]}
+`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(a.Rules[0].Name, a.Rules[0], "else", a.Default)
+	// Output:
+	// config: policy.yaml:7: rules[1].allow.http.methods[0]: "get": methods are case-sensitive (RFC 9110); write "GET"
+	// no-admin-delete deny http.path_prefix=/admin/ http.methods=DELETE else allow
+}
+
 func ExampleConsulDiscovery_ExpectedID() {
 	c := &config.ConsulDiscovery{
 		SPIFFEID:     "spiffe://example.org/ns/{{.Namespace}}/sa/{{.Service}}",

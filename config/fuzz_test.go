@@ -49,3 +49,47 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParsePolicy checks that ParsePolicy never panics, that every error
+// line carries the package prefix, and that a policy it accepts validates
+// again.
+func FuzzParsePolicy(f *testing.F) {
+	for _, pattern := range []string{"testdata/policy/*.yaml", "testdata/policy/bad/*.yaml"} {
+		files, err := filepath.Glob(pattern)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, name := range files {
+			data, err := os.ReadFile(name)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
+		}
+	}
+	f.Add([]byte("rules: &r [{deny: {http: {path_prefix: /a}}}, {allow: *r}]"))
+	f.Add([]byte("rules: [{allow: {spiffe_id_pattern: 'spiffe://x/*/**'}}]"))
+	f.Add([]byte("rules: [{allow: {http: {path_prefix: '/a/%2'}}}]"))
+	f.Add([]byte("jwt_providers: [{name: a, issuer: i, jwks: {inline: '{\"keys\":[{}]}'}}]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, err := ParsePolicy("p.yaml", data)
+		if err != nil {
+			if a != nil {
+				t.Fatal("a policy and an error")
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "config: p.yaml") {
+					t.Fatalf("error line %q lacks the prefix", line)
+				}
+			}
+			return
+		}
+		if errs := (&File{}).validatePolicy(a, nil); len(errs) > 0 {
+			t.Fatalf("ParsePolicy accepted a policy that validation rejects: %v", joinErrors(errs, ""))
+		}
+		_ = a.PathNormalization.Options()
+		for _, r := range a.Rules {
+			_ = r.String()
+		}
+	})
+}

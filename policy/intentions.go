@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -51,6 +50,12 @@ type rule struct {
 	srcPartition, srcNS, srcName string
 	decision                     Decision // precomputed: returning it does not allocate
 	summary                      RuleSummary
+	// perms are the L7 permissions, in order; nil for an L4 intention.
+	// Then decision is the L4 denial, admit the handshake's admission,
+	// and noPerm the decision when no permission matches (the default).
+	perms          []permission
+	admit, noPerm  Decision
+	noPermAuthFail Decision // noPerm when an allow permission lacked its token
 	// sort keys beyond precedence, for a deterministic order
 	dstNS, dstName, id string
 }
@@ -103,7 +108,11 @@ func Compile(destination string, list []*api.Intention, opts CompileOptions) (*I
 			in.ignored = append(in.ignored, IgnoredIntention{Rule: ruleName(ixn), Reason: why})
 			continue
 		}
-		in.rules = append(in.rules, compileRule(ixn))
+		r, err := compileRule(ixn, opts.DefaultAllow)
+		if err != nil {
+			return nil, fmt.Errorf("policy: %s: %w", ruleName(ixn), err)
+		}
+		in.rules = append(in.rules, r)
 	}
 	slices.SortFunc(in.rules, compareRules)
 	slices.SortFunc(in.ignored, func(a, b IgnoredIntention) int {
@@ -177,7 +186,7 @@ func ignoreReason(ixn *api.Intention, destination string) string {
 	return ""
 }
 
-func compileRule(ixn *api.Intention) rule {
+func compileRule(ixn *api.Intention, defaultAllow bool) (rule, error) {
 	r := rule{
 		srcPartition: orDefault(ixn.SourcePartition),
 		srcNS:        orDefault(ixn.SourceNS),
@@ -197,15 +206,31 @@ func compileRule(ixn *api.Intention) rule {
 	case len(ixn.Permissions) > 0:
 		// Consul's /v1/agent/connect/authorize denies on an L7 intention too:
 		// its permissions need the request, which an L4 proxy never sees.
-		action = "deny (L7 permissions)"
+		action = "L7 permissions"
 		r.decision = Decision{Allow: false, Rule: name, Reason: match + fmt.Sprintf(
-			" has %d L7 permission(s), which cannot be checked on an L4 connection: denied", len(ixn.Permissions))}
+			" has %d L7 permission(s), which cannot be checked on an L4 connection: denied", len(ixn.Permissions)), Code: CodeForbidden}
+		r.admit = Decision{Allow: true, Rule: name, Reason: match + " has L7 permissions: each request is decided by them"}
 	case ixn.Action == api.IntentionActionAllow:
 		action = "allow"
 		r.decision = Decision{Allow: true, Rule: name, Reason: match + " allows it"}
 	default:
 		action = "deny"
-		r.decision = Decision{Allow: false, Rule: name, Reason: match + " denies it"}
+		r.decision = Decision{Allow: false, Rule: name, Reason: match + " denies it", Code: CodeForbidden}
+	}
+	if len(ixn.Permissions) > 0 {
+		perms, err := compilePermissions(name, ixn.Permissions)
+		if err != nil {
+			return rule{}, err
+		}
+		r.perms = perms
+		r.noPerm = defaultDecision(defaultAllow)
+		r.noPerm.Rule = name
+		r.noPerm.Reason = match + " has no permission matching the request; " + r.noPerm.Reason[len("no intention matches the source; "):]
+		r.noPermAuthFail = r.noPerm
+		if !defaultAllow {
+			r.noPermAuthFail.Code = CodeUnauthenticated
+			r.noPermAuthFail.Reason = match + " allows the request only with a valid token"
+		}
 	}
 	r.summary = RuleSummary{
 		Rule:            name,
@@ -215,7 +240,10 @@ func compileRule(ixn *api.Intention) rule {
 		SourceName:      r.srcName,
 		Action:          action,
 	}
-	return r
+	for _, p := range r.perms {
+		r.summary.Permissions = append(r.summary.Permissions, p.summary)
+	}
+	return r, nil
 }
 
 // precedence computes an intention's precedence as Consul Community Edition
@@ -326,7 +354,7 @@ func defaultDecision(allow bool) Decision {
 	if allow {
 		return Decision{Allow: true, Rule: RuleDefault, Reason: "no intention matches the source; the default policy allows"}
 	}
-	return Decision{Allow: false, Rule: RuleDefault, Reason: "no intention matches the source; the default policy denies"}
+	return Decision{Allow: false, Rule: RuleDefault, Reason: "no intention matches the source; the default policy denies", Code: CodeForbidden}
 }
 
 // AuthorizeL4 decides whether the peer with SPIFFE ID src may open a
@@ -341,28 +369,29 @@ func defaultDecision(allow bool) Decision {
 // AuthorizeL4 is safe for concurrent use, never blocks, and does not allocate
 // unless it denies for RuleIdentity or RuleTrustDomain.
 func (in *Intentions) AuthorizeL4(src spiffeid.ID) Decision {
-	if in == nil {
-		return Decision{Allow: false, Rule: RuleNotLoaded, Reason: "intentions not loaded"}
+	r, d := in.source(src)
+	if r == nil {
+		return d
 	}
+	return r.decision
+}
+
+// identity checks that src is a Consul service identity of the trust
+// domain; otherwise it returns the denial.
+func (in *Intentions) identity(src spiffeid.ID) (Decision, mtls.ServiceID, bool) {
 	sid, err := mtls.ParseServiceID(src)
 	if err != nil {
 		reason := "source presented no SPIFFE ID"
 		if !src.IsZero() {
 			reason = "source " + src.String() + " is not a Consul service identity"
 		}
-		return Decision{Allow: false, Rule: RuleIdentity, Reason: reason}
+		return Decision{Allow: false, Rule: RuleIdentity, Reason: reason, Code: CodeForbidden}, sid, false
 	}
 	if sid.TrustDomain != in.trustDomain {
-		return Decision{Allow: false, Rule: RuleTrustDomain, Reason: "source trust domain " +
-			strconv.Quote(sid.TrustDomain.Name()) + " is not " + strconv.Quote(in.trustDomain.Name())}
+		return Decision{Allow: false, Rule: RuleTrustDomain, Code: CodeForbidden, Reason: "source trust domain " +
+			strconv.Quote(sid.TrustDomain.Name()) + " is not " + strconv.Quote(in.trustDomain.Name())}, sid, false
 	}
-	partition := orDefault(sid.Partition)
-	for i := range in.rules {
-		if r := &in.rules[i]; r.matches(partition, sid.Namespace, sid.Service) {
-			return r.decision
-		}
-	}
-	return in.defaultDecision
+	return Decision{}, sid, true
 }
 
 // Summary describes compiled intentions for /config_dump and the admin
@@ -378,6 +407,13 @@ type Summary struct {
 	Rules []RuleSummary `json:"rules"`
 	// Ignored lists the intentions that can never match, and why.
 	Ignored []IgnoredIntention `json:"ignored,omitempty"`
+	// Local rules only: how rules combine, the JWT requirement every
+	// request must meet, and whether they only report (dry run).
+	Combining string `json:"combining,omitempty"`
+	JWT       string `json:"jwt_requirement,omitempty"`
+	DryRun    bool   `json:"dry_run,omitempty"`
+	// Local is the local rules layered over the intentions, if any.
+	Local *Summary `json:"local,omitempty"`
 }
 
 // RuleSummary describes one compiled intention.
@@ -387,10 +423,19 @@ type RuleSummary struct {
 	SourcePartition string `json:"source_partition,omitempty"`
 	SourceNamespace string `json:"source_namespace,omitempty"`
 	SourceName      string `json:"source_name,omitempty"`
-	// Match is what an SPIFFE-ID rule matches (intentions leave it empty).
+	// Match is what a local rule matches (intentions leave it empty).
 	Match string `json:"match,omitempty"`
-	// Action is "allow", "deny" or "deny (L7 permissions)".
+	// Action is "allow", "deny" or "L7 permissions".
 	Action string `json:"action"`
+	// Permissions are an L7 intention's permissions, in evaluation order.
+	Permissions []PermissionSummary `json:"permissions,omitempty"`
+}
+
+// PermissionSummary describes one L7 permission of an intention.
+type PermissionSummary struct {
+	Rule   string `json:"rule"`
+	Action string `json:"action"`
+	Match  string `json:"match"`
 }
 
 // IgnoredIntention is an intention that Compile accepted but left out.
@@ -421,52 +466,3 @@ func (in *Intentions) Summary() Summary {
 	}
 	return s
 }
-
-// Policy is a compiled, immutable rule set: Consul intentions
-// (*Intentions) or SPIFFE-ID rules (*IDRules). AuthorizeL4 is safe for
-// concurrent use and never blocks.
-type Policy interface {
-	AuthorizeL4(src spiffeid.ID) Decision
-	// Summary describes the rules for /config_dump and the admin views.
-	Summary() Summary
-}
-
-// Authorizer holds the current policy and authorizes against it. The zero
-// value is ready to use and denies every connection (RuleNotLoaded) until
-// Store is called. It must not be copied after first use.
-//
-// One goroutine (the loader) calls Store; any number call AuthorizeL4 and
-// Load concurrently. Nothing blocks or takes a lock.
-type Authorizer struct {
-	current atomic.Pointer[Policy]
-}
-
-// Store publishes p for every later AuthorizeL4 call. Connections already
-// authorized are not re-evaluated. Storing nil makes every connection deny.
-func (a *Authorizer) Store(p Policy) {
-	if p == nil {
-		a.current.Store(nil)
-		return
-	}
-	a.current.Store(&p)
-}
-
-// Load returns the current policy, or nil before the first Store.
-func (a *Authorizer) Load() Policy {
-	if p := a.current.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// AuthorizeL4 authorizes src against the current policy; with none loaded
-// it denies (RuleNotLoaded).
-func (a *Authorizer) AuthorizeL4(src spiffeid.ID) Decision {
-	p := a.current.Load()
-	if p == nil {
-		return notLoaded
-	}
-	return (*p).AuthorizeL4(src)
-}
-
-var notLoaded = Decision{Allow: false, Rule: RuleNotLoaded, Reason: "authorization rules not loaded"}

@@ -425,7 +425,8 @@ func TestSummary(t *testing.T) {
 		TrustDomain: testTD,
 		Default:     "allow",
 		Rules: []RuleSummary{
-			{Rule: "intention web<-api (id api-web)", Precedence: 9, SourcePartition: "default", SourceNamespace: "default", SourceName: "api", Action: "deny (L7 permissions)"},
+			{Rule: "intention web<-api (id api-web)", Precedence: 9, SourcePartition: "default", SourceNamespace: "default", SourceName: "api", Action: "L7 permissions",
+				Permissions: []PermissionSummary{{Rule: "intention web<-api (id api-web) permission 1", Action: "allow", Match: "path_prefix=/"}}},
 			{Rule: "intention web<-db", Precedence: 9, SourcePartition: "default", SourceNamespace: "default", SourceName: "db", Action: "allow"},
 			{Rule: "intention web<-* (id *-web)", Precedence: 8, SourcePartition: "default", SourceNamespace: "default", SourceName: "*", Action: "deny"},
 		},

@@ -16,6 +16,7 @@ import (
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/mtls"
+	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 )
 
@@ -39,6 +40,7 @@ func (s *Sidecar) listenAdmin() (net.Listener, error) {
 //	GET /config_dump   the effective configuration and state, as JSON
 //	GET /clusters      each upstream's endpoints with their live state, as JSON
 //	GET /certs         the leaf certificate and trusted roots in use, as JSON
+//	GET /authz/explain what the policy would decide for a peer and request, and why
 //	GET /logging       the log level; POST /logging?level=debug changes it
 //	GET /debug/pprof/  Go's profiles, only with Options.Pprof
 func (s *Sidecar) serveAdmin(ctx context.Context, ln net.Listener) error {
@@ -49,6 +51,7 @@ func (s *Sidecar) serveAdmin(ctx context.Context, ln net.Listener) error {
 	mux.HandleFunc("GET /config_dump", s.handleConfigDump)
 	mux.HandleFunc("GET /clusters", s.handleClusters)
 	mux.HandleFunc("GET /certs", s.handleCerts)
+	mux.HandleFunc("GET /authz/explain", s.handleExplain)
 	mux.HandleFunc("GET /logging", s.handleLogging)
 	mux.HandleFunc("POST /logging", s.handleLogging)
 	if s.opts.Pprof {
@@ -122,9 +125,12 @@ type ConfigDump struct {
 	Config     *Config              `json:"config,omitempty"`
 	Identity   *mtls.IdentityStatus `json:"identity,omitempty"`
 	Intentions any                  `json:"intentions,omitempty"`
-	Upstreams  []UpstreamDump       `json:"upstreams"`
-	Watches    []consul.Status      `json:"watches"`
-	Stats      map[string]int64     `json:"stats"`
+	// JWTProviders are the JWT providers' key sets: where from, when
+	// loaded, whether stale.
+	JWTProviders []jwtauth.ProviderStatus `json:"jwt_providers,omitempty"`
+	Upstreams    []UpstreamDump           `json:"upstreams"`
+	Watches      []consul.Status          `json:"watches"`
+	Stats        map[string]int64         `json:"stats"`
 	// DrainTimeout is how long shutdown waits for open connections.
 	DrainTimeout string `json:"drain_timeout"`
 }
@@ -183,6 +189,9 @@ func (s *Sidecar) Dump() ConfigDump {
 	}
 	if in := s.authz.Load(); in != nil {
 		d.Intentions = in.Summary()
+	}
+	if v := s.opts.JWT; v != nil {
+		d.JWTProviders = v.Status()
 	}
 	if w := s.regW.Load(); w != nil {
 		d.Watches = append(d.Watches, w.Status())

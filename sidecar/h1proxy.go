@@ -18,6 +18,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outrider-mesh/outrider/policy"
+	"github.com/outrider-mesh/outrider/policy/jwtauth"
+	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
@@ -81,10 +83,14 @@ type h1Proxy struct {
 	tel             *telemetry
 	route           *metrics.Route
 	peer            string // inbound: the client sidecar's SPIFFE ID
-	// authorize, inbound, decides every request: intentions change while
+	// authz, inbound, decides every request: intentions change while
 	// pooled connections from other sidecars stay open, so the decision
-	// made at their handshake is not enough.
-	authorize func() policy.Decision
+	// made at their handshake is not enough, and L7 rules need the
+	// request. Paths are normalized with norm first; jwt, when set,
+	// verifies bearer tokens.
+	authz *connAuthz
+	norm  pathnorm.Options
+	jwt   *jwtauth.Verifier
 }
 
 // h1Conn is the per-connection state; its heads and buffers are reused for
@@ -104,6 +110,12 @@ type h1Conn struct {
 	// and must not close the pooled upstream connection.
 	clientClose bool
 	rec         record
+
+	// inbound authorization, reused for every request
+	authReq   policy.Request
+	tokens    tokenMemo
+	pathBuf   []byte // a normalized path
+	targetBuf []byte // a rewritten request target
 }
 
 // drainState lets shutdown close a keep-alive connection between requests
@@ -250,7 +262,7 @@ func (hc *h1Conn) finish() {
 			Peer: p.peer, Downstream: hc.c.RemoteAddr().String(),
 			Method: unsafeString(req.Method), Authority: unsafeString(req.Host), Path: unsafeString(req.Target), Protocol: protocol,
 			Status: r.status, Flags: r.flag, RxBytes: r.rx, TxBytes: r.tx, Endpoint: r.endpoint,
-			RequestID: unsafeString(rid), Attempts: r.attempts,
+			RequestID: unsafeString(rid), Attempts: r.attempts, Rule: r.rule,
 		})
 	}
 }
@@ -265,6 +277,19 @@ func unsafeString(b []byte) string {
 
 func (hc *h1Conn) forwardAttempts() bool {
 	p, req := hc.p, &hc.req
+	var path string
+	if p.authz != nil {
+		// Before anything reads the target: the span, the log and the
+		// application all see the normalized path the rules matched.
+		var err error
+		if path, err = hc.normalizeH1(p.norm); err != nil {
+			p.stat.badRequests.Add(1)
+			logBadPath(p.log, p.peer, string(req.Method), string(req.Target), err)
+			hc.fail(400, "malformed request path", errBadPath, true)
+			hc.rec.flag = "BR"
+			return false
+		}
+	}
 	if p.inbound {
 		hc.setForwarded()
 	}
@@ -303,12 +328,17 @@ func (hc *h1Conn) forwardAttempts() bool {
 			parent = tel.prop.Extract(base, carrier)
 		}
 	}
-	if p.authorize != nil {
-		if d := p.authorize(); !d.Allow {
+	if p.authz != nil {
+		if d := hc.authorize(path); !d.Allow {
 			keep := !hc.clientClose && req.Body == http1.BodyNone
-			p.log.Warn("request denied", "peer", p.peer, "method", string(req.Method), "path", string(req.Target),
-				"reason", "denied by "+d.Rule+": "+d.Reason)
-			hc.fail(403, "denied by policy", errDenied, !keep)
+			dn := denialFor(d, hc.tokens.errFor(d.Provider))
+			hc.rec.status, hc.rec.flag = dn.status, "DI"
+			if dn.challenge != "" {
+				http1.WriteError(hc.bw, dn.status, dn.body, !keep, headerError, dn.code, "WWW-Authenticate", dn.challenge)
+			} else {
+				http1.WriteError(hc.bw, dn.status, dn.body, !keep, headerError, dn.code)
+			}
+			hc.bw.Flush()
 			return keep
 		}
 	}
@@ -378,6 +408,26 @@ func (hc *h1Conn) forwardAttempts() bool {
 	p.log.Error("upstream unavailable", "upstream", p.target.name(), "method", string(req.Method), "path", string(req.Target), "error", lastErr)
 	hc.fail(503, "upstream connect error", errConnectFailure, !keep)
 	return keep
+}
+
+// authorize decides the current request, whose normalized path is path,
+// and on an allow applies the JWT providers' forwarding.
+func (hc *h1Conn) authorize(path string) policy.Decision {
+	p, req, ar := hc.p, &hc.req, &hc.authReq
+	ar.Method, ar.Path, ar.Header, ar.Auth = unsafeString(req.Method), path, h1Headers{&req.Header}, nil
+	if p.jwt != nil {
+		spoofable(p.jwt, h1Editor{hc})
+		hc.tokens.v = p.jwt
+		hc.tokens.reset(h1JWTRequest{req})
+		ar.Auth = &hc.tokens
+	}
+	d := p.authz.decide(ar)
+	hc.rec.rule = d.Rule
+	noteDecision(hc.rec.span, d)
+	if d.Allow && p.jwt != nil {
+		hc.tokens.forward(h1Editor{hc})
+	}
+	return d
 }
 
 // exchange runs one request/response on uc. retry reports that uc was a

@@ -20,6 +20,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outrider-mesh/outrider/policy"
+	"github.com/outrider-mesh/outrider/policy/jwtauth"
+	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
@@ -73,8 +75,11 @@ func newH2Server(h http.Handler, maxHeaderBytes int, log *slog.Logger) *h2Server
 type connInfo struct {
 	src  netip.Addr
 	peer string // peer SPIFFE ID (inbound)
-	// authorize decides each request (inbound; nil outbound).
-	authorize func() policy.Decision
+	// authz decides each request (inbound; nil outbound), after its path
+	// is normalized with norm; jwt verifies bearer tokens when set.
+	authz *connAuthz
+	norm  pathnorm.Options
+	jwt   *jwtauth.Verifier
 }
 
 type connInfoKey struct{}
@@ -241,12 +246,7 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 			r.Body = body
 		}
 		sw := &statusWriter{ResponseWriter: w}
-		if d, denied := authorizeRequest(ci); denied {
-			rec.flag = "DI"
-			log.Warn("request denied", "peer", ci.peer, "method", r.Method, "path", r.URL.Path,
-				"reason", "denied by "+d.Rule+": "+d.Reason)
-			denyRequest(sw, r)
-		} else {
+		if ci.authz == nil || authorizeH2(sw, r, ci, rec, span, log) {
 			rp.ServeHTTP(sw, r.WithContext(ctx))
 		}
 		total := time.Since(start)
@@ -268,34 +268,65 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 				Direction: dir, Upstream: name, TraceID: rec.traceID, SpanID: rec.spanID,
 				Peer: ci.peer, Downstream: r.RemoteAddr, Method: r.Method, Authority: r.Host, Path: r.URL.RequestURI(),
 				Protocol: r.Proto, Status: sw.status, Flags: rec.flag, RxBytes: body.n, TxBytes: sw.bytes,
-				Endpoint: rec.endpoint, RequestID: r.Header.Get("X-Request-Id"), Attempts: rec.attempts,
+				Endpoint: rec.endpoint, RequestID: r.Header.Get("X-Request-Id"), Attempts: rec.attempts, Rule: rec.rule,
 			})
 		}
 	})
 }
 
-// authorizeRequest applies the connection's per-request authorization.
-func authorizeRequest(ci connInfo) (policy.Decision, bool) {
-	if ci.authorize == nil {
-		return policy.Decision{Allow: true}, false
+// authorizeH2 normalizes r's path and decides r; it answers a denied or
+// malformed request itself and reports whether r may be forwarded.
+func authorizeH2(w http.ResponseWriter, r *http.Request, ci connInfo, rec *h2Record, span trace.Span, log *slog.Logger) bool {
+	path, err := normalizeH2(r, ci.norm)
+	if err != nil {
+		rec.flag = "BR"
+		ci.authz.in.stat.badRequests.Add(1)
+		logBadPath(log, ci.peer, r.Method, r.RequestURI, err)
+		denyRequest(w, r, denial{400, errBadPath, "malformed request path", 3, ""})
+		return false
 	}
-	d := ci.authorize()
-	return d, !d.Allow
+	req := &policy.Request{Method: r.Method, Path: path, Header: h2Headers(r.Header)}
+	var tokens *tokenMemo
+	if ci.jwt != nil {
+		spoofable(ci.jwt, h2Editor{r})
+		tokens = &tokenMemo{v: ci.jwt, req: h2JWTRequest{r}}
+		req.Auth = tokens
+	}
+	d := ci.authz.decide(req)
+	rec.rule = d.Rule
+	noteDecision(span, d)
+	if !d.Allow {
+		rec.flag = "DI"
+		var terr error
+		if tokens != nil {
+			terr = tokens.errFor(d.Provider)
+		}
+		denyRequest(w, r, denialFor(d, terr))
+		return false
+	}
+	if tokens != nil {
+		tokens.forward(h2Editor{r})
+	}
+	return true
 }
 
-// denyRequest answers a denied request: 403, or PERMISSION_DENIED for gRPC.
-func denyRequest(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set(headerError, errDenied)
+// denyRequest answers a request the sidecar refuses: the denial's status,
+// or for gRPC the matching status code in a trailers-only answer.
+func denyRequest(w http.ResponseWriter, r *http.Request, dn denial) {
+	w.Header().Set(headerError, dn.code)
+	if dn.challenge != "" {
+		w.Header().Set("WWW-Authenticate", dn.challenge)
+	}
 	if isGRPC(r) {
 		w.Header().Set("Content-Type", "application/grpc")
-		w.Header().Set("Grpc-Status", "7")
-		w.Header().Set("Grpc-Message", "outrider: denied by policy")
+		w.Header().Set("Grpc-Status", strconv.Itoa(dn.grpc))
+		w.Header().Set("Grpc-Message", "outrider: "+dn.body)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(http.StatusForbidden)
-	io.WriteString(w, "denied by policy\n")
+	w.WriteHeader(dn.status)
+	io.WriteString(w, dn.body+"\n")
 }
 
 // h2Record carries one request's telemetry and hash-policy cookie between
@@ -307,6 +338,7 @@ type h2Record struct {
 	flag        string
 	endpoint    string
 	attempts    int
+	rule        string // the authorization rule that decided (inbound)
 	upstreamDur time.Duration
 	traceID     string
 	spanID      string

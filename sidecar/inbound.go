@@ -18,6 +18,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outrider-mesh/outrider/policy"
+	"github.com/outrider-mesh/outrider/policy/jwtauth"
+	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
@@ -45,11 +47,14 @@ type inbound struct {
 	route   *metrics.Route
 	metrics *metrics.Metrics
 	authz   *policy.Authorizer
+	norm    pathnorm.Options  // how request paths are normalized
+	jwt     *jwtauth.Verifier // nil: no JWT providers
 }
 
 func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 	in := &inbound{ln: ln, log: s.log, stat: &s.stat, loops: s.loops, conns: s.conns,
-		tel: s.tel, route: s.tel.metrics.Route(metrics.Inbound, "local_app"), metrics: s.tel.metrics, authz: &s.authz}
+		tel: s.tel, route: s.tel.metrics.Route(metrics.Inbound, "local_app"), metrics: s.tel.metrics, authz: &s.authz,
+		norm: s.opts.PathNormalization, jwt: s.opts.JWT}
 	in.cfg.Store(cfg)
 	dial := func(ctx context.Context) (net.Conn, error) {
 		cfg := in.cfg.Load()
@@ -205,7 +210,8 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 	in.route.Connection(1)
 	defer in.route.Connection(-1)
 	br := getReader(tc)
-	info := connInfo{src: remoteIP(tracked), peer: peer, authorize: in.authorizer(peerID)}
+	az := &connAuthz{in: in, peer: peerID}
+	info := connInfo{src: remoteIP(tracked), peer: peer, authz: az, norm: in.norm, jwt: in.jwt}
 	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
 	if !h2 && cfg.Protocol == HTTP {
 		tc.SetReadDeadline(time.Now().Add(clientIdleTimeout))
@@ -217,7 +223,7 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 		if string(first) != "PRI" {
 			p := &h1Proxy{target: in, log: in.log, stat: in.stat, maxHeaderBytes: cfg.MaxHeaderBytes,
 				responseTimeout: cfg.LocalRequestTimeout, inbound: true, tel: in.tel, route: in.route, peer: peer,
-				authorize: info.authorize}
+				authz: az, norm: in.norm, jwt: in.jwt}
 			p.serve(tc, br, in.conns, tracked)
 			putReader(br)
 			return
@@ -226,17 +232,4 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 	}
 	// The HTTP server owns br from here on; it is not pooled.
 	in.h2Server.serveConn(&bufferedConn{Conn: tc, r: br}, info)
-}
-
-// authorizer decides one request from peer with the current intentions
-// (the same L4 rules the handshake applied), counting denials.
-func (in *inbound) authorizer(peer spiffeid.ID) func() policy.Decision {
-	return func() policy.Decision {
-		d := in.authz.AuthorizeL4(peer)
-		in.metrics.AuthzDecision(d.Allow, d.Rule)
-		if !d.Allow {
-			in.stat.denied.Add(1)
-		}
-		return d
-	}
 }

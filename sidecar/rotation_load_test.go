@@ -42,7 +42,7 @@ func TestRotationUnderLoad(t *testing.T) {
 	webID, clientID := mint(ca, "/web"), mint(ca, "/client")
 
 	app := startHTTPApp(t, "web-1")
-	rules, err := policy.CompileIDRules([]policy.IDRule{{Allow: true, ID: spiffeid.RequireFromPath(td, "/client")}}, false)
+	rules, err := policy.CompileRules([]policy.Rule{{Allow: true, ID: spiffeid.RequireFromPath(td, "/client")}}, policy.RulesOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestRotationUnderLoad(t *testing.T) {
 		Identity: webID, Policy: rules,
 	})
 	endpoints := []discovery.Endpoint{{Address: webPublic, Weight: 1, Identity: spiffeid.RequireFromPath(td, "/web")}}
-	none, _ := policy.CompileIDRules(nil, false)
+	none, _ := policy.CompileRules(nil, policy.RulesOptions{})
 	client := startSidecar(t, nil, sidecar.Options{
 		Config: &sidecar.Config{Service: "client", Upstreams: []sidecar.Upstream{
 			{DestinationName: "web", BindAddress: httpUp, Protocol: sidecar.HTTP, Endpoints: endpoints},

@@ -22,6 +22,8 @@ import (
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/mtls/consulca"
 	"github.com/outrider-mesh/outrider/policy"
+	"github.com/outrider-mesh/outrider/policy/jwtauth"
+	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
@@ -94,6 +96,17 @@ type Options struct {
 	// Policy, when set, authorizes inbound peers instead of the Consul
 	// intentions of the proxied service.
 	Policy policy.Policy
+	// LocalPolicy, when set, is layered over Policy or the intentions: a
+	// request must be allowed by both (StoreLocalPolicy replaces it).
+	LocalPolicy *policy.Rules
+	// JWT verifies the bearer tokens that rules ask for; the sidecar runs
+	// it (fetching and refreshing remote key sets). nil: no providers, so
+	// a rule that needs a token never matches.
+	JWT *jwtauth.Verifier
+	// PathNormalization relaxes how inbound HTTP request paths are
+	// normalized before rules match them (the zero value is the safe
+	// default).
+	PathNormalization pathnorm.Options
 }
 
 // Sidecar is one running Consul Connect sidecar.
@@ -335,6 +348,9 @@ func (s *Sidecar) run(ctx context.Context) error {
 	id = mtls.FailClosed(id, s.reportExpired)
 	s.identity.Store(&id)
 	g.Go(func() error { return id.Run(gctx) })
+	if v := s.opts.JWT; v != nil {
+		g.Go(func() error { return v.Run(gctx) })
+	}
 
 	g.Go(func() error {
 		select {
@@ -350,9 +366,11 @@ func (s *Sidecar) run(ctx context.Context) error {
 		st := id.Status()
 		s.log.Info("identity loaded", "service", cfg.Service, "source", st.Source, "spiffe_id", svid.ID.String(),
 			"trust_domain", td.Name(), "not_after", st.NotAfter)
+		if s.opts.LocalPolicy != nil {
+			s.StoreLocalPolicy(s.opts.LocalPolicy)
+		}
 		if s.opts.Policy != nil {
-			s.authz.Store(s.opts.Policy)
-			s.log.Info("authorization rules loaded", "rules", len(s.opts.Policy.Summary().Rules), "default", s.opts.Policy.Summary().Default)
+			s.StorePolicy(s.opts.Policy)
 		} else {
 			g.Go(func() error { return s.watchIntentions(gctx, cfg.Service, td) })
 		}
@@ -546,11 +564,43 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 	return errors.Join(errs...)
 }
 
+// StorePolicy replaces the base policy (static mode's rules): new
+// connections and every request from now on are decided by it.
+func (s *Sidecar) StorePolicy(p policy.Policy) {
+	s.authz.Store(p)
+	sum := p.Summary()
+	s.log.Info("authorization rules loaded", "rules", len(sum.Rules), "default", sum.Default, "dry_run", sum.DryRun)
+}
+
+// StoreLocalPolicy replaces the local rules layered over the base policy
+// (nil removes them), as a reload of the policy file does.
+func (s *Sidecar) StoreLocalPolicy(r *policy.Rules) {
+	s.authz.StoreLocal(r)
+	if r != nil {
+		sum := r.Summary()
+		s.log.Info("local authorization rules loaded", "rules", len(sum.Rules), "default", sum.Default, "dry_run", sum.DryRun)
+	}
+}
+
 func (s *Sidecar) authorize(cfg *Config) mtls.Authorizer {
 	service := cfg.Service
 	return func(peer spiffeid.ID) error {
-		d := s.authz.AuthorizeL4(peer)
-		s.metrics.AuthzDecision(d.Allow, d.Rule)
+		// An HTTP service admits a peer that some rule may allow requests
+		// from; each request is then decided on its own. A tcp service
+		// decides the connection for good.
+		var d policy.Decision
+		if c := s.config.Load(); c != nil && c.Public.Protocol.L7() {
+			d = s.authz.Admit(peer)
+		} else {
+			d = s.authz.AuthorizeL4(peer)
+		}
+		switch {
+		case d.DryRun:
+			s.metrics.AuthzWouldDeny(d.Rule)
+			s.log.Info("dry run: connection would be denied", "service", service, "peer", peer.String(), "rule", d.Rule, "reason", d.Reason)
+		default:
+			s.metrics.AuthzDecision(d.Allow, d.Rule)
+		}
 		if !d.Allow {
 			s.stat.denied.Add(1)
 			return fmt.Errorf("policy: %s denied by %s: %s", peer, d.Rule, d.Reason)

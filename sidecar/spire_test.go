@@ -58,14 +58,14 @@ func TestSPIREMixedModeRotationUnderLoad(t *testing.T) {
 			spiffesource.WithLogger(log), spiffesource.WithBackoff(50*time.Millisecond, time.Second))
 	}
 	webID, clientID := source("web"), source("client")
-	rules, _ := policy.CompileIDRules([]policy.IDRule{{Allow: true, ID: spiffeid.RequireFromPath(td, "/client")}}, false)
+	rules, _ := policy.CompileRules([]policy.Rule{{Allow: true, ID: spiffeid.RequireFromPath(td, "/client")}}, policy.RulesOptions{})
 	web := startSidecar(t, nil, sidecar.Options{
 		Config: &sidecar.Config{Service: "web", Public: sidecar.PublicListener{
 			BindAddress: fmt.Sprintf("127.0.0.1:%d", webPublic), LocalService: fmt.Sprintf("127.0.0.1:%d", app.port()), Protocol: sidecar.HTTP}},
 		Identity: webID, Policy: rules,
 	})
 	fromMeta := func(in consul.Instance) (spiffeid.ID, error) { return spiffeid.FromString(in.Meta["spiffe_id"]) }
-	none, _ := policy.CompileIDRules(nil, false)
+	none, _ := policy.CompileRules(nil, policy.RulesOptions{})
 	client := startSidecar(t, a, sidecar.Options{
 		Config: &sidecar.Config{Service: "client", Upstreams: []sidecar.Upstream{{
 			DestinationName: "web", BindAddress: upstream, Protocol: sidecar.HTTP, Identities: fromMeta}}},

@@ -42,10 +42,10 @@ func startStaticPair(t *testing.T) *staticPair {
 	p := &staticPair{ca: ca, webPublic: fmt.Sprintf("127.0.0.1:%d", ports[0]), upstream: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 	app := startHTTPApp(t, "web-1")
 	td := ca.TrustDomain()
-	rules, err := policy.CompileIDRules([]policy.IDRule{
+	rules, err := policy.CompileRules([]policy.Rule{
 		{Allow: false, TrustDomain: td, PathPrefix: "/ns/test"},
 		{Allow: true, ID: spiffeid.RequireFromPath(td, "/client")},
-	}, false)
+	}, policy.RulesOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func startStaticPair(t *testing.T) *staticPair {
 // spiffe://example.org/web.
 func startClient(t *testing.T, name string, id mtls.Identity, bind, web string) *runningSidecar {
 	t.Helper()
-	allowNone, _ := policy.CompileIDRules(nil, false)
+	allowNone, _ := policy.CompileRules(nil, policy.RulesOptions{})
 	return startSidecar(t, nil, sidecar.Options{
 		Config: &sidecar.Config{Service: name, Upstreams: []sidecar.Upstream{{
 			DestinationName: "web", BindAddress: bind, Protocol: sidecar.HTTP,
@@ -234,7 +234,7 @@ func TestL7UpstreamBeforeDiscoveryAnswers503(t *testing.T) {
 	}
 	ports := consultest.FreePorts(t, 1)
 	bind := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	none, _ := policy.CompileIDRules(nil, false)
+	none, _ := policy.CompileRules(nil, policy.RulesOptions{})
 	log, _ := testLoggerLevel(t, "client")
 	sc, err := sidecar.New(dead, sidecar.Options{
 		Config:   &sidecar.Config{Service: "client", Upstreams: []sidecar.Upstream{{DestinationName: "web", BindAddress: bind, Protocol: sidecar.HTTP}}},

@@ -81,6 +81,7 @@ type record struct {
 	rx, tx      int64 // body bytes from the client, to the client
 	endpoint    string
 	attempts    int
+	rule        string     // the authorization rule that decided (inbound)
 	span        trace.Span // the server span (inbound) or the last client span (outbound)
 	traceID     string
 	spanID      string

@@ -22,6 +22,8 @@ import (
 
 	"github.com/outrider-mesh/outrider/config"
 	"github.com/outrider-mesh/outrider/discovery/consul"
+	"github.com/outrider-mesh/outrider/policy/jwtauth"
+	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/tracing"
@@ -102,6 +104,8 @@ type runFlags struct {
 	grace        time.Duration
 	postQuantum  bool
 
+	policyFile string
+
 	// Telemetry.
 	otlpEndpoint    string
 	traceSampling   float64
@@ -141,6 +145,8 @@ func runFlagSet(f *runFlags, stderr io.Writer) *flag.FlagSet {
 		"ID of the connect-proxy service registration to serve (env CONNECT_PROXY_ID)")
 	fs.StringVar(&f.configFile, "config", os.Getenv("OUTRIDER_CONFIG"),
 		"static mode: run from this configuration file (outrider.yaml; see config/CONFIG.md) instead of a Consul registration (env OUTRIDER_CONFIG)")
+	fs.StringVar(&f.policyFile, "policy", os.Getenv("OUTRIDER_POLICY"),
+		"local authorization rules and JWT providers layered over Consul's intentions (a YAML file; see config/CONFIG.md); SIGHUP re-reads it (env OUTRIDER_POLICY)")
 	fs.StringVar(&f.adminBind, "admin-bind", "127.0.0.1:19000", "host:port of the admin endpoints (/ready, /config_dump); - to disable")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 15*time.Second, "how long shutdown waits for open connections")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -197,6 +203,9 @@ func (f *runFlags) validate(fs *flag.FlagSet) error {
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if f.policyFile != "" && f.configFile != "" {
+		return errors.New("-policy: with -config, write the rules in the file's authorization section")
 	}
 	switch {
 	case f.configFile != "" && (f.sidecarFor != "" || f.proxyID != "" || f.register):
@@ -375,18 +384,18 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "outrider run: consul client:", err)
 		return exitFail
 	}
-	if len(onHUP) > 0 {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer func() { signal.Stop(hup); close(hup) }()
-		go func() {
-			for range hup {
-				log.Info("SIGHUP: reopening the access log and re-reading identity files")
-				for _, fn := range onHUP {
-					fn()
-				}
-			}
-		}()
+	var local *localPolicy
+	var norm pathnorm.Options
+	if f.policyFile != "" {
+		a, err := config.LoadPolicy(f.policyFile)
+		if err == nil {
+			local, err = compilePolicy(a, "", log)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "outrider run: -policy %s: %v\n", f.policyFile, err)
+			return exitUsage
+		}
+		norm = a.PathNormalization.Options()
 	}
 	opts := sidecar.Options{
 		SidecarFor:    f.sidecarFor,
@@ -410,6 +419,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	if st != nil {
 		opts.Config, opts.Identity, opts.Policy = &st.cfg, st.identity, st.policy
 		opts.ConsulAddress, opts.TokenSet = st.consul, st.tokenSet
+		opts.LocalPolicy, opts.JWT, opts.PathNormalization = st.local, st.jwt, st.norm
+	}
+	if local != nil {
+		opts.LocalPolicy, opts.JWT, opts.PathNormalization = local.rules, local.jwt, norm
 	}
 	if f.register {
 		proxyID, deregister, err := register(ctx, client, f, log)
@@ -435,6 +448,22 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "outrider run:", err)
 		return exitUsage
 	}
+	if f.policyFile != "" || file != nil {
+		onHUP = append(onHUP, func() { reloadPolicy(f, sc, opts.JWT, log) })
+	}
+	if len(onHUP) > 0 {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer func() { signal.Stop(hup); close(hup) }()
+		go func() {
+			for range hup {
+				log.Info("SIGHUP: reopening the access log and re-reading identity files and authorization rules")
+				for _, fn := range onHUP {
+					fn()
+				}
+			}
+		}()
+	}
 	if file != nil {
 		log.Info("outrider starting", "version", version, "concurrency", threads, "config", f.configFile, "service", file.Service)
 	} else {
@@ -446,6 +475,59 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log.Info("outrider stopped")
 	return exitOK
+}
+
+// reloadPolicy re-reads the authorization rules (the -policy file, or the
+// -config file's authorization section) and swaps them in; a file that
+// does not load or compile keeps the rules in force. JWT providers are
+// read at start only: their key files are re-read, and a changed provider
+// list needs a restart.
+func reloadPolicy(f runFlags, sc *sidecar.Sidecar, running *jwtauth.Verifier, log *slog.Logger) {
+	path, at := f.policyFile, ""
+	var a *config.Authorization
+	var err error
+	if path != "" {
+		a, err = config.LoadPolicy(path)
+	} else {
+		path, at = f.configFile, "authorization."
+		var file *config.File
+		if file, err = config.Load(path); err == nil {
+			a = &file.Authorization
+		}
+	}
+	var lp *localPolicy
+	if err == nil {
+		lp, err = compilePolicy(a, at, log)
+	}
+	if err == nil {
+		for _, name := range lp.rules.Providers() {
+			if running == nil {
+				err = fmt.Errorf("provider %q: jwt_providers were added; restart to load them", name)
+				break
+			}
+			if _, ok := running.Provider(name); !ok {
+				err = fmt.Errorf("provider %q is not one of the running jwt_providers; restart to load new providers", name)
+				break
+			}
+		}
+	}
+	if err != nil {
+		log.Error("authorization rules not reloaded; keeping the rules in force", "file", path, "error", err)
+		return
+	}
+	if running != nil {
+		running.Reload()
+	}
+	switch {
+	case f.policyFile != "":
+		sc.StoreLocalPolicy(lp.rules)
+	case !a.ConsulIntentions:
+		sc.StorePolicy(lp.rules)
+	case len(a.Rules) > 0 || a.JWT != nil:
+		sc.StoreLocalPolicy(lp.rules)
+	default:
+		sc.StoreLocalPolicy(nil)
+	}
 }
 
 // fromFile takes the admin and telemetry settings of a configuration file

@@ -18,6 +18,8 @@ import (
 	"github.com/outrider-mesh/outrider/mtls/filesource"
 	"github.com/outrider-mesh/outrider/mtls/spiffesource"
 	"github.com/outrider-mesh/outrider/policy"
+	"github.com/outrider-mesh/outrider/policy/jwtauth"
+	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 )
@@ -29,8 +31,11 @@ type static struct {
 	cfg      sidecar.Config
 	identity mtls.Identity // nil: Consul's Connect CA (the sidecar makes it)
 	policy   policy.Policy // nil: Consul intentions
-	client   *api.Client   // nil when nothing needs Consul
-	consul   string        // the agent's address, for logs
+	local    *policy.Rules // rules layered over the intentions, or nil
+	jwt      *jwtauth.Verifier
+	norm     pathnorm.Options
+	client   *api.Client // nil when nothing needs Consul
+	consul   string      // the agent's address, for logs
 	tokenSet bool
 	// reload re-reads file identities (SIGHUP); nil for other sources.
 	reload func()
@@ -69,20 +74,17 @@ func fromFile(f *config.File, log *slog.Logger) (*static, error) {
 		s.identity, s.reload = src, src.Reload
 	}
 
-	if !f.Authorization.ConsulIntentions {
-		rules := make([]policy.IDRule, len(f.Authorization.Rules))
-		for i, r := range f.Authorization.Rules {
-			rule, err := idRule(r)
-			if err != nil {
-				return nil, fmt.Errorf("authorization.rules[%d]: %w", i, err)
-			}
-			rules[i] = rule
-		}
-		p, err := policy.CompileIDRules(rules, f.Authorization.Default == config.Allow)
-		if err != nil {
-			return nil, fmt.Errorf("authorization: %w", err)
-		}
-		s.policy = p
+	lp, err := compilePolicy(&f.Authorization, "authorization.", log)
+	if err != nil {
+		return nil, err
+	}
+	s.jwt, s.norm = lp.jwt, f.Authorization.PathNormalization.Options()
+	switch a := f.Authorization; {
+	case !a.ConsulIntentions:
+		s.policy = lp.rules
+	case len(a.Rules) > 0 || a.JWT != nil:
+		// Rules on top of the intentions: both must allow.
+		s.local = lp.rules
 	}
 
 	if p := f.Public; p != nil {
@@ -127,22 +129,6 @@ func expectedIDs(c *config.ConsulDiscovery) consul.IdentityFunc {
 		}
 		return id, err
 	}
-}
-
-func idRule(r config.Rule) (policy.IDRule, error) {
-	rule := policy.IDRule{Allow: r.Action == config.Allow, PathPrefix: r.PathPrefix}
-	var err error
-	if r.SPIFFEID != "" {
-		if rule.ID, err = spiffeid.FromString(r.SPIFFEID); err != nil {
-			return rule, fmt.Errorf("spiffe_id: %w", err)
-		}
-	}
-	if r.TrustDomain != "" {
-		if rule.TrustDomain, err = spiffeid.TrustDomainFromString(r.TrustDomain); err != nil {
-			return rule, fmt.Errorf("trust_domain: %w", err)
-		}
-	}
-	return rule, nil
 }
 
 // loadBalancer converts the file's policy; nil keeps the protocol's

@@ -124,7 +124,7 @@ func New(service string) *Metrics {
 		m.handshake[i] = failures.WithLabelValues(reasons[i])
 	}
 	m.authz = f.counterVec("outrider_authz_decisions_total",
-		"Authorization decisions, by decision (allow or deny) and the rule that decided.",
+		"Authorization decisions, by decision (allow, deny, or would_deny for rules in dry-run mode) and the rule that decided.",
 		"decision", "rule")
 	m.otherRules = m.newRuleCounters(Other)
 	m.ejections = f.counterVec("outrider_outlier_ejections_total",
@@ -176,13 +176,14 @@ func (m *Metrics) HandshakeFailure(reason string) {
 	m.handshake[reasonIndex(reason)].Inc()
 }
 
-// ruleCounters are the two children of one rule.
-type ruleCounters struct{ allow, deny prometheus.Counter }
+// ruleCounters are the children of one rule.
+type ruleCounters struct{ allow, deny, wouldDeny prometheus.Counter }
 
 func (m *Metrics) newRuleCounters(rule string) *ruleCounters {
 	return &ruleCounters{
-		allow: m.authz.WithLabelValues("allow", rule),
-		deny:  m.authz.WithLabelValues("deny", rule),
+		allow:     m.authz.WithLabelValues("allow", rule),
+		deny:      m.authz.WithLabelValues("deny", rule),
+		wouldDeny: m.authz.WithLabelValues("would_deny", rule),
 	}
 }
 
@@ -197,6 +198,12 @@ func (m *Metrics) AuthzDecision(allow bool, rule string) {
 	} else {
 		rc.deny.Inc()
 	}
+}
+
+// AuthzWouldDeny counts a decision of rules in dry-run mode that would
+// have denied (decision="would_deny"); the request was let through.
+func (m *Metrics) AuthzWouldDeny(rule string) {
+	m.ruleCounters(rule).wouldDeny.Inc()
 }
 
 func (m *Metrics) ruleCounters(rule string) *ruleCounters {

@@ -296,10 +296,11 @@ func TestAuthzDecisionRuleCap(t *testing.T) {
 	}
 	m.AuthzDecision(false, "intention 0") // known rule: still its own label
 	m.AuthzDecision(false, Other)
+	m.AuthzWouldDeny("intention 2")
 	f := scrape(t, m)
 	series := f["outrider_authz_decisions_total"].GetMetric()
-	if len(series) != 2*(MaxRules+1) {
-		t.Errorf("%d decision series, want %d (allow and deny per rule, plus other)", len(series), 2*(MaxRules+1))
+	if len(series) != 3*(MaxRules+1) {
+		t.Errorf("%d decision series, want %d (allow, deny and would_deny per rule, plus other)", len(series), 3*(MaxRules+1))
 	}
 	for _, c := range []struct {
 		decision, rule string
@@ -308,6 +309,7 @@ func TestAuthzDecisionRuleCap(t *testing.T) {
 		{"allow", "intention 0", 1},
 		{"deny", "intention 0", 1},
 		{"deny", "intention 1", 1},
+		{"would_deny", "intention 2", 1},
 		{"allow", Other, 22},
 		{"deny", Other, 23},
 	} {

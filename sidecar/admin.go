@@ -319,6 +319,7 @@ func (s *Sidecar) handleLogging(w http.ResponseWriter, r *http.Request) {
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // rule names hold "<-"
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
 }

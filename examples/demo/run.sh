@@ -132,12 +132,17 @@ done
 [[ $denied == 1 ]] || { echo "demo: the deny intention was not enforced" >&2; exit 1; }
 printf '   $ curl 127.0.0.1:%s  ->  %s' "$FRONTEND_PORT" "$(curl -s "http://127.0.0.1:$FRONTEND_PORT/")"; echo
 echo "   why (backend sidecar log):"
-grep -h "denied by" "$work"/outrider-backend-*.log | tail -n 1 | sed 's/^/     /'
+grep -h 'msg="request denied"' "$work"/outrider-backend-*.log | tail -n 1 | sed -E 's/.*rule="?([^"]*)"? reason="([^"]*)".*/     denied by \1: \2/'
 
-bold "8. Allow it again"
-curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-intentions","Name":"backend","Sources":[{"Name":"frontend","Action":"allow"}]}' >/dev/null
+bold "8. Allow it again, at L7: frontend may GET anything but /admin (an intention with Permissions)"
+curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-intentions","Name":"backend","Sources":[{"Name":"frontend","Permissions":[
+  {"Action":"deny","HTTP":{"PathPrefix":"/admin"}},{"Action":"allow","HTTP":{"PathPrefix":"/","Methods":["GET","HEAD"]}}]}]}' >/dev/null
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$FRONTEND_PORT/" >/dev/null && break; sleep 0.2; done
 printf '   $ curl 127.0.0.1:%s  ->  %s' "$FRONTEND_PORT" "$(curl -s "http://127.0.0.1:$FRONTEND_PORT/")"; echo
+explain="http://127.0.0.1:$((ADMIN_BASE + 1))/authz/explain?source=frontend&method=GET&path=/x/../admin/users"
+echo "   would frontend be allowed GET /x/../admin/users? (backend-1's sidecar, no traffic sent)"
+echo "   \$ curl '$explain'"
+curl -s "$explain" | grep -E '"(normalized_path|status|rule)"' | head -n 3 | sed 's/^ */     /'
 
 bold "9. What the frontend's sidecar measured (Prometheus metrics on its admin port)"
 curl -s "http://127.0.0.1:$((ADMIN_BASE + 3))/metrics" | grep '^outrider_http_requests_total' | sed 's/^/   /'

@@ -544,14 +544,16 @@ func (v *Verifier) verify(p *provider, token string) (*Claims, error) {
 			return fail(UnknownKey, "unknown key id")
 		}
 	}
-	var std jwt.Claims
 	var raw map[string]any
 	verified := false
 	for _, k := range candidates {
 		if k.Algorithm != "" && k.Algorithm != h.Algorithm {
 			continue
 		}
-		if err := tok.Claims(k.Key, &std, &raw); err == nil {
+		// One decode of the payload, into the map; the registered claims
+		// are read from it (decoding into jwt.Claims too costs a second
+		// JSON pass).
+		if err := tok.Claims(k.Key, &raw); err == nil {
 			verified = true
 			break
 		}
@@ -562,17 +564,11 @@ func (v *Verifier) verify(p *provider, token string) (*Claims, error) {
 		}
 		return fail(BadSignature, "signature does not verify")
 	}
-	if std.Expiry == nil {
-		return fail(Malformed, "no exp claim")
+	c, why := registered(raw)
+	if why != "" {
+		return fail(Malformed, why)
 	}
-	c := &Claims{Issuer: std.Issuer, Subject: std.Subject, Audience: std.Audience, Expiry: std.Expiry.Time(),
-		raw: raw, payload: payloadOf(token)}
-	if std.NotBefore != nil {
-		c.NotBefore = std.NotBefore.Time()
-	}
-	if std.IssuedAt != nil {
-		c.IssuedAt = std.IssuedAt.Time()
-	}
+	c.payload = payloadOf(token)
 	if c.Issuer != p.Issuer {
 		return fail(Issuer, "issuer is not "+p.Issuer)
 	}
@@ -597,6 +593,67 @@ func (v *Verifier) verify(p *provider, token string) (*Claims, error) {
 		p.mu.Unlock()
 	}
 	return c, nil
+}
+
+// registered reads the registered claims (RFC 7519 section 4.1) from the
+// decoded payload; why says what is malformed.
+func registered(raw map[string]any) (*Claims, string) {
+	c := &Claims{raw: raw}
+	var ok bool
+	if v, has := raw["iss"]; has {
+		if c.Issuer, ok = v.(string); !ok {
+			return nil, "iss is not a string"
+		}
+	}
+	if v, has := raw["sub"]; has {
+		if c.Subject, ok = v.(string); !ok {
+			return nil, "sub is not a string"
+		}
+	}
+	switch a := raw["aud"].(type) {
+	case nil:
+	case string:
+		c.Audience = []string{a}
+	case []any:
+		for _, e := range a {
+			s, ok := e.(string)
+			if !ok {
+				return nil, "aud holds a non-string"
+			}
+			c.Audience = append(c.Audience, s)
+		}
+	default:
+		return nil, "aud is neither a string nor a list"
+	}
+	for _, t := range [...]struct {
+		name string
+		dst  *time.Time
+	}{{"exp", &c.Expiry}, {"nbf", &c.NotBefore}, {"iat", &c.IssuedAt}} {
+		v, has := raw[t.name]
+		if !has {
+			continue
+		}
+		secs, ok := numericDate(v)
+		if !ok {
+			return nil, t.name + " is not a number"
+		}
+		*t.dst = time.Unix(0, 0).Add(time.Duration(secs * float64(time.Second)))
+	}
+	if c.Expiry.IsZero() {
+		return nil, "no exp claim"
+	}
+	return c, ""
+}
+
+func numericDate(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case json.Number:
+		f, err := n.Float64()
+		return f, err == nil
+	}
+	return 0, false
 }
 
 func (p *provider) checkTime(c *Claims, now time.Time) error {

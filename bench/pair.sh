@@ -18,6 +18,8 @@
 #                   outrider-l7          as outrider, with service-defaults protocol "http": both
 #                                        sidecars proxy per request (L7), like the nginx/haproxy pairs
 #                   outrider-l7-gomaxprocsN  outrider-l7 with GOMAXPROCS=N
+#                   outrider-l7-policy20 outrider-l7 with a 20-rule local policy (-policy) on the
+#                                        inbound sidecar: every rule is evaluated, the last allows
 #                   outrider-l7-trace1, outrider-l7-trace100
 #                                        outrider-l7 exporting OTLP traces to a Jaeger all-in-one
 #                                        (.tools/bin/jaeger, `make tools-jaeger`), sampling 1% / 100%
@@ -73,11 +75,11 @@ for p in "${PAIR_LIST[@]}"; do
 	case $p in
 	direct | builtin | outrider | nginx) ;;
 	outrider-gomaxprocs[0-9]*) [[ ${p#outrider-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
-	outrider-goroutines | outrider-l7) ;;
+	outrider-goroutines | outrider-l7 | outrider-l7-policy20) ;;
 	outrider-l7-trace1 | outrider-l7-trace100) [[ -x ${JAEGER_BIN:=$ROOT/.tools/bin/jaeger} ]] || die "pair $p needs $JAEGER_BIN: run 'make tools-jaeger'" ;;
 	outrider-l7-gomaxprocs[0-9]*) [[ ${p#outrider-l7-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
 	haproxy) [[ -n $HAPROXY_BIN ]] || die "pair haproxy: haproxy is not installed" ;;
-	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines outrider-l7 outrider-l7-gomaxprocsN outrider-l7-trace1 outrider-l7-trace100 nginx haproxy)" ;;
+	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines outrider-l7 outrider-l7-gomaxprocsN outrider-l7-policy20 outrider-l7-trace1 outrider-l7-trace100 nginx haproxy)" ;;
 	esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
@@ -226,6 +228,25 @@ d = json.load(sys.stdin)
 print("".join(r["RootCert"].rstrip("\n") + "\n" + "".join(i.rstrip("\n") + "\n" for i in (r.get("IntermediateCerts") or [])) for r in d["Roots"]), end="")' >"$dir/root.crt"
 }
 
+write_policy20() { # write_policy20 FILE CLIENT_SERVICE: 20 rules, a realistic mix; only the last allows the benchmark's GET /
+	local td
+	td=$(curl -fsS "http://$CONSUL_ADDR/v1/agent/connect/ca/roots" | python3 -c 'import json,sys; print(json.load(sys.stdin)["TrustDomain"])')
+	{
+		echo "default: deny"
+		echo "rules:"
+		local i
+		for i in $(seq 1 8); do
+			echo "  - deny: {http: {path_prefix: /admin-$i/}}"
+		done
+		echo "  - deny: {http: {methods: [DELETE, TRACE]}}"
+		echo "  - deny: {http: {headers: [{name: x-debug, present: true}]}}"
+		for i in $(seq 1 9); do
+			echo "  - allow: {spiffe_id: spiffe://$td/ns/default/dc/dc1/svc/svc-$i, http: {path_prefix: /svc-$i/}}"
+		done
+		echo "  - allow: {spiffe_id_pattern: 'spiffe://$td/ns/default/dc/*/svc/$2', http: {methods: [GET, HEAD]}}"
+	} >"$1"
+}
+
 setup_consul_pair() { # setup_consul_pair NAME KIND(builtin|outrider) [ENV...]
 	local name=$1 kind=$2
 	shift 2
@@ -240,8 +261,13 @@ setup_consul_pair() { # setup_consul_pair NAME KIND(builtin|outrider) [ENV...]
 		if [[ $kind == builtin ]]; then
 			start "$name-$side" "$CONSUL_BIN" connect proxy -sidecar-for "$side-$name" -http-addr "$CONSUL_ADDR"
 		else
+			local extra=()
+			if [[ $name == outrider-l7-policy20 && $side == web ]]; then
+				write_policy20 "$TMP/policy20.yaml" "client-$name"
+				extra=(-policy "$TMP/policy20.yaml")
+			fi
 			start "$name-$side" env "$@" "$OUTRIDER_BIN" run -sidecar-for "$side-$name" \
-				-admin-bind "127.0.0.1:$adm" -http-addr "$CONSUL_ADDR" -log-level warn $OUTRIDER_FLAGS
+				-admin-bind "127.0.0.1:$adm" -http-addr "$CONSUL_ADDR" -log-level warn $OUTRIDER_FLAGS ${extra[@]+"${extra[@]}"}
 			# env execs outrider: the PID is Outrider's own.
 		fi
 		pids+=("$STARTED_PID")
@@ -365,7 +391,7 @@ for p in "${PAIR_LIST[@]}"; do
 	outrider) setup_consul_pair outrider outrider $OUTRIDER_ENV ;;
 	outrider-gomaxprocs*) setup_consul_pair "$p" outrider $OUTRIDER_ENV "GOMAXPROCS=${p#outrider-gomaxprocs}" ;;
 	outrider-goroutines) setup_consul_pair "$p" outrider $OUTRIDER_ENV "OUTRIDER_DATA_PATH=goroutines" ;;
-	outrider-l7) setup_consul_pair "$p" outrider $OUTRIDER_ENV ;;
+	outrider-l7 | outrider-l7-policy20) setup_consul_pair "$p" outrider $OUTRIDER_ENV ;;
 	outrider-l7-trace1) start_jaeger && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$JAEGER_OTLP" \
 		OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 ;;
 	outrider-l7-trace100) start_jaeger && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$JAEGER_OTLP" \

@@ -96,15 +96,17 @@ type h1Proxy struct {
 // h1Conn is the per-connection state; its heads and buffers are reused for
 // every request on the connection.
 type h1Conn struct {
-	p     *h1Proxy
-	c     net.Conn
-	br    *bufio.Reader
-	bw    *bufio.Writer
-	src   netip.Addr
-	req   http1.RequestHead
-	resp  http1.ResponseHead
-	wire  []byte // head being written
-	drain *drainState
+	p   *h1Proxy
+	c   net.Conn
+	br  *bufio.Reader
+	bw  *bufio.Writer
+	src netip.Addr
+	// srcText is src formatted, for X-Forwarded-For.
+	srcText string
+	req     http1.RequestHead
+	resp    http1.ResponseHead
+	wire    []byte // head being written
+	drain   *drainState
 	// clientClose: the client connection closes after this exchange. The
 	// request's own Close is cleared before forwarding: it is hop-by-hop
 	// and must not close the pooled upstream connection.
@@ -648,7 +650,10 @@ func (hc *h1Conn) upstreamFailed(err error) bool {
 // setForwarded records the mesh hop for the application.
 func (hc *h1Conn) setForwarded() {
 	h := &hc.req.Header
-	ip := hc.src.String()
+	if hc.srcText == "" {
+		hc.srcText = hc.src.String() // once per connection: formatting allocates
+	}
+	ip := hc.srcText
 	if prior, ok := h.Get("X-Forwarded-For"); ok {
 		h.Set("X-Forwarded-For", string(prior)+", "+ip)
 	} else {

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/outrider-mesh/outrider/discovery"
+	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
@@ -108,8 +112,9 @@ func startH1Proxy(tb testing.TB, backend string) (string, *tracker) {
 }
 
 // startH1ProxyWith is startH1Proxy with a tracing telemetry (nil: none)
-// and, when ep is set, the backend posing as that mesh endpoint.
-func startH1ProxyWith(tb testing.TB, backend string, tr *tracing.Tracing, ep *balance.Endpoint) (string, *tracker) {
+// and, when ep is set, the backend posing as that mesh endpoint; edits
+// change the proxy before it serves.
+func startH1ProxyWith(tb testing.TB, backend string, tr *tracing.Tracing, ep *balance.Endpoint, edits ...func(*h1Proxy)) (string, *tracker) {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -126,6 +131,9 @@ func startH1ProxyWith(tb testing.TB, backend string, tr *tracing.Tracing, ep *ba
 	}
 	p := &h1Proxy{target: poolTarget{pool: pool, ep: ep}, log: slog.New(slog.DiscardHandler), stat: &counters{}, maxHeaderBytes: http1.DefaultMaxHeaderBytes,
 		responseTimeout: 5 * time.Second, tel: tel, route: m.Route(metrics.Outbound, "backend")}
+	for _, edit := range edits {
+		edit(p)
+	}
 	conns := newTracker()
 	done := make(chan struct{})
 	go func() {
@@ -339,6 +347,56 @@ func BenchmarkH1Proxy(b *testing.B) {
 	be := startRawBackend(b, hello)
 	addr, _ := startH1Proxy(b, be.ln.Addr().String())
 	benchRequests(b, addr, "GET /api/items?id=42 HTTP/1.1\r\nHost: web\r\nUser-Agent: bench\r\nAccept: */*\r\nX-Request-Id: 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0\r\n\r\n")
+}
+
+// BenchmarkH1ProxyPolicy is the inbound loop (path normalization and a
+// per-request decision) with no rules and with 20 local rules layered over
+// 20 intentions, where every rule is tried and the last one allows.
+func BenchmarkH1ProxyPolicy(b *testing.B) {
+	be := startRawBackend(b, hello)
+	td := spiffeid.RequireTrustDomainFromString("11111111-2222-3333-4444-555555555555.consul")
+	peer := spiffeid.RequireFromPath(td, "/ns/default/dc/dc1/svc/frontend")
+	var ixns []*api.Intention
+	for i := range 19 {
+		ixns = append(ixns, &api.Intention{SourceName: fmt.Sprintf("svc-%d", i), DestinationName: "web", Action: api.IntentionActionAllow})
+	}
+	ixns = append(ixns, &api.Intention{SourceName: "frontend", DestinationName: "web", Action: api.IntentionActionAllow})
+	in, err := policy.Compile("web", ixns, policy.CompileOptions{TrustDomain: td})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rules []policy.Rule
+	for i := range 8 {
+		rules = append(rules, policy.Rule{HTTP: &policy.HTTPMatch{PathPrefix: fmt.Sprintf("/admin-%d/", i)}})
+	}
+	rules = append(rules, policy.Rule{HTTP: &policy.HTTPMatch{Methods: []string{"DELETE", "TRACE"}}},
+		policy.Rule{HTTP: &policy.HTTPMatch{Headers: []policy.HeaderMatch{{Name: "x-debug", Present: true}}}})
+	for i := range 9 {
+		rules = append(rules, policy.Rule{Allow: true, ID: spiffeid.RequireFromPath(td, fmt.Sprintf("/ns/default/dc/dc1/svc/svc-%d", i)),
+			HTTP: &policy.HTTPMatch{PathPrefix: fmt.Sprintf("/svc-%d/", i)}})
+	}
+	rules = append(rules, policy.Rule{Allow: true, Pattern: "spiffe://" + td.Name() + "/ns/default/dc/*/svc/frontend",
+		HTTP: &policy.HTTPMatch{Methods: []string{"GET", "HEAD"}}})
+	local, err := policy.CompileRules(rules, policy.RulesOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name  string
+		local *policy.Rules
+	}{{"intentions", nil}, {"intentions+20-rules", local}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := &Sidecar{log: slog.New(slog.DiscardHandler)}
+			s.authz.Store(in)
+			s.authz.StoreLocal(bc.local)
+			m := metrics.New("test")
+			inb := &inbound{log: s.log, stat: &s.stat, metrics: m, authz: &s.authz}
+			addr, _ := startH1ProxyWith(b, be.ln.Addr().String(), nil, nil, func(p *h1Proxy) {
+				p.inbound, p.authz, p.route = true, &connAuthz{in: inb, peer: peer}, m.Route(metrics.Inbound, "local_app")
+			})
+			benchRequests(b, addr, "GET /api/items?id=42 HTTP/1.1\r\nHost: web\r\nUser-Agent: bench\r\nAccept: */*\r\nX-Request-Id: 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0\r\n\r\n")
+		})
+	}
 }
 
 // benchRequests sends req b.N times on one keep-alive connection to addr,

@@ -157,7 +157,18 @@ func TestGolden(t *testing.T) {
 // TestBad parses every testdata/bad/*.yaml, which must fail, and compares
 // the error text with its .err file.
 func TestBad(t *testing.T) {
-	files, err := filepath.Glob("testdata/bad/*.yaml")
+	checkBadFiles(t, "testdata/bad/*.yaml", func(name string, data []byte) (bool, error) {
+		f, err := Parse(name, data)
+		return f != nil, err
+	})
+}
+
+// checkBadFiles parses every file matching glob with parse, which must
+// fail without a result, every error line naming the file, and compares
+// the error text with the file's .err golden.
+func checkBadFiles(t *testing.T, glob string, parse func(name string, data []byte) (result bool, err error)) {
+	t.Helper()
+	files, err := filepath.Glob(glob)
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no testdata: %v", err)
 	}
@@ -168,12 +179,12 @@ func TestBad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f, err := Parse(filepath.Base(path), data)
+			result, err := parse(filepath.Base(path), data)
 			if err == nil {
-				t.Fatalf("Parse succeeded: %+v", f)
+				t.Fatal("parsing succeeded")
 			}
-			if f != nil {
-				t.Error("Parse returned a File with an error")
+			if result {
+				t.Error("a result with an error")
 			}
 			for _, line := range strings.Split(err.Error(), "\n") {
 				if !strings.HasPrefix(line, "config: "+filepath.Base(path)+":") {
@@ -449,32 +460,10 @@ func TestPolicyGolden(t *testing.T) {
 // TestPolicyBad parses every testdata/policy/bad/*.yaml, which must fail,
 // and compares the error text with its .err file.
 func TestPolicyBad(t *testing.T) {
-	files, err := filepath.Glob("testdata/policy/bad/*.yaml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no testdata: %v", err)
-	}
-	for _, path := range files {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			t.Parallel()
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			a, err := ParsePolicy(filepath.Base(path), data)
-			if err == nil {
-				t.Fatalf("ParsePolicy succeeded: %+v", a)
-			}
-			if a != nil {
-				t.Error("ParsePolicy returned a policy with an error")
-			}
-			for _, line := range strings.Split(err.Error(), "\n") {
-				if !strings.HasPrefix(line, "config: "+filepath.Base(path)+":") {
-					t.Errorf("error line %q lacks the config: file: prefix", line)
-				}
-			}
-			checkGolden(t, strings.TrimSuffix(path, ".yaml")+".err", []byte(err.Error()+"\n"))
-		})
-	}
+	checkBadFiles(t, "testdata/policy/bad/*.yaml", func(name string, data []byte) (bool, error) {
+		a, err := ParsePolicy(name, data)
+		return a != nil, err
+	})
 }
 
 // TestPolicyDefaults checks the defaults that differ between a policy file

@@ -10,19 +10,7 @@ import (
 // FuzzParse checks that Parse never panics, that every error line carries
 // the package prefix, and that a File it accepts validates again.
 func FuzzParse(f *testing.F) {
-	for _, pattern := range []string{"testdata/*.yaml", "testdata/bad/*.yaml", "../examples/static/*.yaml"} {
-		files, err := filepath.Glob(pattern)
-		if err != nil {
-			f.Fatal(err)
-		}
-		for _, name := range files {
-			data, err := os.ReadFile(name)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(data)
-		}
-	}
+	addSeeds(f, "testdata/*.yaml", "testdata/bad/*.yaml", "../examples/static/*.yaml")
 	f.Add([]byte("a: &a [*a]"))
 	f.Add([]byte("&a [*a, *a]"))
 	f.Add([]byte("service: web\nidentity: {spiffe: {}}\nupstreams: [&u {name: a, bind: ':1', endpoints: [*u]}]"))
@@ -54,19 +42,7 @@ func FuzzParse(f *testing.F) {
 // line carries the package prefix, and that a policy it accepts validates
 // again.
 func FuzzParsePolicy(f *testing.F) {
-	for _, pattern := range []string{"testdata/policy/*.yaml", "testdata/policy/bad/*.yaml"} {
-		files, err := filepath.Glob(pattern)
-		if err != nil {
-			f.Fatal(err)
-		}
-		for _, name := range files {
-			data, err := os.ReadFile(name)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(data)
-		}
-	}
+	addSeeds(f, "testdata/policy/*.yaml", "testdata/policy/bad/*.yaml")
 	f.Add([]byte("rules: &r [{deny: {http: {path_prefix: /a}}}, {allow: *r}]"))
 	f.Add([]byte("rules: [{allow: {spiffe_id_pattern: 'spiffe://x/*/**'}}]"))
 	f.Add([]byte("rules: [{allow: {http: {path_prefix: '/a/%2'}}}]"))
@@ -92,4 +68,21 @@ func FuzzParsePolicy(f *testing.F) {
 			_ = r.String()
 		}
 	})
+}
+
+// addSeeds adds every file matching the patterns to f's corpus.
+func addSeeds(f *testing.F, patterns ...string) {
+	for _, pattern := range patterns {
+		files, err := filepath.Glob(pattern)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, name := range files {
+			data, err := os.ReadFile(name)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
+		}
+	}
 }

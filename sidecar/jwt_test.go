@@ -1,84 +1,34 @@
 package sidecar_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/internal/testutil/jwttest"
 	"github.com/outrider-mesh/outrider/mtls/mtlstest"
 	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
 
-// testIssuer is a token issuer with its own JWKS server (a real HTTP
-// server on loopback), which can be turned off.
-type testIssuer struct {
-	key  *ecdsa.PrivateKey
-	srv  *httptest.Server
-	down atomic.Bool
-}
-
 const issuerURL = "https://issuer.test"
-
-func newTestIssuer(t *testing.T) *testIssuer {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	is := &testIssuer{key: key}
-	is.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if is.down.Load() {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return
-		}
-		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
-			{Key: &key.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
-	}))
-	t.Cleanup(is.srv.Close)
-	return is
-}
-
-// token signs claims (plus iss, aud and the times) with the issuer's key.
-func (is *testIssuer) token(t *testing.T, exp time.Duration, extra map[string]any) string {
-	t.Helper()
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: is.key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	std := jwt.Claims{Issuer: issuerURL, Subject: "alice", Audience: jwt.Audience{"web"},
-		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)), Expiry: jwt.NewNumericDate(now.Add(exp))}
-	tok, err := jwt.Signed(sig).Claims(std).Claims(extra).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
 
 // TestStaticJWT: a static-mode web whose rules allow writes only with a
 // token carrying scope "write", verified against a real JWKS server,
 // with claims forwarded to the application and the token stripped.
 func TestStaticJWT(t *testing.T) {
 	t.Parallel()
-	is := newTestIssuer(t)
-	is.down.Store(true) // not reachable when the sidecar starts
+	is := jwttest.New(t, issuerURL)
+	jwksURL := is.Serve(t)
+	is.SetDown(true) // not reachable when the sidecar starts
 	ca := mtlstest.NewCA(t, "example.org")
 	td := ca.TrustDomain()
 	ports := consultest.FreePorts(t, 2)
@@ -87,7 +37,7 @@ func TestStaticJWT(t *testing.T) {
 
 	verifier, err := jwtauth.New([]jwtauth.Provider{{
 		Name: "test", Issuer: issuerURL, Audiences: []string{"web"},
-		KeySet:        jwtauth.KeySet{Remote: &jwtauth.Remote{URI: is.srv.URL, CacheDuration: time.Minute}},
+		KeySet:        jwtauth.KeySet{Remote: &jwtauth.Remote{URI: jwksURL, CacheDuration: time.Minute}},
 		ForwardClaims: []jwtauth.ClaimHeader{{Path: []string{"sub"}, Header: "X-User"}},
 		StripToken:    true,
 	}})
@@ -132,7 +82,7 @@ func TestStaticJWT(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp, string(b)
 	}
-	good := is.token(t, time.Hour, map[string]any{"scope": "read write"})
+	good := is.Token(t, time.Hour, map[string]any{"scope": "read write"})
 
 	t.Run("keys never fetched: denied, fail closed", func(t *testing.T) {
 		resp, _ := post(good, nil)
@@ -140,7 +90,7 @@ func TestStaticJWT(t *testing.T) {
 			t.Errorf("%d %q, want 401 invalid_token", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 		}
 	})
-	is.down.Store(false)
+	is.SetDown(false)
 	eventually(t, 20*time.Second, func() error {
 		if resp, body := post(good, nil); resp.StatusCode != 200 {
 			return fmt.Errorf("good token: %d %s", resp.StatusCode, body)
@@ -176,7 +126,7 @@ func TestStaticJWT(t *testing.T) {
 	})
 
 	unsigned := "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + strings.Split(good, ".")[1] + "."
-	other := newTestIssuer(t)
+	other := jwttest.New(t, issuerURL)
 	for _, tt := range []struct {
 		name   string
 		token  string
@@ -184,10 +134,10 @@ func TestStaticJWT(t *testing.T) {
 	}{
 		{"no token", "", 401},
 		{"alg none", unsigned, 401},
-		{"signed by an unknown key", other.token(t, time.Hour, map[string]any{"scope": "write"}), 401},
-		{"expired", is.token(t, -time.Hour, map[string]any{"scope": "write"}), 401},
+		{"signed by an unknown key", other.Token(t, time.Hour, map[string]any{"scope": "write"}), 401},
+		{"expired", is.Token(t, -time.Hour, map[string]any{"scope": "write"}), 401},
 		{"garbage", "not.a.jwt", 401},
-		{"valid but no write scope", is.token(t, time.Hour, map[string]any{"scope": "read"}), 403},
+		{"valid but no write scope", is.Token(t, time.Hour, map[string]any{"scope": "read"}), 403},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := app.count()
@@ -205,7 +155,7 @@ func TestStaticJWT(t *testing.T) {
 	}
 
 	t.Run("JWKS down later keeps the last good keys", func(t *testing.T) {
-		is.down.Store(true)
+		is.SetDown(true)
 		if resp, body := post(good, nil); resp.StatusCode != 200 {
 			t.Errorf("%d %s", resp.StatusCode, body)
 		}

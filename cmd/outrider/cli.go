@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -386,6 +387,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	var local *localPolicy
 	var norm pathnorm.Options
+	var started *config.Authorization // what SIGHUP compares a re-read file with
 	if f.policyFile != "" {
 		a, err := config.LoadPolicy(f.policyFile)
 		if err == nil {
@@ -395,7 +397,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "outrider run: -policy %s: %v\n", f.policyFile, err)
 			return exitUsage
 		}
-		norm = a.PathNormalization.Options()
+		norm, started = a.PathNormalization.Options(), a
 	}
 	opts := sidecar.Options{
 		SidecarFor:    f.sidecarFor,
@@ -449,7 +451,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 	if f.policyFile != "" || file != nil {
-		onHUP = append(onHUP, func() { reloadPolicy(f, sc, opts.JWT, log) })
+		if file != nil {
+			started = &file.Authorization
+		}
+		onHUP = append(onHUP, func() { reloadPolicy(f, sc, opts.JWT, started, log) })
 	}
 	if len(onHUP) > 0 {
 		hup := make(chan os.Signal, 1)
@@ -480,9 +485,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 // reloadPolicy re-reads the authorization rules (the -policy file, or the
 // -config file's authorization section) and swaps them in; a file that
 // does not load or compile keeps the rules in force. JWT providers are
-// read at start only: their key files are re-read, and a changed provider
-// list needs a restart.
-func reloadPolicy(f runFlags, sc *sidecar.Sidecar, running *jwtauth.Verifier, log *slog.Logger) {
+// read at start only: their key files are re-read, a provider list that
+// gains a provider refuses the reload, and other changes to the providers
+// or to path_normalization are kept for the next start, with a warning.
+func reloadPolicy(f runFlags, sc *sidecar.Sidecar, running *jwtauth.Verifier, started *config.Authorization, log *slog.Logger) {
 	path, at := f.policyFile, ""
 	var a *config.Authorization
 	var err error
@@ -514,6 +520,12 @@ func reloadPolicy(f runFlags, sc *sidecar.Sidecar, running *jwtauth.Verifier, lo
 	if err != nil {
 		log.Error("authorization rules not reloaded; keeping the rules in force", "file", path, "error", err)
 		return
+	}
+	if !reflect.DeepEqual(a.PathNormalization, started.PathNormalization) {
+		log.Warn("path_normalization changed; it applies at the next start, the current one stays in force", "file", path)
+	}
+	if !reflect.DeepEqual(a.JWTProviders, started.JWTProviders) {
+		log.Warn("jwt_providers changed; the running providers are kept until the next start (their key files are re-read)", "file", path)
 	}
 	if running != nil {
 		running.Reload()

@@ -3,11 +3,9 @@ package main
 import (
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -18,15 +16,45 @@ import (
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 )
 
+// process is the outrider binary running as a child process.
+type process struct {
+	cmd    *exec.Cmd
+	out    *testutil.Buffer // its stdout and stderr
+	exited chan struct{}    // closed when it has exited; err is then set
+	err    error
+}
+
+// startBinary builds outrider and runs it with args (and env added to this
+// process's environment) until the test ends; its output is logged if the
+// test failed.
+func startBinary(t *testing.T, env []string, args ...string) *process {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "outrider")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	p := &process{cmd: exec.Command(bin, args...), out: &testutil.Buffer{}, exited: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("outrider output:\n%s", p.out.String())
+		}
+	})
+	return p
+}
+
 // The real binary, as a platform runs it: ready once serving, and on
 // SIGTERM (with the application stopping too) it stops accepting, drains
 // and exits 0.
 func TestBinaryExitsZeroOnSIGTERM(t *testing.T) {
 	a := consultest.Start(t)
-	bin := filepath.Join(t.TempDir(), "outrider")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	p := consultest.FreePorts(t, 3)
 	app, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -40,46 +68,20 @@ func TestBinaryExitsZeroOnSIGTERM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := "127.0.0.1:" + strconv.Itoa(p[1])
-	cmd := exec.Command(bin, "run", "-sidecar-for", "web-1", "-admin-bind", admin, "-drain-timeout", "2s")
-	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+a.HTTPAddr, "CONNECT_SIDECAR_FOR=", "CONNECT_PROXY_ID=")
-	out := &testutil.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("outrider output:\n%s", out.String())
-		}
-	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + admin + "/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready after 20s (last: %v)", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	admin := addr(p[1])
+	proc := startBinary(t, []string{"CONSUL_HTTP_ADDR=" + a.HTTPAddr, "CONNECT_SIDECAR_FOR=", "CONNECT_PROXY_ID="},
+		"run", "-sidecar-for", "web-1", "-admin-bind", admin, "-drain-timeout", "2s")
+	waitReady(t, admin)
 	// The orchestrator stops the application and the sidecar together;
 	// the sidecar closes its upstreams once the application is gone.
 	app.Close()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+	case <-proc.exited:
+		if proc.err != nil {
+			t.Fatalf("exit after SIGTERM: %v, want status 0", proc.err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("still running 10s after SIGTERM")

@@ -22,44 +22,142 @@ import (
 	"github.com/outrider-mesh/outrider/internal/testutil/spiretest"
 )
 
-// startHTTPApp serves GET / with the app's name until the test ends.
-func startHTTPApp(t *testing.T, name string) string {
+// serveHTTP serves h on a loopback port until the test ends and returns
+// its address.
+func serveHTTP(t *testing.T, h http.Handler) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s %s", name, r.URL.Path)
-	})}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
 
-// runOutrider runs `outrider run -config file` until the test ends and
-// waits until its admin port says ready.
-func runOutrider(t *testing.T, file, admin string) {
+// startHTTPApp serves GET / with the app's name until the test ends.
+func startHTTPApp(t *testing.T, name string) string {
+	t.Helper()
+	return serveHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s", name, r.URL.Path)
+	}))
+}
+
+// startOutrider runs `outrider args...` in this process until the test
+// ends, waits until the sidecar whose admin address is admin says ready,
+// and returns what it logs.
+func startOutrider(t *testing.T, admin string, args ...string) *testutil.Buffer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr testutil.Buffer
+	stderr := &testutil.Buffer{}
 	done := make(chan int, 1)
-	go func() {
-		done <- Main(ctx, []string{"run", "-config", file, "-shutdown-grace-period", "0", "-log-level", "debug"}, &bytes.Buffer{}, &stderr)
-	}()
+	go func() { done <- Main(ctx, args, io.Discard, stderr) }()
 	t.Cleanup(func() {
 		cancel()
 		if code := <-done; code != exitOK {
-			t.Errorf("outrider run -config %s exited %d", file, code)
+			t.Errorf("outrider %s exited %d", strings.Join(args, " "), code)
 		}
 		if t.Failed() {
-			t.Logf("outrider (%s) output:\n%s", filepath.Base(file), stderr.String())
+			t.Logf("outrider %s output:\n%s", strings.Join(args, " "), stderr.String())
 		}
 	})
+	waitReady(t, admin)
+	return stderr
+}
+
+// runOutrider runs `outrider run -config file` (see startOutrider).
+func runOutrider(t *testing.T, file, admin string) *testutil.Buffer {
+	t.Helper()
+	return startOutrider(t, admin, "run", "-config", file, "-shutdown-grace-period", "0", "-log-level", "debug")
+}
+
+// waitReady runs `outrider wait` for the sidecar whose admin address is
+// admin.
+func waitReady(t *testing.T, admin string) {
+	t.Helper()
 	var out bytes.Buffer
-	if code := Main(context.Background(), []string{"wait", "-admin-addr", admin, "-timeout", "30s"}, &out, &stderr); code != exitOK {
-		t.Fatalf("outrider wait for %s = %d", file, code)
+	if code := Main(context.Background(), []string{"wait", "-admin-addr", admin, "-timeout", "30s"}, io.Discard, &out); code != exitOK {
+		t.Fatalf("outrider wait -admin-addr %s = %d: %s", admin, code, out.String())
 	}
+}
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// issueSVIDs makes a development CA for example.org in dir/ca with
+// `outrider cert`, and an SVID spiffe://example.org/<name> in dir/<name>
+// for each name. identity returns the identity section of a name's file.
+func issueSVIDs(t *testing.T, dir string, names ...string) (identity func(name string) string) {
+	t.Helper()
+	if code := certCommand([]string{"ca", "-trust-domain", "example.org", "-out", filepath.Join(dir, "ca")}, io.Discard, io.Discard); code != 0 {
+		t.Fatalf("outrider cert ca = %d", code)
+	}
+	for _, name := range names {
+		issueSVID(t, dir, name)
+	}
+	return func(name string) string {
+		return fmt.Sprintf(`identity:
+  files:
+    cert: %[1]s/svid.pem
+    key: %[1]s/svid-key.pem
+    bundles:
+      example.org: %[1]s/bundle.pem
+`, filepath.Join(dir, name))
+	}
+}
+
+// issueSVID (re)issues dir/<name>'s SVID from the CA in dir/ca.
+func issueSVID(t *testing.T, dir, name string) {
+	t.Helper()
+	args := []string{"svid", "-ca", filepath.Join(dir, "ca"), "-spiffe-id", "spiffe://example.org/" + name, "-out", filepath.Join(dir, name)}
+	if code := certCommand(args, io.Discard, io.Discard); code != 0 {
+		t.Fatalf("outrider cert %v = %d", args, code)
+	}
+}
+
+// staticPair is the static mode's usual topology, from files whose
+// identities `outrider cert` issued: web's sidecar (http) in front of a
+// recorder, and a client sidecar, egress only, with web as an http
+// upstream at a static endpoint. newStaticPair starts the client's
+// sidecar; the test starts web's (runOutrider, or the binary).
+type staticPair struct {
+	dir      string // the CA, the SVIDs and the files
+	app      *recorder
+	upstream string // the client's listener for web
+	webFile  string
+	webAdmin string
+	webHead  string // web.yaml without its authorization section
+}
+
+// newStaticPair writes web.yaml with the authorization section authz
+// and starts the client's sidecar.
+func newStaticPair(t *testing.T, authz string) *staticPair {
+	t.Helper()
+	dir := t.TempDir()
+	identity := issueSVIDs(t, dir, "web", "client")
+	port := consultest.FreePorts(t, 4)
+	p := &staticPair{dir: dir, app: startRecorder(t), upstream: addr(port[1]), webFile: filepath.Join(dir, "web.yaml"), webAdmin: addr(port[2])}
+	p.webHead = "service: web\n" + identity("web") + fmt.Sprintf("public: {bind: %q, local_service: %q, protocol: http}\nadmin: {bind: %q}\n",
+		addr(port[0]), p.app.addr, p.webAdmin)
+	p.writeWeb(t, authz)
+	client := writeFile(t, filepath.Join(dir, "client.yaml"), "service: client\n"+identity("client")+fmt.Sprintf(`upstreams:
+  - name: web
+    bind: %q
+    protocol: http
+    endpoints: [{address: %q, spiffe_id: spiffe://example.org/web}]
+admin: {bind: %q}
+`, p.upstream, addr(port[0]), addr(port[3])))
+	runOutrider(t, client, addr(port[3]))
+	return p
+}
+
+// writeWeb (re)writes web.yaml with the authorization section authz and
+// returns the file's text.
+func (p *staticPair) writeWeb(t *testing.T, authz string) string {
+	t.Helper()
+	text := p.webHead + authz
+	writeFile(t, p.webFile, text)
+	return text
 }
 
 func writeFile(t *testing.T, path, text string) string {
@@ -99,64 +197,18 @@ func certsSerial(t *testing.T, admin string) string {
 // that authorizes by SPIFFE ID and a client with a static endpoint; a
 // rewritten SVID is picked up without a restart.
 func TestStaticModeWithFiles(t *testing.T) {
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca")
-	for _, args := range [][]string{
-		{"ca", "-trust-domain", "example.org", "-out", ca},
-		{"svid", "-ca", ca, "-spiffe-id", "spiffe://example.org/web", "-out", filepath.Join(dir, "web")},
-		{"svid", "-ca", ca, "-spiffe-id", "spiffe://example.org/client", "-out", filepath.Join(dir, "client")},
-	} {
-		if code := certCommand(args, io.Discard, io.Discard); code != 0 {
-			t.Fatalf("outrider cert %v = %d", args, code)
-		}
-	}
-	app := startHTTPApp(t, "web")
-	p := consultest.FreePorts(t, 4)
-	webAdmin, clientAdmin := "127.0.0.1:"+strconv.Itoa(p[2]), "127.0.0.1:"+strconv.Itoa(p[3])
-	identity := func(name string) string {
-		return fmt.Sprintf(`identity:
-  files:
-    cert: %[1]s/svid.pem
-    key: %[1]s/svid-key.pem
-    bundles:
-      example.org: %[1]s/bundle.pem
-`, filepath.Join(dir, name))
-	}
-	web := writeFile(t, filepath.Join(dir, "web.yaml"), "service: web\n"+identity("web")+fmt.Sprintf(`public:
-  bind: 127.0.0.1:%d
-  local_service: %s
-  protocol: http
-authorization:
-  rules:
-    - allow: {spiffe_id: spiffe://example.org/client}
-admin:
-  bind: %s
-`, p[0], app, webAdmin))
-	client := writeFile(t, filepath.Join(dir, "client.yaml"), "service: client\n"+identity("client")+fmt.Sprintf(`upstreams:
-  - name: web
-    bind: 127.0.0.1:%d
-    protocol: http
-    endpoints:
-      - address: 127.0.0.1:%d
-        spiffe_id: spiffe://example.org/web
-admin:
-  bind: %s
-`, p[1], p[0], clientAdmin))
-	runOutrider(t, web, webAdmin)
-	runOutrider(t, client, clientAdmin)
+	p := newStaticPair(t, "authorization:\n  rules:\n    - allow: {spiffe_id: spiffe://example.org/client}\n")
+	runOutrider(t, p.webFile, p.webAdmin)
 
-	upstream := fmt.Sprintf("http://127.0.0.1:%d/hello", p[1])
-	if code, body := httpGet(t, upstream); code != 200 || body != "web /hello" {
+	upstream := "http://" + p.upstream + "/hello"
+	if code, body := httpGet(t, upstream); code != 200 || !strings.Contains(body, `"target":"/hello"`) {
 		t.Fatalf("through the static pair: %d %q", code, body)
 	}
 
-	before := certsSerial(t, webAdmin)
-	if code := certCommand([]string{"svid", "-ca", ca, "-spiffe-id", "spiffe://example.org/web", "-out", filepath.Join(dir, "web")},
-		io.Discard, io.Discard); code != 0 {
-		t.Fatal("re-issuing web's SVID failed")
-	}
+	before := certsSerial(t, p.webAdmin)
+	issueSVID(t, p.dir, "web")
 	deadline := time.Now().Add(10 * time.Second)
-	for certsSerial(t, webAdmin) == before {
+	for certsSerial(t, p.webAdmin) == before {
 		if time.Now().After(deadline) {
 			t.Fatal("web did not pick up its rewritten SVID")
 		}

@@ -134,6 +134,9 @@ type Upstream struct {
 	// MaxHeaderBytes bounds HTTP heads on this listener (the proxy's
 	// max_header_bytes).
 	MaxHeaderBytes int `json:"max_header_bytes"`
+	// Limits is the upstream's circuit breaking (Config.limits, from the
+	// source's service-defaults UpstreamConfig). A change applies live.
+	Limits Limits `json:"limits"`
 
 	// Endpoints, when not empty, is a static endpoint list (static mode):
 	// no discovery runs for this upstream.
@@ -266,6 +269,10 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 		if err != nil {
 			return Config{}, fmt.Errorf("sidecar: %s: Config.protocol: %w", where, err)
 		}
+		limits, err := limitsValue(u.Config)
+		if err != nil {
+			return Config{}, fmt.Errorf("sidecar: %s: Config.limits: %w", where, err)
+		}
 		up := Upstream{
 			DestinationName: u.DestinationName,
 			Datacenter:      u.Datacenter,
@@ -274,6 +281,7 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 			ConnectTimeout:  ct,
 			Protocol:        upProto,
 			MaxHeaderBytes:  maxHeader,
+			Limits:          limits,
 		}
 		if prev, dup := seen[up.BindAddress]; dup {
 			return Config{}, fmt.Errorf("sidecar: %s: LocalBindPort %s is already used by upstream %q", where, up.BindAddress, prev)

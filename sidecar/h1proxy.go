@@ -56,6 +56,7 @@ const (
 	errBadResponse       = "bad_upstream_response"
 	errBadRequest        = "bad_request"
 	errDenied            = "denied"
+	errUpstreamOverflow  = "upstream_overflow"
 )
 
 // headerError names the header on every response the sidecar generates.
@@ -91,6 +92,8 @@ type h1Proxy struct {
 	authz *connAuthz
 	norm  pathnorm.Options
 	jwt   *jwtauth.Verifier
+	// brk, outbound, is the upstream's circuit breaker (Limits).
+	brk *breaker
 }
 
 // h1Conn is the per-connection state; its heads and buffers are reused for
@@ -344,12 +347,24 @@ func (hc *h1Conn) forwardAttempts() bool {
 			return keep
 		}
 	}
+	if p.brk != nil {
+		if !p.brk.request() {
+			return hc.overflow("max_concurrent_requests")
+		}
+		defer p.brk.requestDone()
+	}
 	var tried []string
 	var lastErr error
 	for attempt := 0; attempt < maxPickAttempts; attempt++ {
 		uc, ep, cookie, err := p.target.acquire(context.Background(), req, hc.src, tried)
 		if errors.Is(err, balance.ErrNoEndpoint) {
 			break // none, or none left untried
+		}
+		if errors.Is(err, errOverflow) {
+			if ep != nil {
+				ep.Done()
+			}
+			return hc.overflow("max_connections")
 		}
 		hc.rec.attempts++
 		if attempt > 0 {
@@ -430,6 +445,17 @@ func (hc *h1Conn) authorize(path string) policy.Decision {
 		hc.tokens.forward(h1Editor{hc})
 	}
 	return d
+}
+
+// overflow answers a request refused by the upstream's limits.
+func (hc *h1Conn) overflow(limit string) bool {
+	p, req := hc.p, &hc.req
+	p.stat.upstreamFailures.Add(1)
+	keep := !hc.clientClose && req.Body == http1.BodyNone
+	p.log.Warn("upstream limit reached; request refused", "upstream", p.target.name(), "limit", limit,
+		"method", string(req.Method), "path", string(req.Target))
+	hc.fail(503, "upstream overflow", errUpstreamOverflow, !keep)
+	return keep
 }
 
 // exchange runs one request/response on uc. retry reports that uc was a

@@ -385,6 +385,8 @@ func proxyError(w http.ResponseWriter, r *http.Request, err error, name string, 
 	switch {
 	case errors.Is(err, balance.ErrNoEndpoint):
 		status, code, msg = 503, errNoHealthyUpstream, "no healthy upstream"
+	case errors.Is(err, errOverflow):
+		status, code, msg = 503, errUpstreamOverflow, "upstream overflow"
 	case errors.As(err, new(*dialError)):
 		status, code, msg = 503, errConnectFailure, "upstream connect error"
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):

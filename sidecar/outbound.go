@@ -61,6 +61,7 @@ type outbound struct {
 
 	tel   *telemetry
 	route *metrics.Route
+	brk   *breaker // the upstream's Limits
 }
 
 func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outbound {
@@ -81,6 +82,7 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 		bal:    balance.NewBalancer(balance.RoundRobin),
 		tel:    s.tel,
 		route:  s.tel.metrics.Route(metrics.Outbound, u.DestinationName),
+		brk:    newBreaker(u.Limits),
 	}
 	o.cfg.Store(&u)
 	empty := map[string]spiffeid.ID{}
@@ -88,13 +90,31 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 	// Pooled L7 connections are long-lived: no session resumption.
 	h1Opts := append([]mtls.DialerOption{mtls.WithALPN("http/1.1"), mtls.WithoutResumption()}, common...)
 	h1Dialer := mtls.NewDialer(src, u.ConnectTimeout, h1Opts...)
-	o.h1 = &endpointPools{dial: func(ctx context.Context, ep discovery.Endpoint) (net.Conn, error) {
+	o.h1 = &endpointPools{released: o.brk.wake}
+	o.h1.dial = func(ctx context.Context, ep discovery.Endpoint) (net.Conn, error) {
+		limited := o.brk.limits.Load().MaxConnections > 0
+		if limited {
+			// At MaxConnections: close an idle connection to another
+			// endpoint, else wait (bounded) for one to be released.
+			wctx, cancel := context.WithTimeout(ctx, o.cfg.Load().ConnectTimeout)
+			err := o.brk.conn(wctx, true, o.h1.evictIdle)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+		}
 		c, err := h1Dialer.Dial(ctx, ep.Address, ep.Identity)
 		if err != nil {
+			if limited {
+				o.brk.connDone()
+			}
 			return nil, err
 		}
+		if limited {
+			return &countedConn{Conn: c, b: o.brk}, nil
+		}
 		return c, nil
-	}}
+	}
 	h2Opts := append([]mtls.DialerOption{mtls.WithALPN("h2"), mtls.WithoutResumption()}, common...)
 	h2Dialer := mtls.NewDialer(src, u.ConnectTimeout, h2Opts...)
 	var protos http.Protocols
@@ -172,6 +192,11 @@ func (o *outbound) rebalanceLocked() {
 // setConfig applies in-place changes to the listener's configuration.
 func (o *outbound) setConfig(u Upstream) {
 	prev := o.cfg.Swap(&u)
+	if prev.Limits != u.Limits {
+		o.brk.set(u.Limits)
+		o.log.Info("upstream limits changed", "upstream", u.DestinationName, "max_connections", u.Limits.MaxConnections,
+			"max_pending_requests", u.Limits.MaxPendingRequests, "max_concurrent_requests", u.Limits.MaxConcurrentRequests)
+	}
 	if prev.Protocol != u.Protocol {
 		o.log.Info("upstream protocol changed; applies to new connections", "upstream", u.DestinationName, "was", prev.Protocol, "now", u.Protocol)
 		o.mu.Lock()
@@ -213,7 +238,7 @@ func (o *outbound) handle(c net.Conn) {
 		o.h2Server.serveConn(&bufferedConn{Conn: c, r: br}, connInfo{src: remoteIP(c)})
 		return
 	}
-	p := &h1Proxy{target: o, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, tel: o.tel, route: o.route}
+	p := &h1Proxy{target: o, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, tel: o.tel, route: o.route, brk: o.brk}
 	p.serve(c, br, o.conns, c)
 	putReader(br)
 }
@@ -261,6 +286,13 @@ func (o *outbound) handleL4(c net.Conn, cfg *Upstream) {
 		_, span = o.tel.tracer.Start(context.Background(), "tcp "+cfg.DestinationName, trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(attribute.String("outrider.upstream", cfg.DestinationName), attribute.String("client.address", c.RemoteAddr().String())))
 	}
+	if err := o.brk.conn(context.Background(), false, nil); err != nil {
+		o.log.Warn("upstream max_connections reached; closing connection", "upstream", cfg.DestinationName,
+			"max_connections", o.brk.limits.Load().MaxConnections)
+		o.tel.connectionDone(span, "outbound", cfg.DestinationName, "", c, start, 0, 0, "UO", "", err)
+		return
+	}
+	defer o.brk.connDone()
 	tc, ep, err := o.dial()
 	if err != nil {
 		o.stat.upstreamFailures.Add(1)
@@ -333,6 +365,15 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if hp := o.bal.Config().HashPolicies; len(hp) > 0 {
 		hash, hashed, rec.cookie = balance.Hash(hp, httpRequestHash{r: r, src: connInfoFrom(r.Context()).src})
 	}
+	if !o.brk.request() {
+		return nil, errOverflow
+	}
+	admitted := true
+	defer func() {
+		if admitted {
+			o.brk.requestDone()
+		}
+	}()
 	var tried []string
 	var lastErr error
 	for attempt := range maxPickAttempts {
@@ -385,11 +426,15 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
-		done := ep.Done
-		if span != nil {
-			status := resp.StatusCode
-			done = func() { endSpan(span, status, "", nil); ep.Done() }
+		status := resp.StatusCode
+		done := func() {
+			if span != nil {
+				endSpan(span, status, "", nil)
+			}
+			ep.Done()
+			o.brk.requestDone() // the request ends with its body
 		}
+		admitted = false
 		resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
 		return resp, nil
 	}

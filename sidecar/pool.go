@@ -48,6 +48,8 @@ type upConn struct {
 // first. Safe for concurrent use.
 type connPool struct {
 	dial func(ctx context.Context) (net.Conn, error)
+	// released, when set, is called after a connection went back idle.
+	released func()
 
 	mu     sync.Mutex
 	idle   []*upConn
@@ -131,6 +133,23 @@ func (p *connPool) put(uc *upConn) {
 	}
 	p.idle = append(p.idle, uc)
 	p.mu.Unlock()
+	if p.released != nil {
+		p.released()
+	}
+}
+
+// evictOne closes the least recently used idle connection, if any.
+func (p *connPool) evictOne() bool {
+	p.mu.Lock()
+	if len(p.idle) == 0 {
+		p.mu.Unlock()
+		return false
+	}
+	uc := p.idle[0]
+	p.idle = p.idle[1:]
+	p.mu.Unlock()
+	uc.Conn.Close()
+	return true
 }
 
 // idleCount is the number of idle connections, for /config_dump.
@@ -164,7 +183,9 @@ func (p *connPool) close() {
 // retain.
 type endpointPools struct {
 	dial func(ctx context.Context, ep discovery.Endpoint) (net.Conn, error)
-	m    sync.Map // poolKey -> *connPool
+	// released, when set, is called when a connection goes back idle.
+	released func()
+	m        sync.Map // poolKey -> *connPool
 }
 
 // poolKey identifies a pool: the same address with another identity (an
@@ -179,8 +200,21 @@ func (ps *endpointPools) get(ep discovery.Endpoint) *connPool {
 	if p, ok := ps.m.Load(key); ok {
 		return p.(*connPool)
 	}
-	p, _ := ps.m.LoadOrStore(key, newConnPool(func(ctx context.Context) (net.Conn, error) { return ps.dial(ctx, ep) }))
+	np := newConnPool(func(ctx context.Context) (net.Conn, error) { return ps.dial(ctx, ep) })
+	np.released = ps.released
+	p, _ := ps.m.LoadOrStore(key, np)
 	return p.(*connPool)
+}
+
+// evictIdle closes one idle connection of any endpoint, to make room
+// under MaxConnections; it reports whether there was one.
+func (ps *endpointPools) evictIdle() bool {
+	evicted := false
+	ps.m.Range(func(_, v any) bool {
+		evicted = v.(*connPool).evictOne()
+		return !evicted
+	})
+	return evicted
 }
 
 // idleFor is the idle count of ep's pool, without creating one.

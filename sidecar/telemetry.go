@@ -67,6 +67,8 @@ func flagFor(code string) string {
 		return "BR"
 	case errDenied:
 		return "DI"
+	case errUpstreamOverflow:
+		return "UO"
 	}
 	return ""
 }

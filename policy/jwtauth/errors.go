@@ -37,13 +37,20 @@ func (k Kind) String() string {
 type Error struct {
 	Provider string
 	Kind     Kind
-	// Reason is short and safe to show a client: it holds no key material
-	// and no part of the token.
+	// Reason is short and safe to show a client: it holds no key material,
+	// no part of the token and nothing about the sidecar's network.
 	Reason string
+	// detail is for logs only (Error), never for the client: for NoKeys,
+	// why the key set is not loaded (it names the JWKS URL and addresses).
+	detail string
 }
 
 func (e *Error) Error() string {
-	return "jwtauth: provider " + e.Provider + ": " + e.Kind.String() + ": " + e.Reason
+	s := "jwtauth: provider " + e.Provider + ": " + e.Kind.String() + ": " + e.Reason
+	if e.detail != "" {
+		s += ": " + e.detail
+	}
+	return s
 }
 
 // WWWAuthenticate is the RFC 6750 challenge for the 401 answer.

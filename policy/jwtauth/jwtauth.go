@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -34,6 +35,8 @@ const (
 	MaxJWKSBytes = 1 << 20
 	// earlyRefreshEvery rate-limits refreshes asked for by unknown key IDs.
 	earlyRefreshEvery = 30 * time.Second
+	// maxNumericDate bounds exp, nbf and iat, in seconds (go-jose's bound).
+	maxNumericDate = 1 << 62
 )
 
 // DefaultAlgorithms are the algorithms a provider accepts when it names
@@ -149,6 +152,7 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.now = 
 // Verifier verifies tokens for a fixed set of providers.
 type Verifier struct {
 	opts      options
+	client    *http.Client // for remote key sets, made by Run when no WithHTTPClient
 	providers []*provider
 	byName    map[string]*provider
 }
@@ -173,6 +177,7 @@ type provider struct {
 type keySet struct {
 	keys []jose.JSONWebKey
 	gen  uint64
+	doc  []byte // the document they came from
 }
 
 type cached struct {
@@ -349,6 +354,13 @@ func parseKeySet(doc []byte) ([]jose.JSONWebKey, error) {
 
 // install replaces p's keys with doc's; on error the old keys stay.
 func (p *provider) install(doc []byte, now time.Time) error {
+	if ks := p.keys.Load(); ks != nil && string(ks.doc) == string(doc) {
+		// Unchanged: keep the generation, and with it the token cache.
+		p.mu.Lock()
+		p.lastLoaded, p.lastError, p.stale = now, "", false
+		p.mu.Unlock()
+		return nil
+	}
 	keys, err := parseKeySet(doc)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -356,7 +368,7 @@ func (p *provider) install(doc []byte, now time.Time) error {
 		p.lastError, p.stale = err.Error(), p.keys.Load() != nil
 		return err
 	}
-	p.keys.Store(&keySet{keys: keys, gen: keyGen.Add(1)})
+	p.keys.Store(&keySet{keys: keys, gen: keyGen.Add(1), doc: slices.Clone(doc)})
 	p.cache = nil
 	p.lastLoaded, p.lastError, p.stale = now, "", false
 	return nil
@@ -463,7 +475,7 @@ func (p *provider) extract(req Request) (string, Location, error) {
 			ok = true
 			if pre := l.ValuePrefix; pre != "" {
 				if len(val) < len(pre) || !strings.EqualFold(val[:len(pre)], pre) {
-					return "", l, &Error{Provider: p.Name, Kind: Malformed, Reason: l.Header + " header does not start with " + strconv.Quote(pre)}
+					continue // another scheme (Authorization: Basic ...): no token here
 				}
 				val = strings.TrimSpace(val[len(pre):])
 			}
@@ -506,7 +518,7 @@ func (v *Verifier) verify(p *provider, token string) (*Claims, error) {
 		if why == "" {
 			why = "not fetched yet"
 		}
-		return fail(NoKeys, "signing keys of provider "+p.Name+" not loaded: "+why)
+		return nil, &Error{Provider: p.Name, Kind: NoKeys, Reason: "signing keys not loaded yet", detail: why}
 	}
 	now := v.opts.now()
 	if p.CacheSize > 0 {
@@ -568,6 +580,10 @@ func (v *Verifier) verify(p *provider, token string) (*Claims, error) {
 	if why != "" {
 		return fail(Malformed, why)
 	}
+	// token may be a view of the caller's buffer (the sidecar passes its
+	// reused connection buffer): the payload kept in the Claims and the
+	// cache key must own their bytes. One copy, on the uncached path only.
+	token = strings.Clone(token)
 	c.payload = payloadOf(token)
 	if c.Issuer != p.Issuer {
 		return fail(Issuer, "issuer is not "+p.Issuer)
@@ -637,7 +653,13 @@ func registered(raw map[string]any) (*Claims, string) {
 		if !ok {
 			return nil, t.name + " is not a number"
 		}
-		*t.dst = time.Unix(0, 0).Add(time.Duration(secs * float64(time.Second)))
+		// Bounded as go-jose bounds NumericDate: beyond it time.Duration
+		// (and int64) overflow, and an nbf of 1e12 would wrap into the past.
+		if secs != secs || secs >= maxNumericDate || secs <= -maxNumericDate {
+			return nil, t.name + " is out of range"
+		}
+		whole := math.Floor(secs)
+		*t.dst = time.Unix(int64(whole), int64((secs-whole)*1e9)).UTC()
 	}
 	if c.Expiry.IsZero() {
 		return nil, "no exp claim"

@@ -446,7 +446,7 @@ func TestAuthenticate(t *testing.T) {
 	}{
 		{"bearer", "bearer", req{h: map[string][]string{"Authorization": {"Bearer " + tok}}}, 0, "header Authorization"},
 		{"bearer scheme case", "bearer", req{h: map[string][]string{"Authorization": {"bearer " + tok}}}, 0, "header Authorization"},
-		{"basic scheme", "bearer", req{h: map[string][]string{"Authorization": {"Basic abc"}}}, Malformed, ""},
+		{"basic scheme is no bearer token", "bearer", req{h: map[string][]string{"Authorization": {"Basic abc"}}}, NoToken, ""},
 		{"header twice", "bearer", req{h: map[string][]string{"Authorization": {"Bearer " + tok, "Bearer x"}}}, Ambiguous, ""},
 		{"missing", "bearer", req{}, NoToken, ""},
 		{"query", "multi", req{q: map[string]string{"access_token": tok}}, 0, "query parameter access_token"},

@@ -16,6 +16,12 @@ import (
 // failures with backoff and keeping the last good keys. It returns nil
 // when ctx ends, after every goroutine it started has ended.
 func (v *Verifier) Run(ctx context.Context) error {
+	if v.opts.client == nil {
+		// Its own transport, so that no idle connection outlives Run.
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		defer t.CloseIdleConnections()
+		v.client = &http.Client{Transport: t}
+	}
 	var wg sync.WaitGroup
 	for _, p := range v.providers {
 		if p.KeySet.Remote == nil {
@@ -71,7 +77,7 @@ func (v *Verifier) fetch(ctx context.Context, p *provider) error {
 	req.Header.Set("Accept", "application/json")
 	client := v.opts.client
 	if client == nil {
-		client = http.DefaultClient
+		client = v.client
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -5,7 +5,7 @@ package metrics
 var (
 	methods  = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", Other}
 	statuses = [...]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx", Other}
-	flags    = [...]string{NoFlag, "UH", "UF", "UT", "UC", "DC", "DI", "BR", Other}
+	flags    = [...]string{NoFlag, "UH", "UF", "UT", "UC", "DC", "DI", "BR", "UO", Other}
 )
 
 const (
@@ -29,7 +29,7 @@ func MethodClass(method string) string { return methods[methodIndex(method)] }
 func StatusClass(status int) string { return statuses[statusIndex(status)] }
 
 // FlagClass returns the response_flag label of a response flag: NoFlag for
-// "", the flag itself for UH, UF, UT, UC, DC, DI and BR, else Other
+// "", the flag itself for UH, UF, UT, UC, DC, DI, BR and UO, else Other
 // (including comma-joined combinations).
 func FlagClass(flag string) string { return flags[flagIndex(flag)] }
 
@@ -85,6 +85,8 @@ func flagIndex(f string) int {
 		return 6
 	case "BR":
 		return 7
+	case "UO":
+		return 8
 	}
-	return 8
+	return 9
 }

@@ -85,6 +85,10 @@ func moduleRoot() (string, error) {
 // connections. Both made a test's bind fail now and then. Ports below the
 // range are never handed out by the kernel; a shared counter with a random
 // start keeps concurrent tests apart, and each port is checked by binding.
+// Test binaries of several packages run at once (go test ./...), each with
+// its own counter: a port is also claimed by creating a file for it in a
+// directory they share (claims expire after 30 minutes), so two processes
+// never hand out the same port (seen: "bind: address already in use").
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	lo, hi := portRange()
@@ -99,6 +103,9 @@ func FreePorts(t testing.TB, n int) []int {
 			t.Fatalf("consultest: no free port in %d-%d", lo, hi)
 		}
 		p := lo + int(nextPort.Add(1)%int64(hi-lo))
+		if !claimPort(p) {
+			continue
+		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
 			continue
@@ -116,6 +123,34 @@ var (
 	portsOnce sync.Once
 	nextPort  atomic.Int64
 )
+
+// claimTTL is how long a port claim keeps other test processes off it.
+const claimTTL = 30 * time.Minute
+
+// claimPort claims p for this process among concurrent test processes:
+// it creates <tmp>/outrider-test-ports/<p> exclusively, taking over a
+// claim older than claimTTL. It reports false when another process holds
+// p. Without the directory, every port counts as claimed by us.
+func claimPort(p int) bool {
+	dir := filepath.Join(os.TempDir(), "outrider-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return true
+	}
+	name := filepath.Join(dir, strconv.Itoa(p))
+	for range 2 {
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if err == nil {
+			f.Close()
+			return true
+		}
+		st, serr := os.Stat(name)
+		if serr != nil || time.Since(st.ModTime()) < claimTTL {
+			return false
+		}
+		os.Remove(name) // stale: a finished run's claim
+	}
+	return false
+}
 
 // portRange is where FreePorts picks: from 10000 up to the kernel's
 // ephemeral range (Linux: /proc/sys/net/ipv4/ip_local_port_range), at most

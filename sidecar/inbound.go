@@ -49,6 +49,8 @@ type inbound struct {
 	authz   *policy.Authorizer
 	norm    pathnorm.Options  // how request paths are normalized
 	jwt     *jwtauth.Verifier // nil: no JWT providers
+	// dryRunLog rate-limits the "would be denied" log lines.
+	dryRunLog logLimiter
 }
 
 func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {

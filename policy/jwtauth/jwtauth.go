@@ -152,6 +152,7 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.now = 
 // Verifier verifies tokens for a fixed set of providers.
 type Verifier struct {
 	opts      options
+	forwarded []string     // header names the providers forward claims in
 	client    *http.Client // for remote key sets, made by Run when no WithHTTPClient
 	providers []*provider
 	byName    map[string]*provider
@@ -226,6 +227,12 @@ func New(providers []Provider, opts ...Option) (*Verifier, error) {
 		}
 		v.providers = append(v.providers, pp)
 		v.byName[p.Name] = pp
+		for _, c := range pp.ForwardClaims {
+			v.forwarded = append(v.forwarded, c.Header)
+		}
+		if pp.ForwardPayloadHeader != "" {
+			v.forwarded = append(v.forwarded, pp.ForwardPayloadHeader)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -431,6 +438,12 @@ func (v *Verifier) Provider(name string) (*Provider, bool) {
 	}
 	return &p.Provider, true
 }
+
+// ForwardedHeaders lists the header fields the providers set for the
+// application (claims and payload): the sidecar removes them from every
+// incoming request so that a client cannot forge them. The caller must not
+// modify the slice.
+func (v *Verifier) ForwardedHeaders() []string { return v.forwarded }
 
 // Names lists the providers in configuration order.
 func (v *Verifier) Names() []string {

@@ -243,6 +243,10 @@ type ClusterEndpoint struct {
 	Weight         int    `json:"weight"`
 	ActiveRequests int64  `json:"active_requests"`
 	IdleConns      int    `json:"idle_connections"`
+	// EjectedUntil is set while outlier detection keeps the endpoint out;
+	// Ejections counts its ejections.
+	EjectedUntil *time.Time `json:"ejected_until,omitempty"`
+	Ejections    int        `json:"ejections,omitempty"`
 }
 
 func (s *Sidecar) handleClusters(w http.ResponseWriter, _ *http.Request) {
@@ -255,10 +259,14 @@ func (s *Sidecar) handleClusters(w http.ResponseWriter, _ *http.Request) {
 			cd.Discovery = w.Status()
 		}
 		for _, e := range r.out.bal.Endpoints() {
-			cd.Endpoints = append(cd.Endpoints, ClusterEndpoint{
+			ce := ClusterEndpoint{
 				Address: e.Address, Identity: e.Identity.String(), Weight: e.Weight,
-				ActiveRequests: e.Active(), IdleConns: r.out.h1.idleFor(e.Endpoint),
-			})
+				ActiveRequests: e.Active(), IdleConns: r.out.h1.idleFor(e.Endpoint), Ejections: e.Ejections(),
+			}
+			if until, ok := e.Ejected(); ok {
+				ce.EjectedUntil = &until
+			}
+			cd.Endpoints = append(cd.Endpoints, ce)
 		}
 		out = append(out, cd)
 	}

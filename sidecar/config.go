@@ -137,6 +137,9 @@ type Upstream struct {
 	// Limits is the upstream's circuit breaking (Config.limits, from the
 	// source's service-defaults UpstreamConfig). A change applies live.
 	Limits Limits `json:"limits"`
+	// Outlier is passive outlier detection (Config.passive_health_check,
+	// from the same UpstreamConfig); the zero value is off. Live.
+	Outlier balance.OutlierConfig `json:"passive_health_check"`
 
 	// Endpoints, when not empty, is a static endpoint list (static mode):
 	// no discovery runs for this upstream.
@@ -273,6 +276,12 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 		if err != nil {
 			return Config{}, fmt.Errorf("sidecar: %s: Config.limits: %w", where, err)
 		}
+		var outlier balance.OutlierConfig
+		if v, ok := u.Config["passive_health_check"]; ok && v != nil {
+			if outlier, err = balance.FromConsulPassiveHealthCheck(v); err != nil {
+				return Config{}, fmt.Errorf("sidecar: %s: Config.passive_health_check: %w", where, err)
+			}
+		}
 		up := Upstream{
 			DestinationName: u.DestinationName,
 			Datacenter:      u.Datacenter,
@@ -282,6 +291,7 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 			Protocol:        upProto,
 			MaxHeaderBytes:  maxHeader,
 			Limits:          limits,
+			Outlier:         outlier,
 		}
 		if prev, dup := seen[up.BindAddress]; dup {
 			return Config{}, fmt.Errorf("sidecar: %s: LocalBindPort %s is already used by upstream %q", where, up.BindAddress, prev)

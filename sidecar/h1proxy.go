@@ -388,7 +388,7 @@ func (hc *h1Conn) forwardAttempts() bool {
 				endSpan(span, 0, "UF", err)
 			}
 			tried = append(tried, ep.Address)
-			ep.Done()
+			ep.DoneWith(balance.LocalFailure)
 			p.log.Warn("upstream endpoint failed; trying another", "upstream", p.target.name(), "endpoint", ep.Address, "error", err)
 			continue
 		}
@@ -403,7 +403,11 @@ func (hc *h1Conn) forwardAttempts() bool {
 			endSpan(span, hc.rec.status, hc.rec.flag, nil)
 		}
 		if ep != nil {
-			ep.Done()
+			if o, ok := hc.outcome(retry); ok {
+				ep.DoneWith(o)
+			} else {
+				ep.Done()
+			}
 		}
 		if !retry {
 			return keep
@@ -445,6 +449,20 @@ func (hc *h1Conn) authorize(path string) policy.Decision {
 		hc.tokens.forward(h1Editor{hc})
 	}
 	return d
+}
+
+// outcome is what the exchange just done says about its endpoint, for
+// outlier detection; ok is false when it says nothing (the client went
+// away or sent a bad body, or a stale pooled connection is retried).
+func (hc *h1Conn) outcome(retry bool) (balance.Outcome, bool) {
+	switch r := &hc.rec; {
+	case retry, r.flag == "DC", r.flag == "BR":
+		return 0, false
+	case r.flag == "UC", r.flag == "UT":
+		return balance.LocalFailure, true
+	default:
+		return balance.OutcomeOf(r.status), true
+	}
 }
 
 // overflow answers a request refused by the upstream's limits.

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +36,8 @@ type httpApp struct {
 	ln       net.Listener
 	mu       sync.Mutex
 	requests int
+	// failing makes every answer a 503 (outlier detection tests).
+	failing atomic.Bool
 }
 
 // seen is what the application reports about a request.
@@ -111,6 +114,10 @@ func startHTTPApp(t *testing.T, name string) *httpApp {
 		a.mu.Lock()
 		a.requests++
 		a.mu.Unlock()
+		if a.failing.Load() {
+			http.Error(w, name+" failing", http.StatusServiceUnavailable)
+			return
+		}
 		mux.ServeHTTP(w, r)
 	})}
 	go a.srv.Serve(ln)

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/sidecar"
 )
 
 // TestMeshUpstreamLimits: service-defaults UpstreamConfig Limits of the
@@ -19,20 +22,8 @@ import (
 func TestMeshUpstreamLimits(t *testing.T) {
 	t.Parallel()
 	m := startL7Mesh(t, 1)
-	_, _, err := m.agent.Client.ConfigEntries().Set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "client",
-		UpstreamConfig: &api.UpstreamConfiguration{Defaults: &api.UpstreamConfig{
-			Limits: &api.UpstreamLimits{MaxConcurrentRequests: intPtr(1)}}}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 20*time.Second, func() error {
-		for _, u := range m.client.Dump().Upstreams {
-			if u.DestinationName == "web" && u.Limits.MaxConcurrentRequests == 1 {
-				return nil
-			}
-		}
-		return fmt.Errorf("client sidecar does not have the limits yet")
-	})
+	setUpstreamConfig(t, m.agent, m.client, &api.UpstreamConfig{Limits: &api.UpstreamLimits{MaxConcurrentRequests: intPtr(1)}},
+		func(u sidecar.Upstream) bool { return u.Limits.MaxConcurrentRequests == 1 })
 	// One request holds the only slot (it has reached the application);
 	// the next is refused at once.
 	app := m.apps[0]
@@ -69,17 +60,43 @@ func TestMeshUpstreamLimits(t *testing.T) {
 		return nil
 	})
 	wg.Wait()
-	resp, err := c.Get("http://" + m.upstream + "/echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("after the slot is free: %d", resp.StatusCode)
-	}
+	// The slot is free once the sidecar has finished the slow request,
+	// which can be just after its client read the answer.
+	eventually(t, 5*time.Second, func() error {
+		resp, err := c.Get("http://" + m.upstream + "/echo")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("after the slot is free: %d", resp.StatusCode)
+		}
+		return nil
+	})
 }
 
 func intPtr(n int) *int { return &n }
+
+// setUpstreamConfig writes the client service's service-defaults with
+// UpstreamConfig.Defaults c, and waits until sc's upstream web has it
+// (ready says so): the agent merges it into the registration, which the
+// sidecar watches.
+func setUpstreamConfig(t *testing.T, a *consultest.Agent, sc *runningSidecar, c *api.UpstreamConfig, ready func(sidecar.Upstream) bool) {
+	t.Helper()
+	_, _, err := a.Client.ConfigEntries().Set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "client",
+		UpstreamConfig: &api.UpstreamConfiguration{Defaults: c}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() error {
+		for _, u := range sc.Dump().Upstreams {
+			if u.DestinationName == "web" && ready(u.Upstream) {
+				return nil
+			}
+		}
+		return fmt.Errorf("the client sidecar's upstream web does not have the new UpstreamConfig yet")
+	})
+}
 
 // TestMeshL4MaxConnections: for a tcp upstream, Limits.MaxConnections
 // bounds the connections proxied at once; one over it is closed without
@@ -87,20 +104,8 @@ func intPtr(n int) *int { return &n }
 func TestMeshL4MaxConnections(t *testing.T) {
 	t.Parallel()
 	m := startMesh(t)
-	_, _, err := m.agent.Client.ConfigEntries().Set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "client",
-		UpstreamConfig: &api.UpstreamConfiguration{Defaults: &api.UpstreamConfig{
-			Limits: &api.UpstreamLimits{MaxConnections: intPtr(1)}}}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 20*time.Second, func() error {
-		for _, u := range m.clientSC.Dump().Upstreams {
-			if u.DestinationName == "web" && u.Limits.MaxConnections == 1 {
-				return nil
-			}
-		}
-		return fmt.Errorf("client sidecar does not have the limits yet")
-	})
+	setUpstreamConfig(t, m.agent, m.clientSC, &api.UpstreamConfig{Limits: &api.UpstreamLimits{MaxConnections: intPtr(1)}},
+		func(u sidecar.Upstream) bool { return u.Limits.MaxConnections == 1 })
 	held, err := net.Dial("tcp", m.upstream)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +86,11 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 		brk:    newBreaker(u.Limits),
 	}
 	o.cfg.Store(&u)
+	o.bal.OnEject(func(addr string, d time.Duration) {
+		o.tel.metrics.OutlierEjection(u.DestinationName)
+		o.log.Warn("endpoint ejected by outlier detection", "upstream", u.DestinationName, "endpoint", addr, "for", d)
+	})
+	o.bal.SetOutlier(u.Outlier)
 	empty := map[string]spiffeid.ID{}
 	o.ids.Store(&empty)
 	// Pooled L7 connections are long-lived: no session resumption.
@@ -192,6 +198,10 @@ func (o *outbound) rebalanceLocked() {
 // setConfig applies in-place changes to the listener's configuration.
 func (o *outbound) setConfig(u Upstream) {
 	prev := o.cfg.Swap(&u)
+	if !reflect.DeepEqual(prev.Outlier, u.Outlier) {
+		o.bal.SetOutlier(u.Outlier)
+		o.log.Info("upstream passive health check changed", "upstream", u.DestinationName, "max_failures", u.Outlier.MaxFailures)
+	}
 	if prev.Limits != u.Limits {
 		o.brk.set(u.Limits)
 		o.log.Info("upstream limits changed", "upstream", u.DestinationName, "max_connections", u.Limits.MaxConnections,
@@ -305,7 +315,7 @@ func (o *outbound) handleL4(c net.Conn, cfg *Upstream) {
 		return
 	}
 	defer tc.Close()
-	defer ep.Done()
+	defer ep.DoneWith(balance.Success)
 	if span != nil {
 		span.SetAttributes(attribute.String("network.peer.address", ep.Address), attribute.String("outrider.endpoint.spiffe_id", ep.Identity.String()))
 	}
@@ -337,7 +347,7 @@ func (o *outbound) dial() (*tls.Conn, *balance.Endpoint, error) {
 		if err == nil {
 			return tc, ep, nil
 		}
-		ep.Done()
+		ep.DoneWith(balance.LocalFailure) // at L4 connect failures count (outlier detection)
 		o.log.Warn("upstream endpoint failed; trying another", "upstream", o.name(), "endpoint", ep.Address, "error", err)
 		errs = append(errs, err)
 		tried = append(tried, ep.Address)
@@ -410,7 +420,11 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		resp, err := o.h2.RoundTrip(&out)
 		rec.upstreamDur = time.Since(sent)
 		if err != nil {
-			ep.Done()
+			if r.Context().Err() != nil {
+				ep.Done() // the client went away: nothing learnt of the endpoint
+			} else {
+				ep.DoneWith(balance.LocalFailure)
+			}
 			var de *dialError
 			if errors.As(err, &de) {
 				if span != nil {
@@ -431,7 +445,7 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			if span != nil {
 				endSpan(span, status, "", nil)
 			}
-			ep.Done()
+			ep.DoneWith(balance.OutcomeOf(status))
 			o.brk.requestDone() // the request ends with its body
 		}
 		admitted = false

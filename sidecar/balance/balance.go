@@ -40,5 +40,5 @@ func (empty) Pick() (discovery.Endpoint, error) { return discovery.Endpoint{}, E
 type snapshotPicker struct{ p picker }
 
 func (s snapshotPicker) Pick() (discovery.Endpoint, error) {
-	return s.p.pick(0, false, nil).Endpoint, nil
+	return s.p.pick(0, false, skip{}).Endpoint, nil
 }

@@ -3,15 +3,17 @@ package balance
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/outrider-mesh/outrider/discovery"
 )
 
 // Endpoint is a discovery.Endpoint plus the balancer's live state for it.
 // The embedded discovery.Endpoint is immutable. The state (the active
-// request count) survives updates: an endpoint present in successive
-// snapshots (same Address) shares its counters across them, and keeps the
-// same *Endpoint as long as its discovery.Endpoint is unchanged.
+// request count, and the outlier detection state: consecutive failures,
+// ejection) survives updates: an endpoint present in successive snapshots
+// (same Address) shares it across them, and keeps the same *Endpoint as
+// long as its discovery.Endpoint is unchanged.
 type Endpoint struct {
 	discovery.Endpoint
 	live *endpointState
@@ -19,10 +21,27 @@ type Endpoint struct {
 
 type endpointState struct {
 	active atomic.Int64
+	// until is the ejection deadline in nanoseconds on b's clock (see
+	// Balancer.nanos), 0 when the endpoint is not ejected. A deadline in
+	// the past means the endpoint is back; the first Pick or DoneWith to
+	// notice clears it. It sits next to active, on the cache line Pick
+	// touches anyway.
+	until     atomic.Int64
+	failures  atomic.Uint32 // consecutive failures (DoneWith)
+	ejections atomic.Uint32 // ejections so far, for /clusters
+	// b is the balancer that owns the state (set before the endpoint is
+	// published); nil for the per-snapshot Picker's endpoints, which have
+	// no outlier detection.
+	b *Balancer
+	// Guarded by b.mu.
+	backoff  int64 // the ejection time multiplier (Envoy's ejectTimeBackoff)
+	returnAt int64 // the deadline of the last ejection, when it came back
 }
 
-// Done ends one request (or connection) that Pick returned e for. Call it
-// exactly once per successful Pick, from any goroutine.
+// Done ends one request (or connection) that Pick returned e for, without
+// an outcome for outlier detection (the client went away, or the proxy
+// gave up for reasons that say nothing about the endpoint). Call Done or
+// DoneWith exactly once per successful Pick, from any goroutine.
 func (e *Endpoint) Done() {
 	if e.live != nil {
 		e.live.active.Add(-1)
@@ -47,11 +66,75 @@ func (e *Endpoint) tried(tried []string) bool {
 	return false
 }
 
+// skip is what one pick avoids: the addresses already tried for the
+// request and, when clock is set, ejected endpoints. Pickers check their
+// first candidate with skip.clear, which is inlined: nothing tried and no
+// ejection deadline set, a length check and a load. Otherwise they go on
+// with an avoider, which reads the clock at most once per pick.
+type skip struct {
+	tried []string
+	clock *Balancer // nil: ejections are not avoided
+}
+
+// clear reports whether e is certainly not avoided.
+func (s skip) clear(e *Endpoint) bool {
+	return len(s.tried) == 0 && e.live.until.Load() == 0
+}
+
+// avoider is a skip for the rest of a pick once its first candidate was
+// not clear: it reads the clock only for an endpoint with a deadline set,
+// and then once.
+type avoider struct {
+	skip
+	now int64 // clock.nanos() (at least 1), 0 until read
+}
+
+func (a *avoider) avoids(e *Endpoint) bool {
+	return (len(a.tried) > 0 && e.tried(a.tried)) || (e.live.until.Load() != 0 && a.ejected(e))
+}
+
+// ejected reports whether e is ejected. An expired deadline is cleared (by
+// whoever notices first), and the consecutive failures restart from zero,
+// as when Envoy un-ejects a host.
+func (a *avoider) ejected(e *Endpoint) bool {
+	if a.clock == nil {
+		return false
+	}
+	u := e.live.until.Load()
+	if u == 0 {
+		return false
+	}
+	if a.now == 0 {
+		a.now = a.clock.nanos()
+	}
+	if u > a.now {
+		return true
+	}
+	if e.live.until.CompareAndSwap(u, 0) {
+		e.live.failures.Store(0)
+	}
+	return false
+}
+
+// anyLeft reports whether some endpoint of eps is not avoided.
+func (a *avoider) anyLeft(eps []*Endpoint) bool {
+	if a.clock == nil && len(a.tried) < len(eps) {
+		return true // fewer tried addresses than endpoints
+	}
+	for _, e := range eps {
+		if !a.avoids(e) {
+			return true
+		}
+	}
+	return false
+}
+
 // picker is one policy's immutable view of one endpoint set. pick never
-// blocks, does not allocate, and returns nil only when eps is empty; it
-// does not count the pick (Balancer.Pick does).
+// blocks and does not allocate; it returns nil when every endpoint is
+// avoided (or eps is empty), and never returns nil for a non-empty set
+// with an empty skip. It does not count the pick (Balancer.Pick does).
 type picker interface {
-	pick(hash uint64, hashed bool, tried []string) *Endpoint
+	pick(hash uint64, hashed bool, s skip) *Endpoint
 }
 
 // state is what Update publishes and Pick reads.
@@ -63,33 +146,54 @@ type state struct {
 
 // Balancer balances one upstream.
 //
-// Update is called by the goroutine that receives discovery snapshots and
-// configuration (calls are serialized; concurrent calls are safe but
-// pointless). It builds a new immutable picker and publishes it with an
-// atomic store. Pick is called concurrently from request goroutines: it is
-// lock-free, never blocks and does not allocate.
+// Update and SetOutlier are called by the goroutine that receives
+// discovery snapshots and configuration (calls are serialized by one
+// mutex; concurrent calls are safe but pointless). Update builds a new
+// immutable picker and publishes it with an atomic store. Pick is called
+// concurrently from request goroutines: it is lock-free, never blocks and
+// does not allocate. Done and DoneWith are called from any goroutine; an
+// ejection decision takes the mutex briefly.
 type Balancer struct {
 	def   Policy
 	state atomic.Pointer[state]
 
-	mu   sync.Mutex           // serializes Update
-	live map[string]*Endpoint // by address, the endpoints of the last Update
+	// maxFailures is the outlier detection threshold DoneWith reads
+	// without the lock; 0 when detection is off. Written under mu.
+	maxFailures atomic.Uint32
+
+	// now is the clock and epoch its origin, 1ns before the balancer was
+	// made: nanos measures the monotonic time since. Tests replace both
+	// (setClock) before use.
+	now   func() time.Time
+	epoch time.Time
+
+	mu      sync.Mutex           // serializes Update, SetOutlier and ejections
+	live    map[string]*Endpoint // by address, the endpoints of the last Update
+	outlier outlierParams
+	onEject func(address string, d time.Duration)
 }
 
 // NewBalancer returns a balancer with no endpoints (Pick returns
-// ErrNoEndpoint until the first Update). defaultPolicy applies when the
-// Config's Policy is empty: RoundRobin for L4 listeners, LeastRequest for
-// L7 ones.
+// ErrNoEndpoint until the first Update) and outlier detection off.
+// defaultPolicy applies when the Config's Policy is empty: RoundRobin for
+// L4 listeners, LeastRequest for L7 ones.
 func NewBalancer(defaultPolicy Policy) *Balancer {
 	if !defaultPolicy.known() {
 		defaultPolicy = RoundRobin
 	}
-	return &Balancer{def: defaultPolicy}
+	return &Balancer{def: defaultPolicy, now: time.Now, epoch: time.Now().Add(-time.Nanosecond)}
 }
 
+// nanos is the balancer's clock: nanoseconds since just before it was
+// made (so at least 1; 0 means unset), on the monotonic clock (a wall
+// clock step does not lengthen an ejection).
+func (b *Balancer) nanos() int64 { return max(int64(b.now().Sub(b.epoch)), 1) }
+
 // Update publishes snap's endpoints balanced by cfg. A nil snapshot means
-// no endpoints. Endpoints keep their live state (active requests) across
-// updates by address; a snapshot listing an address twice keeps the first.
+// no endpoints. Endpoints keep their live state (active requests,
+// consecutive failures, ejection) across updates by address; an endpoint
+// absent from a snapshot loses it. A snapshot listing an address twice
+// keeps the first.
 // When neither the endpoints nor the picker's settings changed (a
 // discovery wake-up with a new index only), the current picker, with its
 // round-robin position, is kept.
@@ -115,7 +219,7 @@ func (b *Balancer) Update(snap *discovery.Snapshot, cfg Config) {
 		e := b.live[de.Address]
 		switch {
 		case e == nil:
-			e = &Endpoint{Endpoint: de, live: new(endpointState)}
+			e = &Endpoint{Endpoint: de, live: &endpointState{b: b}}
 		case e.Endpoint != de:
 			// Same address, new weight or identity: a new immutable
 			// Endpoint sharing the counters.
@@ -169,28 +273,55 @@ func (b *Balancer) Endpoints() []*Endpoint {
 //
 // hash and hashed come from Hash over Config().HashPolicies; only RingHash
 // and Maglev read them, and they pick at random when hashed is false.
-// tried lists the addresses already attempted for this request; Pick
-// avoids them whenever another endpoint exists: RoundRobin and Random move
-// on to the next untried endpoint of their schedule, LeastRequest samples
-// only untried endpoints, RingHash walks the ring to the next untried
-// endpoint, Maglev rehashes with the attempt number as Envoy does, then
-// scans the table. Every sidecar thus retries a given hash on the same
-// sequence of endpoints.
+// tried lists the addresses already attempted for this request. Pick
+// avoids tried and ejected endpoints (see SetOutlier) whenever another
+// endpoint exists: RoundRobin and Random give the turn to another slot of
+// their schedule (the round robin's next turn, a new random draw), so
+// that the endpoints left keep their weighted shares, and after 16 such
+// draws pick among the endpoints left in proportion to their weights;
+// LeastRequest samples only the endpoints left; RingHash walks the ring
+// to the next endpoint not avoided; Maglev rehashes with the attempt
+// number as Envoy does, then scans the table. Every sidecar thus retries
+// a given hash on the same sequence of endpoints, and the keys of an
+// ejected endpoint go back to it when the ejection ends.
+//
+// When every endpoint is ejected or tried, Pick ignores ejections and
+// picks as if only tried endpoints were avoided, and when every endpoint
+// was tried, as if none were: better a possibly bad endpoint than a
+// certain 503 (Envoy's panic threshold has the same intent).
 //
 // Pick returns ErrNoEndpoint when there is no endpoint. Otherwise the
-// caller must call Done on the returned Endpoint exactly once, when the
-// request (or connection) ends.
+// caller must call Done or DoneWith on the returned Endpoint exactly once,
+// when the request (or connection) ends.
 func (b *Balancer) Pick(hash uint64, hashed bool, tried []string) (*Endpoint, error) {
 	s := b.state.Load()
 	if s == nil {
 		return nil, ErrNoEndpoint
 	}
-	e := s.p.pick(hash, hashed, tried)
+	e := s.p.pick(hash, hashed, skip{tried: tried, clock: b})
 	if e == nil {
-		return nil, ErrNoEndpoint
+		if e = s.fallback(hash, hashed, tried); e == nil {
+			return nil, ErrNoEndpoint
+		}
 	}
 	e.live.active.Add(1)
 	return e, nil
+}
+
+// fallback picks when every endpoint is avoided: ignoring ejections, then
+// what was tried; nil when there is no endpoint.
+func (s *state) fallback(hash uint64, hashed bool, tried []string) *Endpoint {
+	if len(s.eps) == 0 {
+		return nil
+	}
+	var e *Endpoint
+	if len(tried) > 0 {
+		e = s.p.pick(hash, hashed, skip{tried: tried})
+	}
+	if e == nil {
+		e = s.p.pick(hash, hashed, skip{})
+	}
+	return e
 }
 
 // build returns the picker of cfg.Policy (normalized) over eps.
@@ -222,17 +353,4 @@ func weightsOf(eps []*Endpoint) []int {
 
 type noEndpoint struct{}
 
-func (noEndpoint) pick(uint64, bool, []string) *Endpoint { return nil }
-
-// untried reports whether some endpoint of eps is not in tried.
-func untried(eps []*Endpoint, tried []string) bool {
-	if len(tried) < len(eps) {
-		return true // fewer tried addresses than endpoints
-	}
-	for _, e := range eps {
-		if !e.tried(tried) {
-			return true
-		}
-	}
-	return false
-}
+func (noEndpoint) pick(uint64, bool, skip) *Endpoint { return nil }

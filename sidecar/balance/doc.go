@@ -6,13 +6,15 @@
 //
 // A Balancer holds the live state of one upstream. The goroutine that
 // receives discovery snapshots and service-resolver entries calls Update,
-// which builds an immutable picker and publishes it with an atomic store.
-// Request goroutines call Pick concurrently: it is lock-free, never blocks
-// and does not allocate, and the caller calls Done on the picked Endpoint
-// when the request ends, which feeds least-request accounting. An
-// endpoint's counters survive updates as long as its address stays in the
-// snapshots. New and Picker are the older per-snapshot API of the L4 path,
-// without that state.
+// which builds an immutable picker and publishes it with an atomic store,
+// and SetOutlier (serialized with Update). Request goroutines call Pick
+// concurrently: it is lock-free, never blocks and does not allocate, and
+// the caller ends the request on the picked Endpoint with DoneWith and its
+// Outcome, which feeds least-request accounting and outlier detection, or
+// with Done when the end says nothing about the endpoint. An endpoint's
+// state survives updates as long as its address stays in the snapshots.
+// New and Picker are the older per-snapshot API of the L4 path, without
+// that state.
 //
 // # Consul mapping
 //
@@ -30,6 +32,16 @@
 //
 // RingHashConfig is only allowed with ring_hash, LeastRequestConfig with
 // least_request, and HashPolicies with ring_hash and maglev.
+//
+// FromConsulPassiveHealthCheck converts service-defaults UpstreamConfig
+// PassiveHealthCheck, as the agent merges it into an upstream's
+// Config["passive_health_check"], into an OutlierConfig for SetOutlier:
+//
+//	Interval                OutlierConfig.Interval (default 10s)
+//	MaxFailures             OutlierConfig.MaxFailures (0: detection off)
+//	EnforcingConsecutive5xx OutlierConfig.EnforcingConsecutive5xx (default 100)
+//	MaxEjectionPercent      OutlierConfig.MaxEjectionPercent (default 10)
+//	BaseEjectionTime        OutlierConfig.BaseEjectionTime (default 30s)
 //
 // # Policies
 //
@@ -65,12 +77,38 @@
 //
 // # Retries
 //
-// Pick takes the addresses already tried for the request and avoids them
-// while another endpoint exists: round robin and random move on along
-// their schedule, least request samples untried endpoints, ring hash walks
-// the ring to the next untried endpoint, and maglev rehashes the way Envoy
-// does for retries (hash ^ (2^64 - attempt)), then scans the table. The
-// retry sequence of a hash is the same on every sidecar.
+// Pick takes the addresses already tried for the request and avoids them,
+// and ejected endpoints, while another endpoint exists: round robin and
+// random give the turn to another slot of their schedule (so that the
+// endpoints left keep their weighted shares), least request samples the
+// endpoints left, ring hash walks the ring to the next endpoint left, and
+// maglev rehashes the way Envoy does for retries (hash ^ (2^64 -
+// attempt)), then scans the table. The retry sequence of a hash is the
+// same on every sidecar.
+//
+// # Outlier detection
+//
+// Passive outlier detection is Envoy's consecutive_5xx detector, with
+// split_external_local_origin_errors off as Consul leaves it: every
+// outcome other than Success (a 5xx, a gateway error, a connect, TLS or
+// reset failure) counts as a failure, and MaxFailures failures in a row
+// eject the endpoint, with probability EnforcingConsecutive5xx percent and
+// while the endpoints already ejected are fewer than MaxEjectionPercent
+// of the set (the rule of the Envoy releases Consul 1.15 runs, 1.22 to
+// 1.25: one endpoint can always be ejected; Envoy 1.27 and later refuse an
+// ejection that would exceed the percentage, unless always_eject_one_host
+// is set). The n-th ejection lasts n × BaseEjectionTime up to
+// max(BaseEjectionTime, 300s), n losing one for each Interval the
+// endpoint spends back in service.
+//
+// Ejections are lazy: an ejection stores a deadline in the endpoint's
+// state, Pick passes over endpoints whose deadline is in the future,
+// reading the clock only for endpoints with a deadline set, and the
+// endpoint is back at its deadline, with no timer or sweep goroutine.
+// Counting is two atomic additions per request; only an ejection decision
+// takes the balancer's mutex. When every endpoint is ejected or tried,
+// Pick ignores ejections (like Envoy's panic mode): better a possibly bad
+// endpoint than a certain 503.
 //
 // # Hashing
 //

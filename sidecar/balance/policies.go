@@ -23,9 +23,35 @@ func newRoundRobin(eps []*Endpoint) *roundRobin {
 	return rr
 }
 
-func (r *roundRobin) pick(_ uint64, _ bool, tried []string) *Endpoint {
-	n := (r.next.Add(1) - 1) % uint64(len(r.sched))
-	return skipTried(r.eps, r.sched, n, tried)
+// draws is how many schedule slots RoundRobin and Random draw for one
+// pick while the slots drawn hold avoided endpoints, before drawing among
+// the endpoints left.
+const draws = 16
+
+// pick takes the next turn; an avoided endpoint's turn goes to the next
+// one, so that the others keep exact weighted shares while it is ejected
+// (moving on along the schedule without taking the turn would hand its
+// whole share to the endpoint after it).
+func (r *roundRobin) pick(_ uint64, _ bool, s skip) *Endpoint {
+	e := r.eps[r.sched[(r.next.Add(1)-1)%uint64(len(r.sched))]]
+	if s.clear(e) {
+		return e
+	}
+	return r.redraw(e, s)
+}
+
+// redraw returns e unless avoided, else the next turn not avoided.
+func (r *roundRobin) redraw(e *Endpoint, s skip) *Endpoint {
+	a := avoider{skip: s}
+	if !a.avoids(e) {
+		return e
+	}
+	for range draws - 1 {
+		if e := r.eps[r.sched[(r.next.Add(1)-1)%uint64(len(r.sched))]]; !a.avoids(e) {
+			return e
+		}
+	}
+	return drawWeighted(r.eps, &a)
 }
 
 type random struct {
@@ -33,23 +59,51 @@ type random struct {
 	sched []uint32
 }
 
-func (r *random) pick(_ uint64, _ bool, tried []string) *Endpoint {
-	return skipTried(r.eps, r.sched, rand.Uint64N(uint64(len(r.sched))), tried)
-}
-
-// skipTried returns the endpoint of schedule slot n, or when it was tried,
-// the next untried one in schedule order; the slot's own when all were.
-func skipTried(eps []*Endpoint, sched []uint32, n uint64, tried []string) *Endpoint {
-	e := eps[sched[n]]
-	if len(tried) == 0 || !e.tried(tried) {
+// pick draws again for an avoided endpoint, so that the others keep their
+// weighted shares.
+func (r *random) pick(_ uint64, _ bool, s skip) *Endpoint {
+	e := r.eps[r.sched[rand.Uint64N(uint64(len(r.sched)))]]
+	if s.clear(e) {
 		return e
 	}
-	for k := uint64(1); k < uint64(len(sched)); k++ {
-		if c := eps[sched[(n+k)%uint64(len(sched))]]; !c.tried(tried) {
-			return c
+	return r.redraw(e, s)
+}
+
+// redraw returns e unless avoided, else a new draw not avoided.
+func (r *random) redraw(e *Endpoint, s skip) *Endpoint {
+	a := avoider{skip: s}
+	if !a.avoids(e) {
+		return e
+	}
+	for range draws - 1 {
+		if e := r.eps[r.sched[rand.Uint64N(uint64(len(r.sched)))]]; !a.avoids(e) {
+			return e
 		}
 	}
-	return e
+	return drawWeighted(r.eps, &a)
+}
+
+// drawWeighted returns an endpoint not avoided, chosen at random in
+// proportion to its weight (a weighted reservoir sample of one), or nil
+// when every endpoint is avoided. It is the fallback of RoundRobin and
+// Random when the endpoints left hold so small a share of the schedule
+// that draws slots in a row missed them.
+func drawWeighted(eps []*Endpoint, a *avoider) *Endpoint {
+	var (
+		pick  *Endpoint
+		total uint64
+	)
+	for _, e := range eps {
+		if a.avoids(e) {
+			continue
+		}
+		w := uint64(max(e.Weight, 1))
+		total += w
+		if rand.Uint64N(total) < w {
+			pick = e
+		}
+	}
+	return pick
 }
 
 // schedule lays out endpoint indexes so each appears in proportion to its
@@ -152,37 +206,50 @@ func newLeastRequest(eps []*Endpoint, choices int) *leastRequest {
 	return l
 }
 
-func (l *leastRequest) pick(_ uint64, _ bool, tried []string) *Endpoint {
+func (l *leastRequest) pick(_ uint64, _ bool, s skip) *Endpoint {
 	if len(l.eps) == 1 {
+		if a := (avoider{skip: s}); a.avoids(l.eps[0]) {
+			return nil
+		}
 		return l.eps[0]
 	}
-	if len(tried) > 0 && !untried(l.eps, tried) {
-		tried = nil
-	}
-	var best *Endpoint
 	if l.sched == nil {
-		best = l.fewest(tried)
-	} else {
-		best = l.weighted(tried)
+		return l.fewest(s)
 	}
-	if best == nil {
-		best = l.scan(tried)
-	}
-	return best
+	return l.weighted(s)
 }
 
-// draws bounds the random draws of one pick: tried endpoints are redrawn.
-func (l *leastRequest) draws(tried []string) int { return l.choices + 4*len(tried) }
+// draws bounds the random draws of one pick: avoided endpoints are
+// redrawn, and a few extra draws cover ejected ones.
+func (l *leastRequest) draws(s skip) int { return l.choices + 4*len(s.tried) + 4 }
 
-func (l *leastRequest) fewest(tried []string) *Endpoint {
+// maxTopUps bounds the samples of one pick drawn by drawWeighted (O(n)
+// each) once the random draws ran out: when the endpoints left hold a
+// small share of the weight, the samples still follow the weights (a scan
+// from a random start would favour the endpoints after the ejected ones).
+const maxTopUps = 8
+
+func (l *leastRequest) fewest(s skip) *Endpoint {
 	var (
 		best  *Endpoint
 		bestA int64
+		got   int
+		av    = avoider{skip: s}
 	)
-	for got, draw := 0, l.draws(tried); got < l.choices && draw > 0; draw-- {
+	for draw := l.draws(s); got < l.choices && draw > 0; draw-- {
 		e := l.eps[randIndex(rand.Uint64(), len(l.eps))]
-		if len(tried) > 0 && e.tried(tried) {
+		if !s.clear(e) && av.avoids(e) {
 			continue
+		}
+		got++
+		if a := e.live.active.Load(); best == nil || a < bestA {
+			best, bestA = e, a
+		}
+	}
+	for top := 0; got < l.choices && top < maxTopUps; top++ {
+		e := drawWeighted(l.eps, &av)
+		if e == nil {
+			break
 		}
 		got++
 		if a := e.live.active.Load(); best == nil || a < bestA {
@@ -192,25 +259,37 @@ func (l *leastRequest) fewest(tried []string) *Endpoint {
 	return best
 }
 
-func (l *leastRequest) weighted(tried []string) *Endpoint {
+func (l *leastRequest) weighted(s skip) *Endpoint {
 	var (
 		best  *Endpoint
 		total float64
+		got   int
 	)
-	for got, draw := 0, l.draws(tried); got < l.choices && draw > 0; draw-- {
-		x := rand.Uint64() // high half: the sample; low half: the draw
-		e := l.eps[l.sched[randIndex(x, len(l.sched))]]
-		if len(tried) > 0 && e.tried(tried) {
-			continue
-		}
+	// consider adds a sample to a weighted reservoir of size one: the k-th
+	// sample replaces the choice with probability r_k / (r_1 + ... + r_k),
+	// drawn with the low half of x.
+	consider := func(e *Endpoint, x uint64) {
 		got++
-		// A weighted reservoir of size one: the k-th sample replaces the
-		// choice with probability r_k / (r_1 + ... + r_k).
 		r := 1 / float64(max(e.live.active.Load(), 0)+1)
 		total += r
 		if best == nil || float64(uint32(x))*(1.0/(1<<32))*total < r {
 			best = e
 		}
+	}
+	av := avoider{skip: s}
+	for draw := l.draws(s); got < l.choices && draw > 0; draw-- {
+		x := rand.Uint64() // high half: the sample; low half: the draw
+		e := l.eps[l.sched[randIndex(x, len(l.sched))]]
+		if s.clear(e) || !av.avoids(e) {
+			consider(e, x)
+		}
+	}
+	for top := 0; got < l.choices && top < maxTopUps; top++ {
+		e := drawWeighted(l.eps, &av)
+		if e == nil {
+			break
+		}
+		consider(e, rand.Uint64())
 	}
 	return best
 }
@@ -218,28 +297,3 @@ func (l *leastRequest) weighted(tried []string) *Endpoint {
 // randIndex maps the high 32 bits of the random x to [0, n) (Lemire's
 // multiply-shift; the bias, n/2^32, is negligible for n below 2^20).
 func randIndex(x uint64, n int) int { return int((x >> 32) * uint64(n) >> 32) }
-
-// scan returns the untried endpoint with the fewest active requests,
-// starting at a random index; the fallback when sampling drew only tried
-// endpoints.
-func (l *leastRequest) scan(tried []string) *Endpoint {
-	var (
-		best  *Endpoint
-		bestA int64
-		n     = len(l.eps)
-		start = rand.IntN(n)
-	)
-	for k := range n {
-		e := l.eps[(start+k)%n]
-		if e.tried(tried) {
-			continue
-		}
-		if a := e.live.active.Load(); best == nil || a < bestA {
-			best, bestA = e, a
-		}
-	}
-	if best == nil {
-		best = l.eps[start]
-	}
-	return best
-}

@@ -102,23 +102,38 @@ func (r *ring) search(hash uint64) int {
 	return k
 }
 
-func (r *ring) pick(hash uint64, hashed bool, tried []string) *Endpoint {
+func (r *ring) pick(hash uint64, hashed bool, s skip) *Endpoint {
 	if !hashed {
-		hash = rand.Uint64()
+		return r.pick(rand.Uint64(), true, s)
 	}
 	k := r.search(hash)
 	e := r.eps[r.owners[k]]
-	if len(tried) == 0 || !e.tried(tried) || !untried(r.eps, tried) {
+	if s.clear(e) {
 		return e
 	}
-	// Walk on to the next point of an endpoint not yet tried: the retry
-	// order of a hash is the same on every sidecar.
-	for s := 1; s < len(r.hashes); s++ {
-		if c := r.eps[r.owners[(k+s)%len(r.hashes)]]; !c.tried(tried) {
+	return r.walk(k, e, s)
+}
+
+// walk returns e, the endpoint of point k, unless avoided, else the
+// endpoint of the first point after k not avoided, or nil.
+func (r *ring) walk(k int, e *Endpoint, s skip) *Endpoint {
+	a := avoider{skip: s}
+	if !a.avoids(e) {
+		return e
+	}
+	if !a.anyLeft(r.eps) {
+		return nil
+	}
+	// Walk on to the next point of an endpoint not avoided, as Envoy's
+	// ring over the healthy hosts would: the retry order of a hash is the
+	// same on every sidecar, and the keys of an ejected endpoint go to
+	// their next endpoint on the ring, and only while it is ejected.
+	for st := 1; st < len(r.hashes); st++ {
+		if c := r.eps[r.owners[(k+st)%len(r.hashes)]]; !a.avoids(c) {
 			return c
 		}
 	}
-	return e
+	return nil
 }
 
 // maglev is a Maglev lookup table (Eisenbud et al., NSDI 2016) built as
@@ -131,8 +146,8 @@ type maglev struct {
 	table []uint32 // endpoint indexes
 }
 
-// maglevRehashes is how many alternative hashes Pick tries for a tried
-// endpoint before scanning the table.
+// maglevRehashes is how many alternative hashes Pick tries for a tried or
+// ejected endpoint before scanning the table.
 const maglevRehashes = 8
 
 func newMaglev(eps []*Endpoint, size uint64) *maglev {
@@ -191,26 +206,40 @@ func step(next, skip, size uint64) uint64 {
 	return next
 }
 
-func (m *maglev) pick(hash uint64, hashed bool, tried []string) *Endpoint {
+func (m *maglev) pick(hash uint64, hashed bool, s skip) *Endpoint {
 	if !hashed {
-		hash = rand.Uint64()
+		return m.pick(rand.Uint64(), true, s)
 	}
-	size := uint64(len(m.table))
-	e := m.eps[m.table[hash%size]]
-	if len(tried) == 0 || !e.tried(tried) || !untried(m.eps, tried) {
+	e := m.eps[m.table[hash%uint64(len(m.table))]]
+	if s.clear(e) {
 		return e
+	}
+	return m.retry(hash, e, s)
+}
+
+// retry returns e, hash's endpoint, unless avoided, else the endpoint of
+// the first rehash of hash, then of the first table entry after hash's,
+// not avoided, or nil.
+func (m *maglev) retry(hash uint64, e *Endpoint, s skip) *Endpoint {
+	size := uint64(len(m.table))
+	a := avoider{skip: s}
+	if !a.avoids(e) {
+		return e
+	}
+	if !a.anyLeft(m.eps) {
+		return nil
 	}
 	// Envoy's retry: the hash of attempt n is hash ^ (2^64 - n).
 	for n := uint64(1); n <= maglevRehashes; n++ {
-		if c := m.eps[m.table[(hash^(^uint64(0)-n+1))%size]]; !c.tried(tried) {
+		if c := m.eps[m.table[(hash^(^uint64(0)-n+1))%size]]; !a.avoids(c) {
 			return c
 		}
 	}
 	start := hash % size
-	for s := uint64(1); s < size; s++ {
-		if c := m.eps[m.table[(start+s)%size]]; !c.tried(tried) {
+	for st := uint64(1); st < size; st++ {
+		if c := m.eps[m.table[(start+st)%size]]; !a.avoids(c) {
 			return c
 		}
 	}
-	return e
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +22,8 @@ type tracker struct {
 	closing bool
 	// draining is set once drain started.
 	draining bool
+	// told is set once drain has called every graceful func it found.
+	told atomic.Bool
 }
 
 func newTracker() *tracker {
@@ -90,6 +93,7 @@ func (t *tracker) drain(ctx context.Context) int {
 	for _, f := range graceful {
 		f()
 	}
+	t.told.Store(true)
 	done := make(chan struct{})
 	go func() { t.wg.Wait(); close(done) }()
 	select {

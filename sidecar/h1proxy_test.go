@@ -328,6 +328,12 @@ func TestH1ProxyGracefulDrain(t *testing.T) {
 	if _, err := idle.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("idle connection: read %v, want EOF", err)
 	}
+	// Release the slow answer only once drain has reached every keep-alive
+	// connection: it tells them one by one, and the idle one may be told
+	// (and closed) before the busy one.
+	for !conns.told.Load() {
+		time.Sleep(time.Millisecond)
+	}
 	close(release)
 	br := bufio.NewReader(busy)
 	var resp http1.ResponseHead

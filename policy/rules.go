@@ -260,14 +260,11 @@ type Rules struct {
 	// deny and allow index denies and allows: rules by exact peer ID,
 	// and the others, so a request looks at the rules of its peer only.
 	deny, allow ruleIndex
-	byName      []string // rule names in configuration order
-	all         []*compiledRule
+	ordered     []*compiledRule // configuration order
 	def, defDry Decision
 	jwt         *jwtMatcher
 	jwtReq      *JWTRequirement
 	dryRun      bool
-	// needsRequest: some rule or the JWT requirement looks at requests.
-	needsRequest bool
 }
 
 // CompileRules validates rules and compiles them. Errors name the rule
@@ -279,8 +276,8 @@ func CompileRules(rules []Rule, opts RulesOptions) (*Rules, error) {
 	if c.jwt, err = compileJWT(opts.JWT); err != nil {
 		errs = append(errs, fmt.Errorf("policy: JWT requirement: %w", err))
 	}
-	c.needsRequest = c.jwt != nil
 	seen := map[string]bool{}
+	var order []int
 	for i, r := range rules {
 		name := r.Name
 		if name == "" {
@@ -295,22 +292,25 @@ func CompileRules(rules []Rule, opts RulesOptions) (*Rules, error) {
 			errs = append(errs, fmt.Errorf("policy: %s: %w", name, err))
 			continue
 		}
-		c.needsRequest = c.needsRequest || cr.l7()
-		c.byName = append(c.byName, name)
 		if r.Allow {
 			c.allows = append(c.allows, cr)
+			order = append(order, len(c.allows)-1)
 		} else {
 			c.denies = append(c.denies, cr)
+			order = append(order, -len(c.denies))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	for i := range c.denies {
-		c.all = append(c.all, &c.denies[i])
-	}
-	for i := range c.allows {
-		c.all = append(c.all, &c.allows[i])
+	// order holds, per configured rule, its allow index, or -1-index of
+	// its deny: pointers are taken once the slices stop growing.
+	for _, i := range order {
+		if i >= 0 {
+			c.ordered = append(c.ordered, &c.allows[i])
+		} else {
+			c.ordered = append(c.ordered, &c.denies[-1-i])
+		}
 	}
 	c.deny, c.allow = newRuleIndex(c.denies), newRuleIndex(c.allows)
 	c.def = Decision{Allow: opts.DefaultAllow, Rule: RuleDefault, Reason: "no rule matches; the default policy denies", Code: CodeForbidden}
@@ -364,7 +364,7 @@ func (c *Rules) Providers() []string {
 		return nil
 	}
 	out := c.jwtReq.names()
-	for _, r := range c.all {
+	for _, r := range c.ordered {
 		out = append(out, r.rule.JWT.names()...)
 	}
 	return out
@@ -528,21 +528,16 @@ func (c *Rules) Summary() Summary {
 		return Summary{Default: "deny", Rules: []RuleSummary{}}
 	}
 	s := Summary{Loaded: true, Default: "deny", DryRun: c.dryRun, Combining: "deny wins", JWT: describeJWT(c.jwtReq),
-		Rules: make([]RuleSummary, 0, len(c.all))}
+		Rules: make([]RuleSummary, 0, len(c.ordered))}
 	if c.def.Allow {
 		s.Default = "allow"
 	}
-	// Configuration order, whatever the compiled order.
-	for _, name := range c.byName {
-		for _, r := range c.all {
-			if r.decision.Rule == name {
-				action := "deny"
-				if r.rule.Allow {
-					action = "allow"
-				}
-				s.Rules = append(s.Rules, RuleSummary{Rule: name, Match: strings.TrimPrefix(strings.TrimPrefix(r.rule.String(), "allow "), "deny "), Action: action})
-			}
+	for _, r := range c.ordered {
+		action := "deny"
+		if r.rule.Allow {
+			action = "allow"
 		}
+		s.Rules = append(s.Rules, RuleSummary{Rule: r.decision.Rule, Match: strings.TrimPrefix(r.rule.String(), action+" "), Action: action})
 	}
 	return s
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -250,7 +251,7 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 			rp.ServeHTTP(sw, r.WithContext(ctx))
 		}
 		total := time.Since(start)
-		route.Request(r.Method, sw.status, rec.flag, body.n, sw.bytes, total, rec.upstreamDur)
+		route.Request(r.Method, sw.status, rec.flag, body.n.Load(), sw.bytes, total, rec.upstreamDur)
 		route.InFlight(-1)
 		if span != nil {
 			endSpan(span, sw.status, rec.flag, nil)
@@ -267,7 +268,7 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 				Start: start, Duration: total, UpstreamDuration: rec.upstreamDur,
 				Direction: dir, Upstream: name, TraceID: rec.traceID, SpanID: rec.spanID,
 				Peer: ci.peer, Downstream: r.RemoteAddr, Method: r.Method, Authority: r.Host, Path: r.URL.RequestURI(),
-				Protocol: r.Proto, Status: sw.status, Flags: rec.flag, RxBytes: body.n, TxBytes: sw.bytes,
+				Protocol: r.Proto, Status: sw.status, Flags: rec.flag, RxBytes: body.n.Load(), TxBytes: sw.bytes,
 				Endpoint: rec.endpoint, RequestID: r.Header.Get("X-Request-Id"), Attempts: rec.attempts, Rule: rec.rule,
 			})
 		}
@@ -354,12 +355,15 @@ func h2RecordFrom(ctx context.Context) *h2Record {
 // countingBody counts request body bytes read.
 type countingBody struct {
 	io.ReadCloser
-	n int64
+	// n is atomic: the HTTP/2 transport may still be reading the body on
+	// its own goroutine when the handler records the request (an answer
+	// that came before the whole body was sent).
+	n atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	return n, err
 }
 

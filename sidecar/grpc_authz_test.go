@@ -26,10 +26,10 @@ func TestMeshGRPCL7Intentions(t *testing.T) {
 	t.Parallel()
 	a := consultest.Start(t)
 	setProtocol(t, a, "inventory", "grpc")
-	ports := consultest.FreePorts(t, 3)
+	ports := consultest.FreePorts(t, 4)
 	app, appPort := startGRPCApp(t, "inventory-1")
 	register(t, a, service{name: "inventory", id: app.name, appPort: appPort, publicPort: ports[0]})
-	register(t, a, service{name: "client", id: "client-1", appPort: ports[1], publicPort: ports[2] + 1,
+	register(t, a, service{name: "client", id: "client-1", appPort: ports[1], publicPort: ports[3],
 		upstreams: []api.Upstream{{DestinationName: "inventory", LocalBindPort: ports[2]}}})
 	inv := startSidecar(t, a, sidecar.Options{SidecarFor: app.name})
 	client := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"})

@@ -129,40 +129,8 @@ func noteDecision(span trace.Span, d policy.Decision) {
 type h1Headers struct{ h *http1.Header }
 
 func (h h1Headers) Header(name string) (string, int) {
-	var first []byte
-	n := 0
-	for _, f := range h.h.Fields {
-		if asciiEqualFold(f.Name, name) {
-			if n == 0 {
-				first = f.Value
-			}
-			n++
-		}
-	}
-	return unsafeString(first), n
-}
-
-// asciiEqualFold compares a field name with name, ignoring ASCII case.
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		c, d := b[i], s[i]
-		if c == d {
-			continue
-		}
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if 'A' <= d && d <= 'Z' {
-			d += 'a' - 'A'
-		}
-		if c != d {
-			return false
-		}
-	}
-	return true
+	v, n := h.h.Lookup(name)
+	return unsafeString(v), n
 }
 
 // h1JWTRequest is jwtauth.Request over an HTTP/1.1 head.
@@ -337,10 +305,8 @@ func (e h1Editor) del(name string)        { e.hc.req.Header.Del(name) }
 
 func (e h1Editor) cookies() []string {
 	var out []string
-	for _, f := range e.hc.req.Header.Fields {
-		if asciiEqualFold(f.Name, "cookie") {
-			out = append(out, string(f.Value))
-		}
+	for _, v := range e.hc.req.Header.Values("Cookie") {
+		out = append(out, string(v))
 	}
 	return out
 }

@@ -13,6 +13,33 @@ func (h *Header) Get(name string) ([]byte, bool) {
 	return nil, false
 }
 
+// Lookup returns the value of the first field called name (ASCII
+// case-insensitive) and how many fields carry that name, so that a caller
+// can refuse a field sent twice instead of guessing which value counts.
+func (h *Header) Lookup(name string) (first []byte, n int) {
+	for _, f := range h.Fields {
+		if equalFold(f.Name, name) {
+			if n == 0 {
+				first = f.Value
+			}
+			n++
+		}
+	}
+	return first, n
+}
+
+// Values returns the values of the fields called name (ASCII
+// case-insensitive), in order; they view the head's buffer.
+func (h *Header) Values(name string) [][]byte {
+	var out [][]byte
+	for _, f := range h.Fields {
+		if equalFold(f.Name, name) {
+			out = append(out, f.Value)
+		}
+	}
+	return out
+}
+
 // Has reports whether a field called name (ASCII case-insensitive) exists.
 func (h *Header) Has(name string) bool {
 	_, ok := h.Get(name)

@@ -115,6 +115,9 @@ type h1Conn struct {
 	// and must not close the pooled upstream connection.
 	clientClose bool
 	rec         record
+	// headReported: this exchange's response status has gone to outlier
+	// detection already (when the head arrived).
+	headReported bool
 
 	// inbound authorization, reused for every request
 	authReq   policy.Request
@@ -398,6 +401,7 @@ func (hc *h1Conn) forwardAttempts() bool {
 			// Only the access log shows it, and formatting it allocates.
 			hc.rec.endpoint = uc.Conn.RemoteAddr().String()
 		}
+		hc.headReported = false
 		keep, retry := hc.exchange(uc, ep, cookie)
 		if span != nil {
 			endSpan(span, hc.rec.status, hc.rec.flag, nil)
@@ -452,16 +456,30 @@ func (hc *h1Conn) authorize(path string) policy.Decision {
 }
 
 // outcome is what the exchange just done says about its endpoint, for
-// outlier detection; ok is false when it says nothing (the client went
-// away or sent a bad body, or a stale pooled connection is retried).
+// outlier detection, beyond the response status reported when the head
+// arrived; ok is false when it says nothing more (the client went away or
+// sent a bad body, a stale pooled connection is retried, or the status
+// was reported and the body relayed whole).
 func (hc *h1Conn) outcome(retry bool) (balance.Outcome, bool) {
 	switch r := &hc.rec; {
 	case retry, r.flag == "DC", r.flag == "BR":
 		return 0, false
 	case r.flag == "UC", r.flag == "UT":
-		return balance.LocalFailure, true
+		return balance.LocalFailure, true // no head, or a body cut short
+	case hc.headReported:
+		return 0, false
 	default:
 		return balance.OutcomeOf(r.status), true
+	}
+}
+
+// reportHead gives the status of a response head just read to outlier
+// detection, before its body is relayed: the next request picked already
+// knows of the failure (Envoy counts a status as its headers arrive).
+func (hc *h1Conn) reportHead(ep *balance.Endpoint) {
+	if ep != nil {
+		ep.Report(balance.OutcomeOf(hc.resp.Status))
+		hc.headReported = true
 	}
 }
 
@@ -512,6 +530,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 			// A final answer (417, 401, ...) without reading the body: relay
 			// it; the unread body means the client connection must close.
 			hc.clientClose = true
+			hc.reportHead(ep)
 			return hc.relayResponse(uc, cookie, true), false
 		case isTimeout(err):
 			// No interim answer: send the body anyway, as clients do.
@@ -573,6 +592,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 	// relayResponse clears it before reading a body that is not buffered
 	// yet (uc.deadline), so long bodies and tunnels are not cut.
 	uc.deadline = p.responseTimeout > 0
+	hc.reportHead(ep)
 	return hc.relayResponse(uc, cookie, false), false
 }
 

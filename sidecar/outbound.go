@@ -441,11 +441,15 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		status := resp.StatusCode
+		// The status goes to outlier detection now, with the head (as
+		// Envoy counts it), not when the body has been relayed: the next
+		// request picked already knows of a failure.
+		ep.Report(balance.OutcomeOf(status))
 		done := func() {
 			if span != nil {
 				endSpan(span, status, "", nil)
 			}
-			ep.DoneWith(balance.OutcomeOf(status))
+			ep.Done()
 			o.brk.requestDone() // the request ends with its body
 		}
 		admitted = false

@@ -332,8 +332,22 @@ func OutcomeOf(status int) Outcome {
 }
 
 // DoneWith ends one request (or connection) like Done and reports how it
-// ended. Call Done or DoneWith exactly once per successful Pick, from any
-// goroutine; DoneWith never blocks on requests.
+// ended, as Report does. Call Done or DoneWith exactly once per successful
+// Pick, from any goroutine; DoneWith never blocks on requests.
+func (e *Endpoint) DoneWith(o Outcome) {
+	if e.live == nil {
+		return
+	}
+	e.live.active.Add(-1)
+	e.Report(o)
+}
+
+// Report tells outlier detection how a request on e went without ending
+// it: the proxy reports the status when the response head arrives (as
+// Envoy does), so that the next request picked already knows of a
+// failure while the body is still being relayed, and ends the request
+// with Done. Report any number of times per Pick (a 200 whose body is then
+// cut short is a Success and then a LocalFailure).
 //
 // Every outcome other than Success increments the endpoint's count of
 // consecutive failures (Envoy's consecutive_5xx counts 5xx responses,
@@ -346,18 +360,17 @@ func OutcomeOf(status int) Outcome {
 // it was ejected, or picked because nothing else was left), and the count
 // restarts when the ejection ends.
 //
-// The common path is atomic and lock-free: Success is one atomic addition
-// and one load (plus a store when it ends a run of failures), a failure
-// below MaxFailures two additions and two loads. Only reaching MaxFailures
-// takes the balancer's mutex, and reads the clock, as does a failure on an
-// endpoint with an ejection deadline set. Endpoints not made by a Balancer
-// (the per-snapshot Picker's, literals) only end the request.
-func (e *Endpoint) DoneWith(o Outcome) {
+// The common path is atomic and lock-free: Success is one load (plus a
+// store when it ends a run of failures), a failure below MaxFailures an
+// addition and two loads. Only reaching MaxFailures takes the balancer's
+// mutex, and reads the clock, as does a failure on an endpoint with an
+// ejection deadline set. Endpoints not made by a Balancer (the
+// per-snapshot Picker's, literals) ignore it.
+func (e *Endpoint) Report(o Outcome) {
 	l := e.live
 	if l == nil {
 		return
 	}
-	l.active.Add(-1)
 	if o == Success {
 		if l.failures.Load() != 0 {
 			l.failures.Store(0)

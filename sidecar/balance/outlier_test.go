@@ -1041,3 +1041,52 @@ func BenchmarkDoneWith(b *testing.B) {
 		})
 	}
 }
+
+// Report counts an outcome while the request is still active (the status
+// of a response head whose body is being relayed): the endpoint is
+// ejected before Done, the next Pick avoids it, and Done then only ends
+// the request.
+func TestReportBeforeDone(t *testing.T) {
+	b, _ := outlierBalancer(RoundRobin, ones(2), OutlierConfig{MaxFailures: 2, MaxEjectionPercent: u32(50)})
+	var bad *Endpoint
+	for range 2 {
+		e, err := b.Pick(0, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bad == nil {
+			bad = e
+		}
+		if e != bad {
+			e.Done()
+			if e, err = b.Pick(0, false, nil); err != nil || e != bad {
+				t.Fatalf("round robin did not come back to %s", bad.Address)
+			}
+		}
+		e.Report(GatewayError) // head arrived; the body is still coming
+	}
+	if !ejected(bad) {
+		t.Fatal("two reported gateway errors did not eject the endpoint while its requests were active")
+	}
+	if got := bad.Active(); got != 2 {
+		t.Fatalf("Report ended requests: %d active, want 2", got)
+	}
+	for range 4 {
+		e, err := b.Pick(0, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e == bad {
+			t.Fatal("an endpoint ejected by Report was picked")
+		}
+		e.Done()
+	}
+	bad.Done()
+	bad.Done()
+	if got := bad.Active(); got != 0 {
+		t.Fatalf("%d active after Done, want 0", got)
+	}
+	if got := bad.Ejections(); got != 1 {
+		t.Fatalf("%d ejections, want 1 (Done must not count again)", got)
+	}
+}

@@ -3,9 +3,9 @@ package policy
 import (
 	"errors"
 	"fmt"
-	"net/textproto"
-	"regexp"
 	"strings"
+
+	"github.com/outrider-mesh/outrider/internal/httpmatch"
 )
 
 // HTTPMatch matches a request by path, method and headers; every matcher
@@ -59,37 +59,11 @@ type ClaimCheck struct {
 
 // httpMatcher is a compiled HTTPMatch.
 type httpMatcher struct {
-	pathKind        uint8 // 0 none, pathExact, pathPrefix, pathRegex
-	path            string
-	re              *regexp.Regexp
+	path            httpmatch.Path
 	methods         []string
 	methodsFoldCase bool // deny: methods match whatever their case
-	headers         []headerMatcher
+	headers         []httpmatch.Header
 }
-
-const (
-	pathExact = 1 + iota
-	pathPrefix
-	pathRegex
-)
-
-type headerMatcher struct {
-	name       string // canonical
-	kind       uint8
-	value      string // lower-cased when ignoreCase
-	re         *regexp.Regexp
-	invert     bool
-	ignoreCase bool
-}
-
-const (
-	hdrPresent = iota
-	hdrExact
-	hdrPrefix
-	hdrSuffix
-	hdrContains
-	hdrRegex
-)
 
 // compileHTTP validates m. deny makes methods match without case, so that
 // a case trick cannot pass a deny while an allow stays exact: both fail
@@ -99,31 +73,11 @@ func compileHTTP(m *HTTPMatch, deny bool) (*httpMatcher, error) {
 		return nil, nil
 	}
 	c := &httpMatcher{methodsFoldCase: deny}
-	n := 0
-	for _, p := range [...]struct {
-		kind uint8
-		v    string
-	}{{pathExact, m.PathExact}, {pathPrefix, m.PathPrefix}, {pathRegex, m.PathRegex}} {
-		if p.v != "" {
-			n++
-			c.pathKind, c.path = p.kind, p.v
-		}
+	path, err := httpmatch.CompilePath(httpmatch.PathSpec{Exact: m.PathExact, Prefix: m.PathPrefix, Regex: m.PathRegex})
+	if err != nil {
+		return nil, err
 	}
-	if n > 1 {
-		return nil, errors.New("at most one of PathExact, PathPrefix and PathRegex")
-	}
-	switch c.pathKind {
-	case pathExact, pathPrefix:
-		if !strings.HasPrefix(c.path, "/") {
-			return nil, fmt.Errorf("path %q must start with /", c.path)
-		}
-	case pathRegex:
-		re, err := regexp.Compile(`^(?:` + c.path + `)$`)
-		if err != nil {
-			return nil, fmt.Errorf("path regex: %w", err)
-		}
-		c.re = re
-	}
+	c.path = path
 	for _, meth := range m.Methods {
 		if meth == "" || strings.ContainsAny(meth, " \t\r\n") {
 			return nil, fmt.Errorf("method %q is not a token", meth)
@@ -140,44 +94,14 @@ func compileHTTP(m *HTTPMatch, deny bool) (*httpMatcher, error) {
 	return c, nil
 }
 
-func compileHeader(h HeaderMatch) (headerMatcher, error) {
-	if h.Name == "" || strings.HasPrefix(h.Name, ":") || strings.ContainsAny(h.Name, " \t\r\n:") {
-		return headerMatcher{}, fmt.Errorf("name %q is not a header field name", h.Name)
-	}
-	hm := headerMatcher{name: textproto.CanonicalMIMEHeaderKey(h.Name), invert: h.Invert, ignoreCase: h.IgnoreCase}
-	n := 0
-	if h.Present {
-		n++
-		hm.kind = hdrPresent
-	}
-	for _, v := range [...]struct {
-		kind uint8
-		v    string
-	}{{hdrExact, h.Exact}, {hdrPrefix, h.Prefix}, {hdrSuffix, h.Suffix}, {hdrContains, h.Contains}, {hdrRegex, h.Regex}} {
-		if v.v != "" {
-			n++
-			hm.kind, hm.value = v.kind, v.v
-		}
-	}
-	if n != 1 {
-		return headerMatcher{}, errors.New("exactly one of Present, Exact, Prefix, Suffix, Contains and Regex")
-	}
-	switch {
-	case hm.kind == hdrRegex:
-		if h.IgnoreCase {
-			return headerMatcher{}, errors.New("ignore case does not apply to Regex (use (?i))")
-		}
-		re, err := regexp.Compile(`^(?:` + hm.value + `)$`)
-		if err != nil {
-			return headerMatcher{}, fmt.Errorf("regex: %w", err)
-		}
-		hm.re = re
-	case h.IgnoreCase && hm.kind == hdrPresent:
-		return headerMatcher{}, errors.New("ignore case does not apply to Present")
-	case h.IgnoreCase:
-		hm.value = strings.ToLower(hm.value)
-	}
-	return hm, nil
+// compileHeader compiles one header criterion. An inverted value matcher
+// matches an absent header (the header is "not equal"), as policy has always
+// done; Envoy's RBAC HeaderMatcher, which Consul generates for intentions,
+// would not match it.
+func compileHeader(h HeaderMatch) (httpmatch.Header, error) {
+	return httpmatch.CompileHeader(httpmatch.HeaderSpec{Name: h.Name, Present: h.Present, Exact: h.Exact,
+		Prefix: h.Prefix, Suffix: h.Suffix, Contains: h.Contains, Regex: h.Regex, Invert: h.Invert,
+		IgnoreCase: h.IgnoreCase, InvertMatchesAbsent: true})
 }
 
 // outcome of matching a request against one matcher.
@@ -192,19 +116,8 @@ const (
 
 // match reports whether r matches; ambiguous names the header field.
 func (c *httpMatcher) match(r *Request) (outcome, string) {
-	switch c.pathKind {
-	case pathExact:
-		if r.Path != c.path {
-			return noMatch, ""
-		}
-	case pathPrefix:
-		if !strings.HasPrefix(r.Path, c.path) {
-			return noMatch, ""
-		}
-	case pathRegex:
-		if !c.re.MatchString(r.Path) {
-			return noMatch, ""
-		}
+	if !c.path.Matches(r.Path) {
+		return noMatch, ""
 	}
 	if len(c.methods) > 0 && !c.methodMatches(r.Method) {
 		return noMatch, ""
@@ -213,12 +126,12 @@ func (c *httpMatcher) match(r *Request) (outcome, string) {
 		h := &c.headers[i]
 		v, n := "", 0
 		if r.Header != nil {
-			v, n = r.Header.Header(h.name)
+			v, n = r.Header.Header(h.Name())
 		}
 		if n > 1 {
-			return ambiguous, h.name
+			return ambiguous, h.Name()
 		}
-		if h.matches(v, n == 1) == h.invert {
+		if !h.Matches(v, n == 1) {
 			return noMatch, ""
 		}
 	}
@@ -228,51 +141,6 @@ func (c *httpMatcher) match(r *Request) (outcome, string) {
 func (c *httpMatcher) methodMatches(m string) bool {
 	for _, want := range c.methods {
 		if m == want || c.methodsFoldCase && strings.EqualFold(m, want) {
-			return true
-		}
-	}
-	return false
-}
-
-// matches applies the matcher to a header's single value, ignoring Invert.
-func (h *headerMatcher) matches(v string, present bool) bool {
-	if h.kind == hdrPresent {
-		return present
-	}
-	if !present {
-		return false
-	}
-	switch h.kind {
-	case hdrRegex:
-		return h.re.MatchString(v)
-	case hdrExact:
-		if h.ignoreCase {
-			return strings.EqualFold(v, h.value)
-		}
-		return v == h.value
-	case hdrPrefix:
-		if h.ignoreCase {
-			return len(v) >= len(h.value) && strings.EqualFold(v[:len(h.value)], h.value)
-		}
-		return strings.HasPrefix(v, h.value)
-	case hdrSuffix:
-		if h.ignoreCase {
-			return len(v) >= len(h.value) && strings.EqualFold(v[len(v)-len(h.value):], h.value)
-		}
-		return strings.HasSuffix(v, h.value)
-	default: // hdrContains
-		if h.ignoreCase {
-			return containsFold(v, h.value)
-		}
-		return strings.Contains(v, h.value)
-	}
-}
-
-// containsFold reports whether lower-case sub occurs in s, ignoring ASCII
-// case, without allocating.
-func containsFold(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if strings.EqualFold(s[i:i+len(sub)], sub) {
 			return true
 		}
 	}

@@ -154,6 +154,37 @@ type UpstreamDump struct {
 	LoadBalancerWatch consul.Status `json:"load_balancer_watch"`
 	// IdleConnections counts pooled HTTP/1.1 connections to endpoints.
 	IdleConnections int `json:"idle_connections"`
+	// Routes are the discovery chain's routes in match order (none: every
+	// request goes to the default cluster).
+	Routes []RouteDump `json:"routes,omitempty"`
+	// Clusters are the chain's targets with their endpoints' freshness;
+	// the first is the default cluster (the destination, no subset).
+	Clusters []ClusterSummary `json:"clusters"`
+}
+
+// RouteDump is one route of an upstream's discovery chain.
+type RouteDump struct {
+	Name string `json:"name"`
+	// Splits lists where matching requests go: a cluster per split, with
+	// its weight in hundredths of a percent; failover clusters follow.
+	Splits         []SplitDump   `json:"splits"`
+	PrefixRewrite  string        `json:"prefix_rewrite,omitempty"`
+	RequestTimeout time.Duration `json:"request_timeout,omitempty"`
+	NumRetries     int           `json:"num_retries,omitempty"`
+}
+
+// SplitDump is one split of a route.
+type SplitDump struct {
+	Weight   uint32   `json:"weight"`
+	Clusters []string `json:"clusters"`
+}
+
+// ClusterSummary is one cluster of an upstream.
+type ClusterSummary struct {
+	Name      string        `json:"name"`
+	Selection string        `json:"selection"`
+	Endpoints int           `json:"endpoints"`
+	Discovery consul.Status `json:"discovery"`
 }
 
 // Dump returns the current ConfigDump.
@@ -201,17 +232,26 @@ func (s *Sidecar) Dump() ConfigDump {
 	}
 	s.mu.Lock()
 	for _, r := range s.upstreams {
+		rg := r.out.routes.Load()
 		ud := UpstreamDump{Upstream: *r.out.cfg.Load(), Listening: r.out.ln.Addr().String(),
-			LoadBalancer: r.out.bal.Config(), IdleConnections: r.out.h1.idle()}
-		r.out.mu.Lock()
-		ud.Snapshot = r.out.snap
-		r.out.mu.Unlock()
+			LoadBalancer: rg.def.bal.Config(), IdleConnections: r.out.h1.idle()}
+		rg.def.mu.Lock()
+		ud.Snapshot = rg.def.snap
+		rg.def.mu.Unlock()
 		if w := r.watch.Load(); w != nil {
 			ud.Discovery = w.Status()
 		}
-		if w := r.lbWatch.Load(); w != nil {
+		if w := r.chainW.Load(); w != nil {
 			ud.LoadBalancerWatch = w.Status()
 		}
+		ud.Routes = rg.dumpRoutes()
+		r.out.eachCluster(func(c *cluster) {
+			cs := ClusterSummary{Name: c.name, Selection: describeTarget(c.key), Endpoints: len(c.bal.Endpoints())}
+			if c.watch != nil {
+				cs.Discovery = c.watch.Status()
+			}
+			ud.Clusters = append(ud.Clusters, cs)
+		})
 		d.Upstreams = append(d.Upstreams, ud)
 	}
 	s.mu.Unlock()
@@ -228,7 +268,10 @@ func (s *Sidecar) handleConfigDump(w http.ResponseWriter, _ *http.Request) {
 
 // ClusterDump is one upstream in /clusters.
 type ClusterDump struct {
-	Upstream  string              `json:"upstream"`
+	Upstream string `json:"upstream"`
+	// Cluster is the discovery-chain target (the upstream's name for its
+	// default cluster).
+	Cluster   string              `json:"cluster"`
 	Protocol  Protocol            `json:"protocol"`
 	Policy    balance.Policy      `json:"policy"`
 	Endpoints []ClusterEndpoint   `json:"endpoints"`
@@ -254,24 +297,27 @@ func (s *Sidecar) handleClusters(w http.ResponseWriter, _ *http.Request) {
 	out := make([]ClusterDump, 0, len(s.upstreams))
 	for _, r := range s.upstreams {
 		cfg := r.out.cfg.Load()
-		cd := ClusterDump{Upstream: cfg.DestinationName, Protocol: cfg.Protocol, Policy: r.out.bal.Config().Policy, Endpoints: []ClusterEndpoint{}}
-		if w := r.watch.Load(); w != nil {
-			cd.Discovery = w.Status()
-		}
-		for _, e := range r.out.bal.Endpoints() {
-			ce := ClusterEndpoint{
-				Address: e.Address, Identity: e.Identity.String(), Weight: e.Weight,
-				ActiveRequests: e.Active(), IdleConns: r.out.h1.idleFor(e.Endpoint), Ejections: e.Ejections(),
+		r.out.eachCluster(func(c *cluster) {
+			cd := ClusterDump{Upstream: cfg.DestinationName, Cluster: c.name, Protocol: cfg.Protocol, Policy: c.bal.Config().Policy,
+				Endpoints: []ClusterEndpoint{}}
+			if c.watch != nil {
+				cd.Discovery = c.watch.Status()
 			}
-			if until, ok := e.Ejected(); ok {
-				ce.EjectedUntil = &until
+			for _, e := range c.bal.Endpoints() {
+				ce := ClusterEndpoint{
+					Address: e.Address, Identity: e.Identity.String(), Weight: e.Weight,
+					ActiveRequests: e.Active(), IdleConns: r.out.h1.idleFor(e.Endpoint), Ejections: e.Ejections(),
+				}
+				if until, ok := e.Ejected(); ok {
+					ce.EjectedUntil = &until
+				}
+				cd.Endpoints = append(cd.Endpoints, ce)
 			}
-			cd.Endpoints = append(cd.Endpoints, ce)
-		}
-		out = append(out, cd)
+			out = append(out, cd)
+		})
 	}
 	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b ClusterDump) int { return cmp.Compare(a.Upstream, b.Upstream) })
+	slices.SortStableFunc(out, func(a, b ClusterDump) int { return cmp.Compare(a.Upstream, b.Upstream) })
 	writeJSON(w, out)
 }
 

@@ -133,6 +133,19 @@ func (h h1Headers) Header(name string) (string, int) {
 	return unsafeString(v), n
 }
 
+// Joined is route.Headers': the values of a repeated field, joined.
+func (h h1Headers) Joined(name string) string {
+	vs := h.h.Values(name)
+	b := make([]byte, 0, 64)
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, v...)
+	}
+	return string(b)
+}
+
 // h1JWTRequest is jwtauth.Request over an HTTP/1.1 head.
 type h1JWTRequest struct{ req *http1.RequestHead }
 
@@ -359,6 +372,9 @@ func (h h2Headers) Header(name string) (string, int) {
 	}
 	return v[0], len(v)
 }
+
+// Joined is route.Headers': the values of a repeated field, joined.
+func (h h2Headers) Joined(name string) string { return strings.Join(h[name], ",") }
 
 // h2JWTRequest is jwtauth.Request over a net/http request.
 type h2JWTRequest struct{ r *http.Request }

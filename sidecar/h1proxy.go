@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"github.com/outrider-mesh/outrider/sidecar/route"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -65,10 +67,15 @@ const headerError = "x-outrider-error"
 // h1Target is where a route sends requests: a balanced set of mesh
 // endpoints (outbound) or the local application (inbound).
 type h1Target interface {
-	// acquire returns a connection for req, skipping endpoints in tried.
-	// The returned *balance.Endpoint (nil for the application) must be
-	// released with Done. Errors are balance.ErrNoEndpoint or dial errors.
-	acquire(ctx context.Context, req *http1.RequestHead, src netip.Addr, tried []string) (*upConn, *balance.Endpoint, *balance.SetCookie, error)
+	// plan chooses where hc's request goes, once per request before its
+	// first attempt, into hc.dest; it may rewrite the request's target and
+	// headers (the upstream's routes).
+	plan(hc *h1Conn)
+	// acquire returns a connection for the request planned in d, skipping
+	// endpoints in tried. The returned *balance.Endpoint (nil for the
+	// application) must be released with Done. Errors are
+	// balance.ErrNoEndpoint or dial errors.
+	acquire(ctx context.Context, d *dest, tried []string) (*upConn, *balance.Endpoint, error)
 	// name is the upstream or application, for logs.
 	name() string
 }
@@ -76,6 +83,7 @@ type h1Target interface {
 // h1Proxy holds what every connection of one listener shares.
 type h1Proxy struct {
 	target          h1Target
+	retryBudget     *retryBudget // nil: no retries (the application)
 	log             *slog.Logger
 	stat            *counters
 	maxHeaderBytes  int
@@ -118,6 +126,10 @@ type h1Conn struct {
 	// headReported: this exchange's response status has gone to outlier
 	// detection already (when the head arrived).
 	headReported bool
+	// dest is where the current request goes (plan); routeReq is the
+	// request as route matches see it, reused.
+	dest     dest
+	routeReq route.Request
 
 	// inbound authorization, reused for every request
 	authReq   policy.Request
@@ -356,10 +368,31 @@ func (hc *h1Conn) forwardAttempts() bool {
 		}
 		defer p.brk.requestDone()
 	}
+	p.target.plan(hc)
+	d := &hc.dest
+	if d.rt != nil && d.rt.RequestTimeout > 0 {
+		d.deadline = time.Now().Add(d.rt.RequestTimeout)
+	}
+	attempts := maxPickAttempts
+	if d.rt != nil && d.rt.Retry.Enabled() {
+		attempts = max(attempts, 1+d.rt.Retry.NumRetries)
+	}
+	retries := 0 // retries the route's policy asked for, each from the budget
+	p.retryBudget.start()
+	defer func() {
+		p.retryBudget.end(retries)
+		p.retryBudget.done()
+	}()
 	var tried []string
 	var lastErr error
-	for attempt := 0; attempt < maxPickAttempts; attempt++ {
-		uc, ep, cookie, err := p.target.acquire(context.Background(), req, hc.src, tried)
+	for attempt := 0; attempt < attempts; attempt++ {
+		uc, ep, err := p.target.acquire(context.Background(), d, tried)
+		if errors.Is(err, balance.ErrNoEndpoint) && retries > 0 && len(tried) > 0 {
+			// A retry prefers another endpoint, but when every one has
+			// been tried it goes to one of them again (as Envoy's).
+			tried = tried[:0]
+			uc, ep, err = p.target.acquire(context.Background(), d, tried)
+		}
 		if errors.Is(err, balance.ErrNoEndpoint) {
 			break // none, or none left untried
 		}
@@ -402,18 +435,31 @@ func (hc *h1Conn) forwardAttempts() bool {
 			hc.rec.endpoint = uc.Conn.RemoteAddr().String()
 		}
 		hc.headReported = false
-		keep, retry := hc.exchange(uc, ep, cookie)
+		retryOK := hc.mayRetry(retries)
+		keep, end := hc.exchange(uc, ep, retryOK)
 		if span != nil {
 			endSpan(span, hc.rec.status, hc.rec.flag, nil)
 		}
 		if ep != nil {
-			if o, ok := hc.outcome(retry); ok {
+			if o, ok := hc.outcome(end); ok {
 				ep.DoneWith(o)
 			} else {
 				ep.Done()
 			}
 		}
-		if !retry {
+		if end == exchangeRetry {
+			// The route's retry policy: another endpoint, after a backoff.
+			retries++
+			if ep != nil {
+				tried = append(tried, ep.Address)
+			}
+			p.log.Warn("upstream answer retried", "upstream", p.target.name(), "endpoint", hc.rec.endpoint, "status", hc.rec.status, "retry", retries)
+			hc.rec.status, hc.rec.flag = 0, ""
+			sleepBackoff(retries, d.deadline)
+			lastErr = errRetriesExhausted
+			continue
+		}
+		if end != exchangeStale {
 			return keep
 		}
 		// A reused pooled connection failed before the request reached the
@@ -455,15 +501,58 @@ func (hc *h1Conn) authorize(path string) policy.Decision {
 	return d
 }
 
+// exchangeEnd is how an exchange ended, for the attempt loop.
+type exchangeEnd uint8
+
+const (
+	// exchangeDone: answered (relayed, or an error response written).
+	exchangeDone exchangeEnd = iota
+	// exchangeStale: a reused connection failed before any byte of the
+	// request could have been acted on; send it again on a fresh one.
+	exchangeStale
+	// exchangeRetry: the route's retry policy asked for another attempt;
+	// nothing was written to the client.
+	exchangeRetry
+)
+
+// mayRetry reports whether the current request may be retried by its
+// route's retry policy after an answer or a reset, retries retries in:
+// the route has a policy with retries left, the request has no body (it
+// was streamed to the upstream, not kept), its method is idempotent (a
+// non-idempotent request may have had effects), and the deadline has not
+// passed. Connect failures are retried whatever the policy: nothing was
+// sent.
+func (hc *h1Conn) mayRetry(retries int) bool {
+	d := &hc.dest
+	if d.rt == nil || !d.rt.Retry.Enabled() || retries >= d.rt.Retry.NumRetries {
+		return false
+	}
+	if hc.req.Body != http1.BodyNone || !idempotent(hc.req.Method) {
+		return false
+	}
+	return d.deadline.IsZero() || time.Now().Before(d.deadline)
+}
+
+// idempotent: RFC 9110 section 9.2.2.
+func idempotent(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
 // outcome is what the exchange just done says about its endpoint, for
 // outlier detection, beyond the response status reported when the head
 // arrived; ok is false when it says nothing more (the client went away or
 // sent a bad body, a stale pooled connection is retried, or the status
 // was reported and the body relayed whole).
-func (hc *h1Conn) outcome(retry bool) (balance.Outcome, bool) {
+func (hc *h1Conn) outcome(end exchangeEnd) (balance.Outcome, bool) {
 	switch r := &hc.rec; {
-	case retry, r.flag == "DC", r.flag == "BR":
+	case end == exchangeStale, r.flag == "DC", r.flag == "BR":
 		return 0, false
+	case end == exchangeRetry && !hc.headReported:
+		return balance.LocalFailure, true // a reset before the head
 	case r.flag == "UC", r.flag == "UT":
 		return balance.LocalFailure, true // no head, or a body cut short
 	case hc.headReported:
@@ -471,6 +560,38 @@ func (hc *h1Conn) outcome(retry bool) (balance.Outcome, bool) {
 	default:
 		return balance.OutcomeOf(r.status), true
 	}
+}
+
+// discardResponse drops the response head just read, and its body, so
+// that the request can be retried: uc goes back to its pool when the body
+// is already buffered (or there is none), and is closed otherwise.
+func (hc *h1Conn) discardResponse(uc *upConn) {
+	resp := &hc.resp
+	switch {
+	case resp.Close:
+		uc.Conn.Close()
+	case resp.Body == http1.BodyNone:
+		uc.pool.put(uc)
+	case resp.Body == http1.BodyLength && int64(uc.br.Buffered()) >= resp.ContentLength:
+		uc.br.Discard(int(resp.ContentLength))
+		uc.pool.put(uc)
+	default:
+		uc.Conn.Close()
+	}
+}
+
+// grpcStatus is the grpc-status of a response head (a trailers-only gRPC
+// answer carries it there), or -1.
+func grpcStatus(h *http1.Header) int {
+	v, ok := h.Get("Grpc-Status")
+	if !ok {
+		return -1
+	}
+	n, err := strconv.Atoi(string(v))
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // reportHead gives the status of a response head just read to outlier
@@ -494,11 +615,13 @@ func (hc *h1Conn) overflow(limit string) bool {
 	return keep
 }
 
-// exchange runs one request/response on uc. retry reports that uc was a
-// reused connection that failed before any byte of the request could have
-// been acted on, and the request can be sent again; then uc is closed.
-func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.SetCookie) (keep, retry bool) {
+// exchange runs one request/response on uc and says how it ended
+// (exchangeStale and exchangeRetry close or return uc). retryOK: the
+// route's retry policy may ask for another attempt (mayRetry), if the
+// retry budget allows.
+func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep bool, end exchangeEnd) {
 	p, req, resp := hc.p, &hc.req, &hc.resp
+	cookie := hc.dest.cookie
 	hc.wire = req.AppendWire(hc.wire[:0])
 	_, werr := uc.bw.Write(hc.wire)
 	if werr == nil && (req.Body == http1.BodyNone || req.Expect100) {
@@ -507,9 +630,9 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 	if werr != nil {
 		uc.Conn.Close()
 		if uc.reused && req.Body == http1.BodyNone {
-			return false, true
+			return false, exchangeStale
 		}
-		return hc.upstreamFailed(werr), false
+		return hc.upstreamFailed(werr), exchangeDone
 	}
 
 	bodySent := req.Body == http1.BodyNone
@@ -524,19 +647,19 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 			hc.bw.Write(hc.wire)
 			if err := hc.bw.Flush(); err != nil {
 				uc.Conn.Close()
-				return false, false
+				return false, exchangeDone
 			}
 		case err == nil:
 			// A final answer (417, 401, ...) without reading the body: relay
 			// it; the unread body means the client connection must close.
 			hc.clientClose = true
 			hc.reportHead(ep)
-			return hc.relayResponse(uc, cookie, true), false
+			return hc.relayResponse(uc, cookie, true), exchangeDone
 		case isTimeout(err):
 			// No interim answer: send the body anyway, as clients do.
 		default:
 			uc.Conn.Close()
-			return hc.upstreamFailed(err), false
+			return hc.upstreamFailed(err), exchangeDone
 		}
 	}
 	if !bodySent {
@@ -552,22 +675,29 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 					p.log.Warn("malformed request body rejected", "upstream", p.target.name(), "remote", hc.c.RemoteAddr().String(),
 						"status", 400, "reason", err)
 					hc.fail(400, "malformed request body", errBadRequest, true)
-					return false, false
+					return false, exchangeDone
 				}
 				hc.rec.flag = "DC"
 				p.log.Debug("client request body aborted", "upstream", p.target.name(), "error", err)
-				return false, false
+				return false, exchangeDone
 			}
-			return hc.upstreamFailed(err), false
+			return hc.upstreamFailed(err), exchangeDone
 		}
 		if err := uc.bw.Flush(); err != nil {
 			uc.Conn.Close()
-			return hc.upstreamFailed(err), false
+			return hc.upstreamFailed(err), exchangeDone
 		}
 	}
 
 	sent := time.Now()
-	if p.responseTimeout > 0 {
+	routeDeadline := !hc.dest.deadline.IsZero()
+	switch {
+	case routeDeadline:
+		// The route's RequestTimeout bounds the whole response, body
+		// included, over every attempt (as Envoy's route timeout).
+		uc.Conn.SetReadDeadline(hc.dest.deadline)
+		uc.routeDeadline = true
+	case p.responseTimeout > 0:
 		uc.Conn.SetReadDeadline(sent.Add(p.responseTimeout))
 	}
 	for {
@@ -575,9 +705,12 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 		if err != nil {
 			uc.Conn.Close()
 			if uc.reused && req.Body == http1.BodyNone && (errors.Is(err, io.EOF) || isReset(err)) {
-				return false, true
+				return false, exchangeStale
 			}
-			return hc.upstreamFailed(err), false
+			if retryOK && !isTimeout(err) && hc.dest.rt.Retry.OnReset() && p.retryBudget.begin() {
+				return false, exchangeRetry
+			}
+			return hc.upstreamFailed(err), exchangeDone
 		}
 		if resp.Status >= 200 || resp.Status == 101 {
 			break
@@ -590,10 +723,17 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, cookie *balance.Set
 	hc.rec.upstreamDur = time.Since(sent)
 	// The response deadline stays armed only while the head is awaited:
 	// relayResponse clears it before reading a body that is not buffered
-	// yet (uc.deadline), so long bodies and tunnels are not cut.
-	uc.deadline = p.responseTimeout > 0
+	// yet (uc.deadline), so long bodies and tunnels are not cut; a route's
+	// RequestTimeout stays.
+	uc.deadline = p.responseTimeout > 0 && !routeDeadline
 	hc.reportHead(ep)
-	return hc.relayResponse(uc, cookie, false), false
+	if retryOK && hc.dest.rt.Retry.OnResponse(resp.Status, grpcStatus(&resp.Header), resp.Header.Has("X-Envoy-Ratelimited")) &&
+		p.retryBudget.begin() {
+		hc.rec.status = resp.Status
+		hc.discardResponse(uc)
+		return false, exchangeRetry
+	}
+	return hc.relayResponse(uc, cookie, false), exchangeDone
 }
 
 // relayResponse writes the response head read into hc.resp to the client
@@ -608,6 +748,10 @@ func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnrea
 	}
 	if cookie != nil {
 		resp.Header.Add("Set-Cookie", cookie.String())
+	}
+	if d := &hc.dest; d.rt != nil {
+		d.sp.ResponseHeaders.Apply(&resp.Header)
+		d.rt.ResponseHeaders.Apply(&resp.Header)
 	}
 	out := resp.Body
 	closeClient := hc.clientClose || req.Minor == 0 || hc.drain.isDraining()

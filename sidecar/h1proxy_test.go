@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,9 +98,10 @@ type poolTarget struct {
 }
 
 func (p poolTarget) name() string { return "backend" }
-func (p poolTarget) acquire(ctx context.Context, _ *http1.RequestHead, _ netip.Addr, _ []string) (*upConn, *balance.Endpoint, *balance.SetCookie, error) {
-	uc, err := p.pool.get(ctx)
-	return uc, p.ep, nil, err
+func (p poolTarget) plan(*h1Conn) {}
+func (p poolTarget) acquire(ctx context.Context, _ *dest, _ []string) (*upConn, *balance.Endpoint, error) {
+	uc, err := p.pool.get(ctx, 0)
+	return uc, p.ep, err
 }
 
 // startH1Proxy serves an h1Proxy to backend on a loopback listener and

@@ -62,6 +62,7 @@ type service struct {
 	appPort    int
 	publicPort int
 	upstreams  []api.Upstream
+	meta       map[string]string // the service's; its sidecar inherits it
 }
 
 // register registers the instance and its sidecar the way users do, with a
@@ -70,7 +71,7 @@ type service struct {
 func register(t *testing.T, a *consultest.Agent, s service) {
 	t.Helper()
 	err := a.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{
-		Name: s.name, ID: s.id, Port: s.appPort, Address: "127.0.0.1",
+		Name: s.name, ID: s.id, Port: s.appPort, Address: "127.0.0.1", Meta: s.meta,
 		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{
 			Port:    s.publicPort,
 			Address: "127.0.0.1",

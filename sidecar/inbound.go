@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -21,7 +20,6 @@ import (
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
-	"github.com/outrider-mesh/outrider/sidecar/http1"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
 
@@ -120,10 +118,13 @@ func (in *inbound) close() {
 // name implements h1Target.
 func (in *inbound) name() string { return "local_app" }
 
+// plan implements h1Target: the application is the only destination.
+func (in *inbound) plan(*h1Conn) {}
+
 // acquire implements h1Target: a pooled connection to the application.
-func (in *inbound) acquire(ctx context.Context, _ *http1.RequestHead, _ netip.Addr, _ []string) (*upConn, *balance.Endpoint, *balance.SetCookie, error) {
-	uc, err := in.app.get(ctx)
-	return uc, nil, nil, err
+func (in *inbound) acquire(ctx context.Context, _ *dest, _ []string) (*upConn, *balance.Endpoint, error) {
+	uc, err := in.app.get(ctx, 0)
+	return uc, nil, err
 }
 
 func (in *inbound) handle(c net.Conn) {

@@ -154,6 +154,14 @@ type l7Mesh struct {
 
 func startL7Mesh(t *testing.T, instances int) *l7Mesh {
 	t.Helper()
+	return startL7MeshMeta(t, make([]map[string]string, instances))
+}
+
+// startL7MeshMeta is startL7Mesh with one instance per entry of metas,
+// registered with that service metadata.
+func startL7MeshMeta(t *testing.T, metas []map[string]string) *l7Mesh {
+	t.Helper()
+	instances := len(metas)
 	a := consultest.Start(t)
 	setProtocol(t, a, "web", "http")
 	m := &l7Mesh{agent: a}
@@ -162,7 +170,7 @@ func startL7Mesh(t *testing.T, instances int) *l7Mesh {
 		app := startHTTPApp(t, fmt.Sprintf("web-%d", i+1))
 		m.apps = append(m.apps, app)
 		id := fmt.Sprintf("web-%d", i+1)
-		registerWith(t, a, service{name: "web", id: id, appPort: app.port(), publicPort: ports[i]},
+		registerWith(t, a, service{name: "web", id: id, appPort: app.port(), publicPort: ports[i], meta: metas[i]},
 			map[string]any{"local_request_timeout_ms": 1000})
 	}
 	register(t, a, service{name: "client", id: "client-1", appPort: ports[instances], publicPort: ports[instances+1],
@@ -196,7 +204,7 @@ func startL7Mesh(t *testing.T, instances int) *l7Mesh {
 func registerWith(t *testing.T, a *consultest.Agent, s service, proxyConfig map[string]any) {
 	t.Helper()
 	err := a.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{
-		Name: s.name, ID: s.id, Port: s.appPort, Address: "127.0.0.1",
+		Name: s.name, ID: s.id, Port: s.appPort, Address: "127.0.0.1", Meta: s.meta,
 		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{
 			Port: s.publicPort, Address: "127.0.0.1",
 			Checks: api.AgentServiceChecks{{

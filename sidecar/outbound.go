@@ -4,12 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"github.com/outrider-mesh/outrider/discovery/consul"
+	"github.com/outrider-mesh/outrider/sidecar/route"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"reflect"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +26,6 @@ import (
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
-	"github.com/outrider-mesh/outrider/sidecar/http1"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
 
@@ -46,13 +49,16 @@ type outbound struct {
 	// (protocol, timeouts) change in place and apply to new connections.
 	cfg atomic.Pointer[Upstream]
 
-	bal *balance.Balancer
-	// mu serializes balancer updates from the endpoint and discovery-chain
-	// watches; the snapshot and load-balancer config are the last seen.
-	mu   sync.Mutex
-	snap *discovery.Snapshot
-	lb   balance.Config
-	seen atomic.Bool // a first snapshot arrived
+	// routes is the compiled discovery chain and its clusters; chainMu
+	// serializes chain updates, epMu the recomputation of what the
+	// clusters' endpoints share (ids, pools).
+	routes  atomic.Pointer[routing]
+	chainMu sync.Mutex
+	epMu    sync.Mutex
+	// watchCtx and newWatch start the endpoint watch of a cluster the
+	// chain adds (nil newWatch: static endpoints, no chain).
+	watchCtx context.Context
+	newWatch func(*cluster) *consul.Watch[*discovery.Snapshot]
 
 	// HTTP/1.1 pools per endpoint, and the HTTP/2 transport.
 	h1       *endpointPools
@@ -63,6 +69,8 @@ type outbound struct {
 	tel   *telemetry
 	route *metrics.Route
 	brk   *breaker // the upstream's Limits
+	// budget bounds the retries routes ask for.
+	budget *retryBudget
 }
 
 func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outbound {
@@ -80,17 +88,13 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 		stat:   &s.stat,
 		loops:  s.loops,
 		conns:  s.conns,
-		bal:    balance.NewBalancer(balance.RoundRobin),
 		tel:    s.tel,
 		route:  s.tel.metrics.Route(metrics.Outbound, u.DestinationName),
 		brk:    newBreaker(u.Limits),
+		budget: newRetryBudget(),
 	}
 	o.cfg.Store(&u)
-	o.bal.OnEject(func(addr string, d time.Duration) {
-		o.tel.metrics.OutlierEjection(u.DestinationName)
-		o.log.Warn("endpoint ejected by outlier detection", "upstream", u.DestinationName, "endpoint", addr, "for", d)
-	})
-	o.bal.SetOutlier(u.Outlier)
+	o.routes.Store(defaultRouting(newCluster(o, u.DestinationName, consul.Target{Service: u.DestinationName, Datacenter: u.Datacenter})))
 	empty := map[string]spiffeid.ID{}
 	o.ids.Store(&empty)
 	// Pooled L7 connections are long-lived: no session resumption.
@@ -132,6 +136,12 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 		IdleConnTimeout:    poolIdleTimeout,
 		HTTP2:              &http.HTTP2Config{MaxConcurrentStreams: 1000},
 		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			if t, ok := ctx.Value(dialTimeoutKey{}).(time.Duration); ok {
+				// The cluster's ConnectTimeout (service-resolver).
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, t)
+				defer cancel()
+			}
 			id, ok := (*o.ids.Load())[addr]
 			if !ok {
 				return nil, &dialError{errors.New("sidecar: endpoint " + addr + " left discovery")}
@@ -154,52 +164,29 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 // name is the destination, for logs.
 func (o *outbound) name() string { return o.cfg.Load().DestinationName }
 
-// update publishes a new snapshot; called on the endpoint watch goroutine.
-func (o *outbound) update(snap *discovery.Snapshot) {
-	o.mu.Lock()
-	o.snap = snap
-	o.rebalanceLocked()
-	o.mu.Unlock()
-	ids := make(map[string]spiffeid.ID, len(snap.Endpoints))
-	keep := make(map[poolKey]bool, len(snap.Endpoints))
-	for _, e := range snap.Endpoints {
-		ids[e.Address] = e.Identity
-		keep[poolKey{e.Address, e.Identity}] = true
-	}
-	o.ids.Store(&ids)
-	o.h1.retain(keep)
-	o.seen.Store(true)
-	o.log.Info("upstream endpoints updated", "upstream", o.name(), "endpoints", len(snap.Endpoints), "index", snap.Index)
-}
+// def is the upstream's default cluster: the destination service's
+// instances, with no subset.
+func (o *outbound) def() *cluster { return o.routes.Load().def }
 
-// setLoadBalancer applies a service-resolver LoadBalancer; called on the
-// discovery-chain watch goroutine.
+// update publishes a new snapshot of the default cluster; called on its
+// endpoint watch goroutine (or once, for static endpoints).
+func (o *outbound) update(snap *discovery.Snapshot) { o.updateCluster(o.def(), snap) }
+
+// setLoadBalancer applies load-balancer settings to the default cluster
+// (static configuration).
 func (o *outbound) setLoadBalancer(cfg balance.Config) {
-	o.mu.Lock()
-	o.lb = cfg
-	o.rebalanceLocked()
-	o.mu.Unlock()
-}
-
-// rebalanceLocked rebuilds the balancer from the latest snapshot, load
-// balancer config and protocol (least request is the L7 default, round
-// robin the L4 one, as in Envoy).
-func (o *outbound) rebalanceLocked() {
-	cfg := o.lb
-	if cfg.Policy == "" {
-		cfg.Policy = balance.RoundRobin
-		if o.cfg.Load().Protocol.L7() {
-			cfg.Policy = balance.LeastRequest
-		}
-	}
-	o.bal.Update(o.snap, cfg)
+	c := o.def()
+	c.mu.Lock()
+	c.lb = cfg
+	c.rebalanceLocked(o.cfg.Load().Protocol.L7())
+	c.mu.Unlock()
 }
 
 // setConfig applies in-place changes to the listener's configuration.
 func (o *outbound) setConfig(u Upstream) {
 	prev := o.cfg.Swap(&u)
 	if !reflect.DeepEqual(prev.Outlier, u.Outlier) {
-		o.bal.SetOutlier(u.Outlier)
+		o.eachCluster(func(c *cluster) { c.bal.SetOutlier(u.Outlier) })
 		o.log.Info("upstream passive health check changed", "upstream", u.DestinationName, "max_failures", u.Outlier.MaxFailures)
 	}
 	if prev.Limits != u.Limits {
@@ -209,9 +196,11 @@ func (o *outbound) setConfig(u Upstream) {
 	}
 	if prev.Protocol != u.Protocol {
 		o.log.Info("upstream protocol changed; applies to new connections", "upstream", u.DestinationName, "was", prev.Protocol, "now", u.Protocol)
-		o.mu.Lock()
-		o.rebalanceLocked()
-		o.mu.Unlock()
+		o.eachCluster(func(c *cluster) {
+			c.mu.Lock()
+			c.rebalanceLocked(u.Protocol.L7())
+			c.mu.Unlock()
+		})
 	}
 }
 
@@ -225,7 +214,7 @@ func (o *outbound) close() {
 func (o *outbound) handle(c net.Conn) {
 	cfg := o.cfg.Load()
 	if !cfg.Protocol.L7() {
-		if !o.seen.Load() {
+		if !o.def().seen.Load() {
 			o.stat.upstreamFailures.Add(1)
 			o.log.Error("no endpoints discovered yet; closing connection", "upstream", cfg.DestinationName)
 			return
@@ -248,7 +237,7 @@ func (o *outbound) handle(c net.Conn) {
 		o.h2Server.serveConn(&bufferedConn{Conn: c, r: br}, connInfo{src: remoteIP(c)})
 		return
 	}
-	p := &h1Proxy{target: o, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, tel: o.tel, route: o.route, brk: o.brk}
+	p := &h1Proxy{target: o, retryBudget: o.budget, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, tel: o.tel, route: o.route, brk: o.brk}
 	p.serve(c, br, o.conns, c)
 	putReader(br)
 }
@@ -267,24 +256,51 @@ func remoteIP(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
-// acquire implements h1Target: pick an endpoint for the request, then a
-// pooled connection to it.
-func (o *outbound) acquire(ctx context.Context, req *http1.RequestHead, src netip.Addr, tried []string) (*upConn, *balance.Endpoint, *balance.SetCookie, error) {
-	var hash uint64
-	var hashed bool
-	var cookie *balance.SetCookie
-	if hp := o.bal.Config().HashPolicies; len(hp) > 0 {
-		hash, hashed, cookie = balance.Hash(hp, requestHash{req: req, src: src})
+// plan implements h1Target: the discovery chain's route and split for the
+// request, whose target and headers it rewrites as they say, and the
+// request's hash for the chosen clusters' hash policies.
+func (o *outbound) plan(hc *h1Conn) {
+	req, d := &hc.req, &hc.dest
+	d.reset()
+	rg := o.routes.Load()
+	if rg.table == nil {
+		d.cs = rg.defOnly
+	} else {
+		start, end := splitTarget(req.Target)
+		path, query := req.Target[start:end], req.Target[end:]
+		if start > 0 {
+			path = req.Target[start:end] // absolute form: route on the path
+		}
+		hc.routeReq = route.Request{Method: unsafeString(req.Method), Path: unsafeString(path), RawQuery: unsafeString(query),
+			Header: h1Headers{&req.Header}}
+		rg.choose(d, &hc.routeReq)
+		hc.routeReq = route.Request{}
+		if d.rt != nil {
+			if np := d.rt.Rewrite(unsafeString(path)); np != unsafeString(path) {
+				hc.targetBuf = append(append(append(hc.targetBuf[:0], req.Target[:start]...), np...), query...)
+				req.Target = hc.targetBuf
+			}
+			d.sp.RequestHeaders.Apply(&req.Header)
+			d.rt.RequestHeaders.Apply(&req.Header)
+		}
 	}
-	ep, err := o.bal.Pick(hash, hashed, tried)
+	if hp := d.cs[0].bal.Config().HashPolicies; len(hp) > 0 {
+		d.hash, d.hashed, d.cookie = balance.Hash(hp, requestHash{req: req, src: hc.src})
+	}
+}
+
+// acquire implements h1Target: pick an endpoint of the planned clusters,
+// then a pooled connection to it.
+func (o *outbound) acquire(ctx context.Context, d *dest, tried []string) (*upConn, *balance.Endpoint, error) {
+	c, ep, err := pick(d.cs, d.hash, d.hashed, tried)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	uc, err := o.h1.get(ep.Endpoint).get(ctx)
+	uc, err := o.h1.get(ep.Endpoint).get(ctx, time.Duration(c.connectTimeout.Load()))
 	if err != nil {
-		return nil, ep, nil, err
+		return nil, ep, err
 	}
-	return uc, ep, cookie, nil
+	return uc, ep, nil
 }
 
 func (o *outbound) handleL4(c net.Conn, cfg *Upstream) {
@@ -336,14 +352,20 @@ func (o *outbound) handleL4(c net.Conn, cfg *Upstream) {
 
 // dial tries up to maxDialAttempts distinct endpoints, in balancer order.
 func (o *outbound) dial() (*tls.Conn, *balance.Endpoint, error) {
+	cs := o.routes.Load().l4()
 	var errs []error
 	var tried []string
 	for range maxDialAttempts {
-		ep, err := o.bal.Pick(0, false, tried)
+		c, ep, err := pick(cs, 0, false, tried)
 		if err != nil {
 			break
 		}
-		tc, err := o.dialer.Dial(context.Background(), ep.Address, ep.Identity)
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if t := c.connectTimeout.Load(); t > 0 {
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(t))
+		}
+		tc, err := o.dialer.Dial(ctx, ep.Address, ep.Identity)
+		cancel()
 		if err == nil {
 			return tc, ep, nil
 		}
@@ -370,24 +392,63 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if rec == nil {
 		rec = &h2Record{}
 	}
-	var hash uint64
-	var hashed bool
-	if hp := o.bal.Config().HashPolicies; len(hp) > 0 {
-		hash, hashed, rec.cookie = balance.Hash(hp, httpRequestHash{r: r, src: connInfoFrom(r.Context()).src})
+	var d dest
+	rg := o.routes.Load()
+	d.cs = rg.defOnly
+	if rg.table != nil {
+		rg.choose(&d, &route.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: h2Headers(r.Header)})
+	}
+	if d.rt != nil {
+		// r is the reverse proxy's copy of the request: ours to change.
+		if np := d.rt.Rewrite(r.URL.Path); np != r.URL.Path {
+			u := *r.URL
+			u.Path, u.RawPath = np, ""
+			r.URL = &u
+		}
+		d.sp.RequestHeaders.Apply(h2Headers(r.Header))
+		d.rt.RequestHeaders.Apply(h2Headers(r.Header))
+	}
+	if hp := d.cs[0].bal.Config().HashPolicies; len(hp) > 0 {
+		d.hash, d.hashed, rec.cookie = balance.Hash(hp, httpRequestHash{r: r, src: connInfoFrom(r.Context()).src})
 	}
 	if !o.brk.request() {
 		return nil, errOverflow
 	}
 	admitted := true
+	ctx := r.Context()
+	cancel := context.CancelFunc(func() {})
+	if d.rt != nil && d.rt.RequestTimeout > 0 {
+		// The route's RequestTimeout bounds the whole exchange, body
+		// included (as Envoy's route timeout).
+		ctx, cancel = context.WithTimeout(ctx, d.rt.RequestTimeout)
+	}
 	defer func() {
 		if admitted {
+			cancel()
 			o.brk.requestDone()
 		}
 	}()
+	attempts := maxPickAttempts
+	if d.rt != nil && d.rt.Retry.Enabled() {
+		attempts = max(attempts, 1+d.rt.Retry.NumRetries)
+	}
+	// The route's retries apply to requests without a body (a streamed
+	// body is not kept for a second attempt) and idempotent methods.
+	retryOK := d.rt != nil && d.rt.Retry.Enabled() && (r.Body == nil || r.Body == http.NoBody) && idempotent([]byte(r.Method))
+	retries := 0
+	o.budget.start()
+	defer func() {
+		o.budget.end(retries)
+		o.budget.done()
+	}()
 	var tried []string
 	var lastErr error
-	for attempt := range maxPickAttempts {
-		ep, err := o.bal.Pick(hash, hashed, tried)
+	for attempt := range attempts {
+		c, ep, err := pick(d.cs, d.hash, d.hashed, tried)
+		if err != nil && retries > 0 && len(tried) > 0 {
+			tried = tried[:0] // a retry may go back to an endpoint tried
+			c, ep, err = pick(d.cs, d.hash, d.hashed, tried)
+		}
 		if err != nil {
 			if lastErr != nil {
 				return nil, lastErr
@@ -409,6 +470,11 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		u := *r.URL
 		u.Scheme, u.Host = "https", ep.Address
 		out.URL = &u
+		actx := ctx
+		if t := c.connectTimeout.Load(); t > 0 {
+			actx = context.WithValue(ctx, dialTimeoutKey{}, time.Duration(t))
+		}
+		out = *out.WithContext(actx)
 		if r.Body != nil && r.Body != http.NoBody {
 			// The transport closes the body it was given, also when the dial
 			// fails; the next endpoint still needs it (nothing was read:
@@ -438,6 +504,13 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			if span != nil {
 				endSpan(span, 0, "UC", err)
 			}
+			if retryOK && retries < d.rt.Retry.NumRetries && ctx.Err() == nil && d.rt.Retry.OnReset() && o.budget.begin() {
+				retries++
+				tried = append(tried, ep.Address)
+				lastErr = err
+				sleepBackoff(retries, deadlineOf(ctx))
+				continue
+			}
 			return nil, err
 		}
 		status := resp.StatusCode
@@ -445,11 +518,30 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		// Envoy counts it), not when the body has been relayed: the next
 		// request picked already knows of a failure.
 		ep.Report(balance.OutcomeOf(status))
+		if retryOK && retries < d.rt.Retry.NumRetries && ctx.Err() == nil &&
+			d.rt.Retry.OnResponse(status, grpcStatusOf(resp.Header), resp.Header.Get("X-Envoy-Ratelimited") != "") && o.budget.begin() {
+			resp.Body.Close()
+			ep.Done()
+			if span != nil {
+				endSpan(span, status, "", nil)
+			}
+			retries++
+			tried = append(tried, ep.Address)
+			lastErr = fmt.Errorf("%w (last answer %d)", errRetriesExhausted, status)
+			o.log.Warn("upstream answer retried", "upstream", o.name(), "endpoint", ep.Address, "status", status, "retry", retries)
+			sleepBackoff(retries, deadlineOf(ctx))
+			continue
+		}
+		if d.rt != nil {
+			d.sp.ResponseHeaders.Apply(h2Headers(resp.Header))
+			d.rt.ResponseHeaders.Apply(h2Headers(resp.Header))
+		}
 		done := func() {
 			if span != nil {
 				endSpan(span, status, "", nil)
 			}
 			ep.Done()
+			cancel()
 			o.brk.requestDone() // the request ends with its body
 		}
 		admitted = false
@@ -457,6 +549,35 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	return nil, lastErr
+}
+
+// dialTimeoutKey carries a cluster's connect timeout from a request to the
+// HTTP/2 transport's dial.
+type dialTimeoutKey struct{}
+
+// Add, Set and Del make h2Headers a route.HeaderEditor.
+func (h h2Headers) Add(name, value string) { http.Header(h).Add(name, value) }
+func (h h2Headers) Set(name, value string) { http.Header(h).Set(name, value) }
+func (h h2Headers) Del(name string)        { http.Header(h).Del(name) }
+
+// grpcStatusOf is the grpc-status of a response head (a trailers-only
+// answer), or -1.
+func grpcStatusOf(h http.Header) int {
+	v := h.Get("Grpc-Status")
+	if v == "" {
+		return -1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// deadlineOf is ctx's deadline, zero when it has none.
+func deadlineOf(ctx context.Context) time.Time {
+	t, _ := ctx.Deadline()
+	return t
 }
 
 // doneBody calls done once, when the body is closed.

@@ -39,9 +39,12 @@ type upConn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	pool     *connPool
-	reused   bool      // served an earlier request
-	deadline bool      // a read deadline may be armed (see clearDeadline)
-	lastUsed time.Time // when it was last returned to the pool
+	reused   bool // served an earlier request
+	deadline bool // a read deadline may be armed (see clearDeadline)
+	// routeDeadline: a route's RequestTimeout is armed as the read
+	// deadline, over the body too; put clears it.
+	routeDeadline bool
+	lastUsed      time.Time // when it was last returned to the pool
 }
 
 // connPool keeps idle connections to one address, most recently used
@@ -62,7 +65,7 @@ func newConnPool(dial func(ctx context.Context) (net.Conn, error)) *connPool {
 
 // get returns an idle connection that still looks alive, or dials a new
 // one. It reports whether the connection is fresh.
-func (p *connPool) get(ctx context.Context) (*upConn, error) {
+func (p *connPool) get(ctx context.Context, connectTimeout time.Duration) (*upConn, error) {
 	now := time.Now()
 	for {
 		p.mu.Lock()
@@ -84,6 +87,11 @@ func (p *connPool) get(ctx context.Context) (*upConn, error) {
 			continue
 		}
 		return uc, nil
+	}
+	if connectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, connectTimeout)
+		defer cancel()
 	}
 	c, err := p.dial(ctx)
 	if err != nil {
@@ -123,6 +131,10 @@ func (uc *upConn) clearDeadline() {
 
 // put returns a connection that finished a request cleanly.
 func (p *connPool) put(uc *upConn) {
+	if uc.routeDeadline {
+		uc.Conn.SetReadDeadline(time.Time{})
+		uc.routeDeadline = false
+	}
 	uc.reused = true
 	uc.lastUsed = time.Now()
 	p.mu.Lock()

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,7 +25,6 @@ import (
 	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
-	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
 	"github.com/outrider-mesh/outrider/telemetry/tracing"
@@ -154,11 +154,11 @@ type counters struct {
 
 // upstreamRunner is an outbound listener and the discovery watch feeding it.
 type upstreamRunner struct {
-	out     *outbound
-	watch   atomic.Pointer[consul.Watch[*discovery.Snapshot]]
-	lbWatch atomic.Pointer[consul.Watch[*api.LoadBalancer]]
-	cancel  context.CancelFunc
-	done    chan struct{}
+	out    *outbound
+	watch  atomic.Pointer[consul.Watch[*discovery.Snapshot]]
+	chainW atomic.Pointer[consul.Watch[json.RawMessage]]
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // New returns a Sidecar for the Consul agent client talks to.
@@ -632,28 +632,30 @@ func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source
 		if ids == nil {
 			ids = consul.ConsulIdentity(td)
 		}
-		w := consul.NewWatch("health/connect/"+u.DestinationName, consul.ConnectEndpointsWith(s.client, u.DestinationName, u.Datacenter, ids),
-			out.update, s.watchOpts()...)
-		r.watch.Store(w)
-		wg.Go(func() { w.Run(wctx) })
+		out.watchCtx = wctx
+		out.newWatch = func(c *cluster) *consul.Watch[*discovery.Snapshot] {
+			name := "health/connect/" + c.key.Service
+			if c != out.def() {
+				name += " (" + c.name + ")"
+			}
+			return consul.NewWatch(name, consul.TargetEndpoints(s.client, c.key, ids),
+				func(snap *discovery.Snapshot) { out.updateCluster(c, snap) }, s.watchOpts()...)
+		}
+		def := out.def()
+		def.watch = out.newWatch(def)
+		r.watch.Store(def.watch)
+		wg.Go(func() { def.watch.Run(wctx) })
 	}
 	switch {
 	case u.LoadBalancer != nil:
 		out.setLoadBalancer(*u.LoadBalancer)
-	case s.client == nil:
-		// Static endpoints without Consul: the protocol's default policy.
+	case s.client == nil || static:
+		// Static endpoints: the protocol's default policy, no chain.
 	default:
-		lbw := consul.NewWatch("discovery-chain/"+u.DestinationName, consul.LoadBalancer(s.client, u.DestinationName, u.Datacenter),
-			func(lb *api.LoadBalancer) {
-				cfg, err := balance.FromConsul(lb)
-				if err != nil {
-					s.log.Error("ignoring invalid service-resolver LoadBalancer; keeping the current one", "upstream", u.DestinationName, "error", err)
-					return
-				}
-				out.setLoadBalancer(cfg)
-			}, s.watchOpts()...)
-		r.lbWatch.Store(lbw)
-		wg.Go(func() { lbw.Run(wctx) })
+		cw := consul.NewWatch("discovery-chain/"+u.DestinationName, consul.ChainJSON(s.client, u.DestinationName, u.Datacenter),
+			out.applyChain, s.watchOpts()...)
+		r.chainW.Store(cw)
+		wg.Go(func() { cw.Run(wctx) })
 	}
 	wg.Go(func() { serve(ln, s.conns, s.log, out.handle) })
 	go func() { wg.Wait(); close(r.done) }()
@@ -661,12 +663,13 @@ func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source
 	return r, nil
 }
 
-// stop closes the upstream listener and its watch; open connections keep
-// going until they end or the sidecar drains.
+// stop closes the upstream listener and its watches; open connections
+// keep going until they end or the sidecar drains.
 func (r *upstreamRunner) stop() {
 	r.cancel()
 	r.out.ln.Close()
 	<-r.done
+	r.out.eachCluster(func(c *cluster) { c.stop() })
 	r.out.close()
 }
 
@@ -744,12 +747,14 @@ func (s *Sidecar) registerGauges() {
 		}
 		s.mu.Lock()
 		for _, r := range s.upstreams {
-			if w := r.watch.Load(); w != nil {
+			if w := r.chainW.Load(); w != nil {
 				add(w.Status())
 			}
-			if w := r.lbWatch.Load(); w != nil {
-				add(w.Status())
-			}
+			r.out.eachCluster(func(c *cluster) {
+				if c.watch != nil {
+					add(c.watch.Status())
+				}
+			})
 		}
 		s.mu.Unlock()
 		return out

@@ -115,3 +115,46 @@ func snapshotOf(service, dc string, ids IdentityFunc, entries []*api.ServiceEntr
 	slices.SortFunc(snap.Endpoints, func(a, b discovery.Endpoint) int { return cmp.Compare(a.Address, b.Address) })
 	return snap, nil
 }
+
+// Target selects the instances of one discovery-chain target: a service in
+// a datacenter, narrowed by a service-resolver subset.
+type Target struct {
+	// Service is the destination service; Datacenter is where it runs ("" for
+	// the agent's own).
+	Service, Datacenter string
+	// Filter is the subset's filter expression over the health entries
+	// (Service.Meta.version == v2, "canary" in Service.Tags), evaluated by
+	// Consul. A Connect query lists sidecar registrations, which inherit the
+	// tags and metadata of the service they proxy.
+	Filter string
+	// OnlyPassing keeps only instances whose checks all pass. Otherwise an
+	// instance is used unless a check is critical (warning counts as
+	// healthy), as Consul's Envoy integration does.
+	OnlyPassing bool
+}
+
+// TargetEndpoints returns a Fetch of the Connect-capable instances of t, as
+// ConnectEndpointsWith does for a whole service, with t's subset filter
+// and health rule. A malformed filter is an error of every answer (Consul
+// answers 400), reported by the watch and retried.
+func TargetEndpoints(client *api.Client, t Target, ids IdentityFunc) Fetch[*discovery.Snapshot] {
+	return func(opts *api.QueryOptions) (*discovery.Snapshot, *api.QueryMeta, error) {
+		opts.Datacenter = t.Datacenter
+		opts.Filter = t.Filter
+		entries, meta, err := client.Health().Connect(t.Service, "", t.OnlyPassing, opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("consul: health/connect/%s: %w", t.Service, err)
+		}
+		if !t.OnlyPassing {
+			entries = slices.DeleteFunc(entries, func(e *api.ServiceEntry) bool {
+				return e != nil && e.Checks.AggregatedStatus() == api.HealthCritical
+			})
+		}
+		snap, err := snapshotOf(t.Service, t.Datacenter, ids, entries)
+		if err != nil {
+			return nil, nil, err
+		}
+		snap.Index = meta.LastIndex
+		return snap, meta, nil
+	}
+}

@@ -232,6 +232,11 @@ func (o *outbound) applyChain(raw json.RawMessage) {
 		}
 		next.byResolver[res] = cs
 	}
+	if trivial(table, next) {
+		// One route, one split, to the default cluster, with nothing to
+		// apply: requests skip route matching, as without a chain.
+		next.table = nil
+	}
 	l7 := o.cfg.Load().Protocol.L7()
 	for c, cfg := range lbs {
 		c.mu.Lock()
@@ -361,4 +366,20 @@ func (rg *routing) dumpRoutes() []RouteDump {
 		out = append(out, rd)
 	}
 	return out
+}
+
+// trivial reports whether table sends everything to the default cluster
+// alone and changes nothing on the way (Consul's default chain).
+func trivial(table *route.Table, rg *routing) bool {
+	if len(table.Routes) != 1 {
+		return false
+	}
+	rt := table.Routes[0]
+	if len(rt.Splits) != 1 || rt.PrefixRewrite != "" || rt.RequestTimeout != 0 || rt.IdleTimeout != 0 || rt.Retry.Enabled() ||
+		!rt.RequestHeaders.IsZero() || !rt.ResponseHeaders.IsZero() {
+		return false
+	}
+	sp := rt.Splits[0]
+	cs := rg.byResolver[sp.Resolver]
+	return sp.RequestHeaders.IsZero() && sp.ResponseHeaders.IsZero() && len(cs) == 1 && cs[0] == rg.def
 }

@@ -149,3 +149,18 @@ func (t *ChainTarget) UnmarshalJSON(b []byte) error {
 	t.Partition, t.Peer = extra.Partition, extra.Peer
 	return nil
 }
+
+// MarshalJSON writes what UnmarshalJSON reads (the embedded type's
+// MarshalJSON alone would drop Partition and Peer).
+func (t *ChainTarget) MarshalJSON() ([]byte, error) {
+	b, err := t.DiscoveryTarget.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	m["Partition"], m["Peer"] = t.Partition, t.Peer
+	return json.Marshal(m)
+}

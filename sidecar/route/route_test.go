@@ -315,3 +315,20 @@ func TestPick(t *testing.T) {
 		t.Fatalf("sweep counts %d %d %d", counts[rt.Splits[0]], counts[rt.Splits[1]], counts[rt.Splits[2]])
 	}
 }
+
+func TestChainTargetJSON(t *testing.T) {
+	c := loadChain(t, "chain_api.json")
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Chain
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	tg := back.Targets["v2.api.default.default.dc1"]
+	if tg.Partition != "default" || tg.ConnectTimeout != 3*time.Second || !tg.Subset.OnlyPassing ||
+		back.Nodes["resolver:v1.api.default.default.dc1"].Resolver.ConnectTimeout != 3*time.Second {
+		t.Fatalf("round trip lost fields: %+v", tg)
+	}
+}

@@ -42,6 +42,7 @@
 // certificate, a bundle that does not parse, or an SVID whose trust domain has
 // no bundle: the identity already held stays (the first load leaves Ready
 // open), the failure is logged at ERROR naming the file and the reason, and
-// Status().LastError says the same. The same failure repeated is logged at
-// DEBUG until something changes.
+// then Status().LastError says the same: a failure seen in Status has been
+// logged already. The same failure repeated is logged at DEBUG until
+// something changes.
 package filesource

@@ -416,9 +416,10 @@ func (l *loader) apply(c *contents, forced bool) error {
 	return nil
 }
 
-// fail records a failed load and schedules the next attempt.
+// fail logs a failed load, records it for Status, and schedules the next
+// attempt. The log record is written before Status shows the failure, so
+// that whoever sees it in Status (the admin port, a test) finds it logged.
 func (l *loader) fail(err error, forced bool) {
-	l.s.store.Fail(err)
 	attrs := []any{"error", err}
 	var fe *fileError
 	if errors.As(err, &fe) {
@@ -436,6 +437,7 @@ func (l *loader) fail(err error, forced bool) {
 	} else {
 		l.s.log.Debug(msg, attrs...)
 	}
+	l.s.store.Fail(err)
 	l.scheduleRetry()
 }
 

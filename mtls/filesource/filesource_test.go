@@ -512,7 +512,9 @@ func TestBadUpdatesKeepThePreviousIdentity(t *testing.T) {
 			mtlstest.WaitReady(t, s)
 
 			tt.damage(t, f)
-			// Damage spanning two files may be seen half done first.
+			// Damage spanning two files may be seen half done first. Status
+			// shows a failure only once it is logged, so the logs are read
+			// below without waiting again.
 			mtlstest.WaitFor(t, "the failure in Status", func() bool { return strings.Contains(s.Status().LastError, tt.wantErr) })
 			st := s.Status()
 			if !strings.Contains(st.LastError, tt.wantFile(f)) || st.LastErrorAt.IsZero() {

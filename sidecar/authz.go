@@ -135,15 +135,7 @@ func (h h1Headers) Header(name string) (string, int) {
 
 // Joined is route.Headers': the values of a repeated field, joined.
 func (h h1Headers) Joined(name string) string {
-	vs := h.h.Values(name)
-	b := make([]byte, 0, 64)
-	for i, v := range vs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, v...)
-	}
-	return string(b)
+	return string(bytes.Join(h.h.Values(name), []byte(",")))
 }
 
 // h1JWTRequest is jwtauth.Request over an HTTP/1.1 head.

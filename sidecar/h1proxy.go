@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -587,11 +586,7 @@ func grpcStatus(h *http1.Header) int {
 	if !ok {
 		return -1
 	}
-	n, err := strconv.Atoi(string(v))
-	if err != nil {
-		return -1
-	}
-	return n
+	return parseGRPCStatus(unsafeString(v))
 }
 
 // reportHead gives the status of a response head just read to outlier
@@ -750,8 +745,7 @@ func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnrea
 		resp.Header.Add("Set-Cookie", cookie.String())
 	}
 	if d := &hc.dest; d.rt != nil {
-		d.sp.ResponseHeaders.Apply(&resp.Header)
-		d.rt.ResponseHeaders.Apply(&resp.Header)
+		d.rt.ApplyResponse(d.sp, &resp.Header)
 	}
 	out := resp.Body
 	closeClient := hc.clientClose || req.Minor == 0 || hc.drain.isDraining()

@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/outrider-mesh/outrider/discovery/consul"
-	"github.com/outrider-mesh/outrider/sidecar/route"
 	"io"
 	"log/slog"
 	"net"
@@ -24,8 +22,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outrider-mesh/outrider/discovery"
+	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/route"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
 
@@ -267,10 +267,7 @@ func (o *outbound) plan(hc *h1Conn) {
 		d.cs = rg.defOnly
 	} else {
 		start, end := splitTarget(req.Target)
-		path, query := req.Target[start:end], req.Target[end:]
-		if start > 0 {
-			path = req.Target[start:end] // absolute form: route on the path
-		}
+		path, query := req.Target[start:end], req.Target[end:] // absolute form too: route on the path
 		hc.routeReq = route.Request{Method: unsafeString(req.Method), Path: unsafeString(path), RawQuery: unsafeString(query),
 			Header: h1Headers{&req.Header}}
 		rg.choose(d, &hc.routeReq)
@@ -280,8 +277,7 @@ func (o *outbound) plan(hc *h1Conn) {
 				hc.targetBuf = append(append(append(hc.targetBuf[:0], req.Target[:start]...), np...), query...)
 				req.Target = hc.targetBuf
 			}
-			d.sp.RequestHeaders.Apply(&req.Header)
-			d.rt.RequestHeaders.Apply(&req.Header)
+			d.rt.ApplyRequest(d.sp, &req.Header)
 		}
 	}
 	if hp := d.cs[0].bal.Config().HashPolicies; len(hp) > 0 {
@@ -405,8 +401,7 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			u.Path, u.RawPath = np, ""
 			r.URL = &u
 		}
-		d.sp.RequestHeaders.Apply(h2Headers(r.Header))
-		d.rt.RequestHeaders.Apply(h2Headers(r.Header))
+		d.rt.ApplyRequest(d.sp, h2Headers(r.Header))
 	}
 	if hp := d.cs[0].bal.Config().HashPolicies; len(hp) > 0 {
 		d.hash, d.hashed, rec.cookie = balance.Hash(hp, httpRequestHash{r: r, src: connInfoFrom(r.Context()).src})
@@ -533,8 +528,7 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			continue
 		}
 		if d.rt != nil {
-			d.sp.ResponseHeaders.Apply(h2Headers(resp.Header))
-			d.rt.ResponseHeaders.Apply(h2Headers(resp.Header))
+			d.rt.ApplyResponse(d.sp, h2Headers(resp.Header))
 		}
 		done := func() {
 			if span != nil {
@@ -563,10 +557,15 @@ func (h h2Headers) Del(name string)        { http.Header(h).Del(name) }
 // grpcStatusOf is the grpc-status of a response head (a trailers-only
 // answer), or -1.
 func grpcStatusOf(h http.Header) int {
-	v := h.Get("Grpc-Status")
-	if v == "" {
+	v, ok := h["Grpc-Status"]
+	if !ok || len(v) == 0 {
 		return -1
 	}
+	return parseGRPCStatus(v[0])
+}
+
+// parseGRPCStatus reads a grpc-status value; -1 when it is not a number.
+func parseGRPCStatus(v string) int {
 	n, err := strconv.Atoi(v)
 	if err != nil {
 		return -1

@@ -57,13 +57,7 @@ func TestMeshOutlierDetection(t *testing.T) {
 	if bad.count() != before || good.count() != goodBefore+20 {
 		t.Errorf("after the ejection web-1 got %d and web-2 %d of 20 requests", bad.count()-before, good.count()-goodBefore)
 	}
-	resp, err := http.Get("http://" + m.client.admin + "/clusters")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var clusters []sidecar.ClusterDump
-	json.NewDecoder(resp.Body).Decode(&clusters)
-	resp.Body.Close()
+	clusters := getClusters(t, m.client.admin)
 	ejected := 0
 	for _, cd := range clusters {
 		for _, e := range cd.Endpoints {
@@ -78,7 +72,7 @@ func TestMeshOutlierDetection(t *testing.T) {
 	if ejected != 1 {
 		t.Errorf("/clusters shows %d ejected endpoints, want 1: %+v", ejected, clusters)
 	}
-	resp, err = http.Get("http://" + m.client.admin + "/metrics")
+	resp, err := http.Get("http://" + m.client.admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +81,21 @@ func TestMeshOutlierDetection(t *testing.T) {
 	if !strings.Contains(string(body), `outrider_outlier_ejections_total{upstream="web"} 1`) {
 		t.Errorf("metrics lack the ejection")
 	}
+}
+
+// getClusters reads the admin API's /clusters at admin.
+func getClusters(t *testing.T, admin string) []sidecar.ClusterDump {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/clusters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var clusters []sidecar.ClusterDump
+	if err := json.NewDecoder(resp.Body).Decode(&clusters); err != nil {
+		t.Fatal(err)
+	}
+	return clusters
 }
 
 func durPtr(d time.Duration) *time.Duration { return &d }

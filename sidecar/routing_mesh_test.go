@@ -2,7 +2,6 @@ package sidecar_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/outrider-mesh/outrider/sidecar"
 )
 
 // versionedMesh is web-1 and web-2 at version v1 and web-3 at v2, with the
@@ -177,15 +174,8 @@ func TestMeshAPIVersioning(t *testing.T) {
 	})
 
 	t.Run("clusters", func(t *testing.T) {
-		resp, err := http.Get("http://" + m.client.admin + "/clusters")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var clusters []sidecar.ClusterDump
-		json.NewDecoder(resp.Body).Decode(&clusters)
-		resp.Body.Close()
 		names := map[string]int{}
-		for _, cd := range clusters {
+		for _, cd := range getClusters(t, m.client.admin) {
 			if cd.Upstream == "web" {
 				names[strings.Split(cd.Cluster, ".")[0]] = len(cd.Endpoints)
 			}

@@ -133,10 +133,8 @@ func (s *Store) Update(svid *x509svid.SVID, bundles []*x509bundle.Bundle) (chang
 		}
 		slices.Sort(next.tds)
 	}
-	s.cur.Store(next)
-	s.lastErr, s.lastErrAt = "", time.Time{}
-	defer s.readyOnce.Do(func() { close(s.ready) }) // after the logs below
-
+	// Log first, then publish: whoever sees the new identity (Status, a
+	// handshake, a test) can count on its log record being written.
 	leaf := next.svid.Certificates[0]
 	if !sameSVID {
 		attrs := []any{"spiffe_id", next.svid.ID.String(), "serial", leaf.SerialNumber.Text(16), "not_after", leaf.NotAfter}
@@ -159,6 +157,9 @@ func (s *Store) Update(svid *x509svid.SVID, bundles []*x509bundle.Bundle) (chang
 	case !sameBundles:
 		s.log.Info("trust bundles updated", "trust_domains", next.tds)
 	}
+	s.cur.Store(next)
+	s.lastErr, s.lastErrAt = "", time.Time{}
+	s.readyOnce.Do(func() { close(s.ready) })
 	return true, nil
 }
 

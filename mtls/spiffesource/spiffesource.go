@@ -202,9 +202,9 @@ func (s *Source) pick(c *workloadapi.X509Context) (*x509svid.SVID, error) {
 // reject records and logs a response that was not applied.
 func (s *Source) reject(err error) {
 	err = fmt.Errorf("spiffesource: Workload API update rejected: %w", err)
-	s.store.Fail(err)
 	s.log.Error("rejected an update from the SPIFFE Workload API; keeping the current identity",
 		"address", s.addr, "error", err)
+	s.store.Fail(err) // after the log record: whoever sees it in Status can count on the record
 }
 
 // watcher receives the watch's events and chooses its retry delays: it is
@@ -259,12 +259,12 @@ func (w *watcher) OnX509ContextWatchError(err error) {
 		msg = "the SPIFFE Workload API refused to serve an X.509 SVID; retrying"
 		err = fmt.Errorf("spiffesource: the SPIFFE Workload API at %s refused the X.509 SVID watch: %w", w.s.addr, err)
 	}
-	w.s.store.Fail(err)
 	attrs := []any{"address", w.s.addr, "attempt", w.attempt, "retry_in", w.delay.Round(time.Millisecond), "error", err}
 	if svid, e := w.s.store.GetX509SVID(); e == nil {
 		attrs = append(attrs, "keeping_svid", svid.ID.String(), "svid_not_after", svid.Certificates[0].NotAfter)
 	}
 	w.s.log.Warn(msg, attrs...)
+	w.s.store.Fail(err) // after the log record, as in reject
 }
 
 // NewBackoff implements workloadapi.BackoffStrategy. The client asks for a

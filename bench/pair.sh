@@ -21,9 +21,12 @@
 #                   outrider-l7-policy20 outrider-l7 with a 20-rule local policy (-policy) on the
 #                                        inbound sidecar: every rule is evaluated, the last allows
 #                   outrider-l7-trace1, outrider-l7-trace100
-#                                        outrider-l7 exporting OTLP traces to a Jaeger all-in-one
-#                                        (.tools/bin/jaeger, `make tools-jaeger`), sampling 1% / 100%
+#                                        outrider-l7 exporting OTLP traces (gRPC), sampling 1% / 100%,
+#                                        to the collector COLLECTOR names
 #                   nginx, haproxy       the anchor pairs configured as in /work/shared/ANCHORS.md
+#   COLLECTOR     sink (default): bench/otlpsink, which discards exports without decoding them, so the
+#                 pairs' CPU is not inflated by a collector competing for the same cores; or jaeger:
+#                 a Jaeger all-in-one (.tools/bin/jaeger, `make tools-jaeger`) storing every span
 #   ANCHORS=0     leave nginx and haproxy out of the default PAIRS
 #   ROUNDS        rounds per mode (default 5)
 #   DURATION      wrk duration per round (default 5s)
@@ -46,6 +49,7 @@ CONNS=${CONNS:-32}
 MODES=${MODES:-keepalive close}
 OUTRIDER_ENV=${OUTRIDER_ENV:-}
 OUTRIDER_FLAGS=${OUTRIDER_FLAGS:-}
+COLLECTOR=${COLLECTOR:-sink}
 OUTRIDER_BIN=${OUTRIDER_BIN:-$ROOT/bin/outrider}
 CONSUL_BIN=${CONSUL_BIN:-$ROOT/.tools/bin/consul}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
@@ -76,7 +80,12 @@ for p in "${PAIR_LIST[@]}"; do
 	direct | builtin | outrider | nginx) ;;
 	outrider-gomaxprocs[0-9]*) [[ ${p#outrider-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
 	outrider-goroutines | outrider-l7 | outrider-l7-policy20) ;;
-	outrider-l7-trace1 | outrider-l7-trace100) [[ -x ${JAEGER_BIN:=$ROOT/.tools/bin/jaeger} ]] || die "pair $p needs $JAEGER_BIN: run 'make tools-jaeger'" ;;
+	outrider-l7-trace1 | outrider-l7-trace100)
+		case $COLLECTOR in
+		sink) ;;
+		jaeger) [[ -x ${JAEGER_BIN:=$ROOT/.tools/bin/jaeger} ]] || die "pair $p needs $JAEGER_BIN: run 'make tools-jaeger'" ;;
+		*) die "COLLECTOR=$COLLECTOR: want sink or jaeger" ;;
+		esac ;;
 	outrider-l7-gomaxprocs[0-9]*) [[ ${p#outrider-l7-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
 	haproxy) [[ -n $HAPROXY_BIN ]] || die "pair haproxy: haproxy is not installed" ;;
 	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines outrider-l7 outrider-l7-gomaxprocsN outrider-l7-policy20 outrider-l7-trace1 outrider-l7-trace100 nginx haproxy)" ;;
@@ -360,16 +369,26 @@ EOF
 	URL[haproxy]="http://127.0.0.1:$out/"
 }
 
-# start_jaeger: one Jaeger all-in-one (memory storage) for the tracing pairs; sets JAEGER_OTLP.
-start_jaeger() {
-	[[ -n ${JAEGER_OTLP:-} ]] && return 0
+# start_collector: the tracing pairs' collector (COLLECTOR), started once; sets COLLECTOR_OTLP
+# (its OTLP/gRPC address).
+start_collector() {
+	[[ -n ${COLLECTOR_OTLP:-} ]] && return 0
+	if [[ $COLLECTOR == sink ]]; then
+		local g h
+		read -r g h < <(free_ports 2)
+		go build -o "$TMP/otlpsink" ./bench/otlpsink || die "cannot build bench/otlpsink"
+		start otlpsink "$TMP/otlpsink" -grpc "127.0.0.1:$g" -http "127.0.0.1:$h"
+		COLLECTOR_OTLP=127.0.0.1:$g
+		wait_for otlpsink 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$h" || die "otlpsink did not start: $(cat "$TMP/otlpsink.log")"
+		return 0
+	fi
 	local g h q qg
 	read -r g h q qg < <(free_ports 4)
 	# The configuration the tests use (in-memory storage, loopback ports).
 	sed -e "s/@OTLP_GRPC@/127.0.0.1:$g/" -e "s/@OTLP_HTTP@/127.0.0.1:$h/" -e "s/@QUERY_HTTP@/127.0.0.1:$q/" \
 		-e "s/@QUERY_GRPC@/127.0.0.1:$qg/" "$ROOT/internal/testutil/jaegertest/local.yaml" >"$TMP/jaeger.yaml"
 	start jaeger "$JAEGER_BIN" --config "$TMP/jaeger.yaml"
-	JAEGER_OTLP=127.0.0.1:$g
+	COLLECTOR_OTLP=127.0.0.1:$g
 	wait_for jaeger 30 curl -fsS "http://127.0.0.1:$q/api/services" || die "jaeger did not start: $(tail -20 "$TMP/jaeger.log")"
 }
 
@@ -392,9 +411,9 @@ for p in "${PAIR_LIST[@]}"; do
 	outrider-gomaxprocs*) setup_consul_pair "$p" outrider $OUTRIDER_ENV "GOMAXPROCS=${p#outrider-gomaxprocs}" ;;
 	outrider-goroutines) setup_consul_pair "$p" outrider $OUTRIDER_ENV "OUTRIDER_DATA_PATH=goroutines" ;;
 	outrider-l7 | outrider-l7-policy20) setup_consul_pair "$p" outrider $OUTRIDER_ENV ;;
-	outrider-l7-trace1) start_jaeger && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$JAEGER_OTLP" \
+	outrider-l7-trace1) start_collector && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$COLLECTOR_OTLP" \
 		OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 ;;
-	outrider-l7-trace100) start_jaeger && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$JAEGER_OTLP" \
+	outrider-l7-trace100) start_collector && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$COLLECTOR_OTLP" \
 		OTEL_TRACES_SAMPLER=always_on ;;
 	outrider-l7-gomaxprocs*) setup_consul_pair "$p" outrider $OUTRIDER_ENV "GOMAXPROCS=${p#outrider-l7-gomaxprocs}" ;;
 	nginx) setup_nginx_pair ;;
@@ -487,7 +506,7 @@ RAW=$RESULTS_DIR/$STAMP.txt
 	echo "# git: $(git describe --tags --always --dirty 2>/dev/null || echo unknown)  outrider: $("$OUTRIDER_BIN" version 2>/dev/null || echo '?')"
 	echo "# consul: $("$CONSUL_BIN" version | head -1)  nginx: $("$NGINX_BIN" -v 2>&1 | sed 's/.*\///')  haproxy: ${HAPROXY_BIN:+$("$HAPROXY_BIN" -v | head -1 | awk '{print $3}')}"
 	echo "# host: $(nproc) cpus, $(uname -r), loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "# pairs: ${PAIR_LIST[*]}  rounds: $ROUNDS  duration: $DURATION  wrk -t$THREADS -c$CONNS  OUTRIDER_ENV='$OUTRIDER_ENV'  CLK_TCK=$CLK_TCK"
+	echo "# pairs: ${PAIR_LIST[*]}  rounds: $ROUNDS  duration: $DURATION  wrk -t$THREADS -c$CONNS  OUTRIDER_ENV='$OUTRIDER_ENV'  COLLECTOR=$COLLECTOR  CLK_TCK=$CLK_TCK"
 	echo "# mode round pair rps p99_ms requests cpu_ticks cpu_us_per_req socket_errors non2xx agent_us_per_req"
 } >"$RAW"
 

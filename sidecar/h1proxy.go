@@ -344,7 +344,7 @@ func (hc *h1Conn) forwardAttempts() bool {
 			}
 		default:
 			// Each attempt's span is a child of what the application sent.
-			parent = tel.prop.Extract(base, carrier)
+			parent = tel.extract(base, carrier)
 		}
 	}
 	if p.authz != nil {

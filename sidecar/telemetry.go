@@ -163,22 +163,88 @@ var spanMethods = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "
 // a sampled span: an unsampled request costs an extract, a start and an
 // inject. attrs is called only then.
 func (t *telemetry) startServerSpan(base context.Context, carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) (context.Context, trace.Span) {
-	ctx := t.prop.Extract(base, carrier)
+	ctx := t.extract(base, carrier)
 	if ctx, span, ok := t.childOfUnsampled(ctx); ok {
-		t.prop.Inject(ctx, carrier)
+		t.inject(ctx, carrier)
 		return ctx, span
 	}
 	ctx, span, ok := t.unsampledRoot(ctx, method, trace.SpanKindServer)
 	if ok {
-		t.prop.Inject(ctx, carrier)
+		t.inject(ctx, carrier)
 		return ctx, span
 	}
 	ctx, span = t.tracer.Start(ctx, spanName(method), trace.WithSpanKind(trace.SpanKindServer))
 	if span.IsRecording() {
 		span.SetAttributes(attrs()...)
 	}
-	t.prop.Inject(ctx, carrier)
+	t.inject(ctx, carrier)
 	return ctx, span
+}
+
+// extract is the propagator's Extract, done on the header's bytes for an
+// HTTP/1.1 request when only W3C headers are propagated and traceparent is
+// version 00 (what the propagator does with it, without its allocations);
+// otherwise, and for HTTP/2, the propagator's. Baggage is not extracted on
+// the fast path: the header is forwarded as it came, which is all the
+// propagator's Inject would do with it.
+func (t *telemetry) extract(base context.Context, carrier propagation.TextMapCarrier) context.Context {
+	hc, ok := carrier.(headerCarrier)
+	if !ok || !t.w3c {
+		return t.prop.Extract(base, carrier)
+	}
+	v, ok := hc.h.Get("traceparent")
+	if !ok {
+		return base
+	}
+	if !validTraceparent(v) {
+		return t.prop.Extract(base, carrier)
+	}
+	var cfg trace.SpanContextConfig
+	hex.Decode(cfg.TraceID[:], v[3:35])
+	hex.Decode(cfg.SpanID[:], v[36:52])
+	cfg.TraceFlags = trace.TraceFlags(unhex(v[53])<<4 | unhex(v[54]))
+	cfg.Remote = true
+	if ts, ok := hc.h.Get("tracestate"); ok {
+		if st, err := trace.ParseTraceState(string(ts)); err == nil {
+			cfg.TraceState = st
+		}
+	}
+	return trace.ContextWithRemoteSpanContext(base, trace.NewSpanContext(cfg))
+}
+
+// inject is the propagator's Inject, with extract's fast path: traceparent
+// is written from the span context, tracestate only when the context has
+// one (an incoming tracestate header is otherwise forwarded as it came).
+func (t *telemetry) inject(ctx context.Context, carrier propagation.TextMapCarrier) {
+	hc, ok := carrier.(headerCarrier)
+	if !ok || !t.w3c {
+		t.prop.Inject(ctx, carrier)
+		return
+	}
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return
+	}
+	tid, sid := sc.TraceID(), sc.SpanID()
+	var b [55]byte
+	copy(b[:], "00-")
+	hex.Encode(b[3:35], tid[:])
+	b[35] = '-'
+	hex.Encode(b[36:52], sid[:])
+	b[52] = '-'
+	hex.Encode(b[53:55], []byte{byte(sc.TraceFlags())})
+	hc.h.Set("traceparent", string(b[:]))
+	if sc.TraceState().Len() > 0 {
+		hc.h.Set("tracestate", sc.TraceState().String())
+	}
+}
+
+// validTraceparent reports whether v is a version-00 traceparent the
+// propagator would accept: 00-<32 hex trace>-<16 hex span>-<2 hex flags>,
+// lower case, IDs not all zero.
+func validTraceparent(v []byte) bool {
+	return len(v) == 55 && v[0] == '0' && v[1] == '0' && v[2] == '-' && v[35] == '-' && v[52] == '-' &&
+		lowerHex(v[3:35]) && lowerHex(v[36:52]) && lowerHex(v[53:55]) && !allZero(v[3:35]) && !allZero(v[36:52])
 }
 
 // startClientSpan starts the outbound span for one attempt, as a child of
@@ -186,19 +252,19 @@ func (t *telemetry) startServerSpan(base context.Context, carrier propagation.Te
 // attempt, or nothing: a new trace), and injects it into the request.
 func (t *telemetry) startClientSpan(parent context.Context, carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) trace.Span {
 	if ctx, span, ok := t.childOfUnsampled(parent); ok {
-		t.prop.Inject(ctx, carrier)
+		t.inject(ctx, carrier)
 		return span
 	}
 	parent, span, ok := t.unsampledRoot(parent, method, trace.SpanKindClient)
 	if ok {
-		t.prop.Inject(trace.ContextWithSpan(parent, span), carrier)
+		t.inject(trace.ContextWithSpan(parent, span), carrier)
 		return span
 	}
 	ctx, span := t.tracer.Start(parent, spanName(method), trace.WithSpanKind(trace.SpanKindClient))
 	if span.IsRecording() {
 		span.SetAttributes(attrs()...)
 	}
-	t.prop.Inject(ctx, carrier)
+	t.inject(ctx, carrier)
 	return span
 }
 
@@ -252,9 +318,7 @@ func (t *telemetry) fastUnsampled(h *http1.Header, method string, kind trace.Spa
 		return false, base
 	}
 	if v, ok := h.Get("traceparent"); ok {
-		// 00-<32 hex trace>-<16 hex span>-<2 hex flags>
-		if len(v) != 55 || v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-' ||
-			!lowerHex(v[3:35]) || !lowerHex(v[36:52]) || !lowerHex(v[53:55]) || allZero(v[3:35]) || allZero(v[36:52]) {
+		if !validTraceparent(v) {
 			return false, base
 		}
 		if unhex(v[54])&1 != 0 { // sampled flag

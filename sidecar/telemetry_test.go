@@ -194,3 +194,59 @@ func TestSpanNameIsAConstant(t *testing.T) {
 		t.Fatal("unknown methods are not named HTTP")
 	}
 }
+
+// The HTTP/1.1 fast extract and inject agree with the W3C propagator: the
+// same span context out of every traceparent it takes (and the
+// propagator's judgement of every other), the same traceparent and
+// tracestate written back.
+func TestW3CFastPathAgreesWithThePropagator(t *testing.T) {
+	tel, _ := tracedTelemetry(t, 1)
+	prop := propagation.TraceContext{}
+	const tid, sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	for _, tc := range []struct{ traceparent, tracestate string }{
+		{"00-" + tid + "-" + sid + "-01", ""},
+		{"00-" + tid + "-" + sid + "-00", "vendor=a,other=b"},
+		{"00-" + tid + "-" + sid + "-03", ""}, // flags beyond sampled are kept
+		{"00-" + tid + "-" + sid + "-01", "not a valid=state=list"},
+		{"00-" + strings.ToUpper(tid) + "-" + sid + "-01", ""},
+		{"01-" + tid + "-" + sid + "-01-future", ""},
+		{"ff-" + tid + "-" + sid + "-01", ""},
+		{"00-00000000000000000000000000000000-" + sid + "-01", ""},
+		{"00-" + tid + "-" + sid + "-1", ""},
+		{"garbage", ""},
+		{"", ""},
+	} {
+		var h http1.Header
+		std := propagation.MapCarrier{}
+		if tc.traceparent != "" {
+			h.Add("traceparent", tc.traceparent)
+			std["traceparent"] = tc.traceparent
+		}
+		if tc.tracestate != "" {
+			h.Add("tracestate", tc.tracestate)
+			std["tracestate"] = tc.tracestate
+		}
+		got := trace.SpanContextFromContext(tel.extract(context.Background(), headerCarrier{&h}))
+		want := trace.SpanContextFromContext(prop.Extract(context.Background(), std))
+		if !got.Equal(want) {
+			t.Errorf("%q %q: extracted %+v, the propagator %+v", tc.traceparent, tc.tracestate, got, want)
+		}
+		if !want.IsValid() {
+			continue
+		}
+		child := trace.NewSpanContext(trace.SpanContextConfig{TraceID: want.TraceID(), SpanID: trace.SpanID{1, 2, 3},
+			TraceFlags: want.TraceFlags(), TraceState: want.TraceState()})
+		ctx := trace.ContextWithSpanContext(context.Background(), child)
+		tel.inject(ctx, headerCarrier{&h})
+		out := propagation.MapCarrier{} // the request's headers, as the propagator sees them
+		for k, v := range std {
+			out[k] = v
+		}
+		prop.Inject(ctx, out)
+		for _, k := range []string{"traceparent", "tracestate"} {
+			if v, _ := h.Get(k); string(v) != out[k] {
+				t.Errorf("%q: injected %s %q, the propagator %q", tc.traceparent, k, v, out[k])
+			}
+		}
+	}
+}

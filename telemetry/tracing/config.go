@@ -16,6 +16,12 @@ const (
 	ProtocolHTTP = "http/protobuf"
 )
 
+// Compressions accepted in Config.Compression.
+const (
+	CompressionNone = "none"
+	CompressionGzip = "gzip"
+)
+
 // Samplers accepted in Config.Sampler.
 const (
 	SamplerAlwaysOn                = "always_on"
@@ -95,6 +101,19 @@ type Config struct {
 	// OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT or
 	// OTEL_BSP_EXPORT_TIMEOUT, in milliseconds).
 	ExportTimeout time.Duration
+	// Certificate is a PEM file of the CA certificates that verify the
+	// collector (OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE /
+	// OTEL_EXPORTER_OTLP_CERTIFICATE); "" means the system roots.
+	Certificate string
+	// ClientCertificate and ClientKey are PEM files of the client
+	// certificate and key presented to the collector, for mTLS
+	// (OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE, _CLIENT_KEY).
+	ClientCertificate string
+	ClientKey         string
+	// Compression of export requests: "gzip", or "none"/"" (the default:
+	// on a loopback or cluster network compression costs more CPU than it
+	// saves; OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION).
+	Compression string
 }
 
 // FromEnv reads the standard OTEL_* variables (listed in the package doc)
@@ -154,6 +173,24 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			env.errs = append(env.errs, fmt.Errorf("tracing: %s: %w", name, err))
 		} else {
 			cfg.Headers = h
+		}
+	}
+
+	for _, f := range []struct {
+		dst   *string
+		names []string
+	}{
+		{&cfg.Certificate, []string{"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"}},
+		{&cfg.ClientCertificate, []string{"OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"}},
+		{&cfg.ClientKey, []string{"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"}},
+	} {
+		_, *f.dst = env.first(f.names...)
+	}
+	if name, v := env.first("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"); v != "" {
+		if err := checkCompression(v); err != nil {
+			env.fail(name, v, err)
+		} else {
+			cfg.Compression = v
 		}
 	}
 
@@ -314,6 +351,13 @@ func checkProtocol(p string) error {
 	return fmt.Errorf("want %q or %q", ProtocolGRPC, ProtocolHTTP)
 }
 
+func checkCompression(c string) error {
+	if c == "" || c == CompressionNone || c == CompressionGzip {
+		return nil
+	}
+	return errors.New(`want "gzip" or "none"`)
+}
+
 func checkSampler(s string) error {
 	switch s {
 	case SamplerAlwaysOn, SamplerAlwaysOff, SamplerTraceIDRatio,
@@ -413,6 +457,12 @@ func (cfg Config) Validate() error {
 		}
 		if cfg.ExportTimeout < 0 {
 			bad("ExportTimeout", cfg.ExportTimeout.String(), errors.New("want a positive duration"))
+		}
+		if err := checkCompression(cfg.Compression); err != nil {
+			bad("Compression", cfg.Compression, err)
+		}
+		if (cfg.ClientCertificate == "") != (cfg.ClientKey == "") {
+			bad("ClientCertificate", cfg.ClientCertificate, errors.New("set with ClientKey, or neither"))
 		}
 	}
 	return errors.Join(errs...)

@@ -34,6 +34,16 @@ func TestFromEnv(t *testing.T) {
 		{name: "blank values are unset", env: map[string]string{
 			"OTEL_EXPORTER_OTLP_ENDPOINT": "  ", "OTEL_TRACES_SAMPLER": "",
 		}, want: func(*Config) {}},
+		{name: "TLS files and compression, traces variants win", env: map[string]string{
+			"OTEL_EXPORTER_OTLP_CERTIFICATE":        "/generic/ca.pem",
+			"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": "/traces/ca.pem",
+			"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "/c.pem",
+			"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY":  "/k.pem",
+			"OTEL_EXPORTER_OTLP_COMPRESSION":        "none",
+			"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip",
+		}, want: func(c *Config) {
+			c.Certificate, c.ClientCertificate, c.ClientKey, c.Compression = "/traces/ca.pem", "/c.pem", "/k.pem", "gzip"
+		}},
 		{name: "generic endpoint enables", env: map[string]string{
 			"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4317",
 		}, want: func(c *Config) { c.Enabled = true; c.Endpoint = "https://collector:4317" }},
@@ -188,6 +198,7 @@ func TestFromEnvErrors(t *testing.T) {
 		{"OTEL_EXPORTER_OTLP_TIMEOUT", "10s", `"10s"`},
 		{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0", `"0"`},
 		{"OTEL_TRACES_EXPORTER", "zipkin", `"zipkin"`},
+		{"OTEL_EXPORTER_OTLP_COMPRESSION", "br", `want "gzip" or "none", got "br"`},
 		{"OTEL_SDK_DISABLED", "yes", `"yes"`},
 	}
 	for _, tt := range tests {

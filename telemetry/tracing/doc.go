@@ -2,6 +2,17 @@
 // TracerProvider exporting over OTLP (gRPC or HTTP/protobuf) and one
 // TextMapPropagator that carries trace headers across the proxy.
 //
+// # Cost
+//
+// The provider implements the OpenTelemetry trace API itself (span.go) and
+// encodes spans straight into OTLP's protobuf wire format (otlp.go); the
+// SDK provides the samplers, the resource and, for tests, span exporters
+// (WithExporter). The SDK's span and OTLP exporter cost about 16 us of CPU
+// per span on the project's 2-core machine, this path about 4 us
+// (BenchmarkSpan), which is what lets a 100%-sampled sidecar stay within
+// the budget. The encoding is checked against the generated OTLP
+// types (otlp_test.go) and against a real Jaeger (the sidecar's tests).
+//
 // The CLI builds a Config with FromEnv(os.Getenv), overrides fields from its
 // flags and passes it to New. With tracing disabled, Tracer is the OTel no-op
 // tracer (no span is recorded, nothing is exported, no goroutine runs) while
@@ -36,6 +47,12 @@
 //	OTEL_EXPORTER_OTLP_TIMEOUT             export timeout in milliseconds (default 10000)
 //	OTEL_EXPORTER_OTLP_TRACES_TIMEOUT
 //	OTEL_BSP_EXPORT_TIMEOUT                used when neither OTLP timeout is set
+//	OTEL_EXPORTER_OTLP_CERTIFICATE         PEM file of the CAs that verify the collector (default: system roots)
+//	OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE
+//	OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE  PEM client certificate for mTLS to the collector, with ..._CLIENT_KEY
+//	OTEL_EXPORTER_OTLP_CLIENT_KEY          (both also as _TRACES_ variants)
+//	OTEL_EXPORTER_OTLP_COMPRESSION         gzip or none (default)
+//	OTEL_EXPORTER_OTLP_TRACES_COMPRESSION
 //	OTEL_BSP_MAX_QUEUE_SIZE                spans buffered for export (default 2048)
 //	OTEL_SERVICE_NAME                      service.name (default: the proxied service's name)
 //	OTEL_RESOURCE_ATTRIBUTES               k=v,k2=v2 with URL-encoded values
@@ -47,8 +64,9 @@
 // Every error from FromEnv names the variable and the bad value (header
 // values excepted: they are credentials).
 //
-// The OTLP exporters themselves still honour the variables this package does
-// not model (OTEL_EXPORTER_OTLP_CERTIFICATE, _CLIENT_CERTIFICATE,
-// _CLIENT_KEY, _COMPRESSION); everything that Config models is passed to them
-// explicitly and wins over the process environment.
+// A failed export is retried, with a backoff from 1 s doubling to 5 s,
+// while the export timeout allows, when the collector answers HTTP 429, 502,
+// 503 or 504, gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED or
+// DEADLINE_EXCEEDED, or cannot be reached; a collector whose certificate
+// does not verify is not retried. The response's partial_success is not read.
 package tracing

@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -395,7 +396,16 @@ func (rcv *otlpHTTPReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "want POST /v1/traces application/x-protobuf", http.StatusBadRequest)
 		return
 	}
-	body, err := io.ReadAll(r.Body)
+	var rd io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		rd = zr
+	}
+	body, err := io.ReadAll(rd)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // Batching parameters of the export goroutine.
@@ -41,11 +39,11 @@ func (c *counters) snapshot() Stats {
 	}
 }
 
-// processor is the SpanProcessor between the SDK and the exporter. It
-// replaces sdktrace.BatchSpanProcessor, which neither exposes its drop count
-// nor lets the export loop be cancelled from Shutdown.
+// processor is between ended spans and the exporter, in the role of the
+// SDK's BatchSpanProcessor (which neither exposes its drop count nor lets
+// the export loop be cancelled from Shutdown).
 //
-// Batch mode (the default): OnEnd, called on the goroutine ending the span,
+// Batch mode (the default): onEnd, called on the goroutine ending the span,
 // does a non-blocking send of the sampled span to a buffered channel of
 // Config.MaxQueueSize and counts it as dropped when the channel is full.
 // When batchSize spans are waiting it also kicks (non-blocking) the one
@@ -57,16 +55,16 @@ func (c *counters) snapshot() Stats {
 // by ctx, which Shutdown cancels when its own context ends. Nothing the
 // exporter does can block OnEnd.
 //
-// Sync mode (WithSyncExport, for tests): OnEnd exports the span itself,
+// Sync mode (WithSyncExport, for tests): onEnd exports the span itself,
 // serialised by syncMu, and no goroutine runs.
 type processor struct {
-	exp       sdktrace.SpanExporter
+	exp       spanExporter
 	timeout   time.Duration
 	batchSize int
 	interval  time.Duration
 	sync      bool
 
-	queue  chan sdktrace.ReadOnlySpan
+	queue  chan *span
 	kick   chan struct{}      // capacity 1: batchSize spans are queued
 	flushc chan chan struct{} // ForceFlush requests; run closes the channel when done
 	stopc  chan struct{}      // closed by Shutdown
@@ -86,7 +84,7 @@ type processor struct {
 	lastDrops int64          // queueFull already logged; run's goroutine only
 }
 
-func newProcessor(exp sdktrace.SpanExporter, o *options, queueSize int, timeout time.Duration, endpoint string) *processor {
+func newProcessor(exp spanExporter, o *options, queueSize int, timeout time.Duration, endpoint string) *processor {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &processor{
 		exp:       exp,
@@ -108,21 +106,15 @@ func newProcessor(exp sdktrace.SpanExporter, o *options, queueSize int, timeout 
 		p.batchSize = queueSize
 	}
 	if !p.sync {
-		p.queue = make(chan sdktrace.ReadOnlySpan, queueSize)
+		p.queue = make(chan *span, queueSize)
 		go p.run()
 	}
 	return p
 }
 
-// OnStart does nothing.
-func (p *processor) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
-
-// OnEnd queues a sampled span for export. It never blocks in batch mode; in
+// onEnd queues a sampled span for export. It never blocks in batch mode; in
 // sync mode it exports before returning.
-func (p *processor) OnEnd(s sdktrace.ReadOnlySpan) {
-	if !s.SpanContext().IsSampled() {
-		return
-	}
+func (p *processor) onEnd(s *span) {
 	p.stats.started.Add(1)
 	if p.stopped.Load() {
 		p.stats.dropped.Add(1)
@@ -130,7 +122,7 @@ func (p *processor) OnEnd(s sdktrace.ReadOnlySpan) {
 	}
 	if p.sync {
 		p.syncMu.Lock()
-		p.export([]sdktrace.ReadOnlySpan{s})
+		p.export([]*span{s})
 		p.syncMu.Unlock()
 		return
 	}
@@ -182,7 +174,7 @@ func (p *processor) Shutdown(ctx context.Context) error {
 		if p.sync {
 			p.syncMu.Lock()
 			defer p.syncMu.Unlock()
-			p.logIf("tracing: exporter shutdown failed", p.exp.Shutdown(ctx))
+			p.logIf("tracing: exporter shutdown failed", p.exp.shutdown(ctx))
 			close(p.done)
 			return
 		}
@@ -204,7 +196,7 @@ func (p *processor) run() {
 	defer close(p.done)
 	tick := time.NewTicker(p.interval)
 	defer tick.Stop()
-	batch := make([]sdktrace.ReadOnlySpan, 0, p.batchSize)
+	batch := make([]*span, 0, p.batchSize)
 	for {
 		select {
 		case <-p.kick:
@@ -219,7 +211,7 @@ func (p *processor) run() {
 			p.drain(batch)
 			p.logQueueFull()
 			ctx, cancel := context.WithTimeout(p.ctx, p.timeout)
-			p.logIf("tracing: exporter shutdown failed", p.exp.Shutdown(ctx))
+			p.logIf("tracing: exporter shutdown failed", p.exp.shutdown(ctx))
 			cancel()
 			return
 		}
@@ -228,7 +220,7 @@ func (p *processor) run() {
 
 // drain exports the spans queued now, in batches of batchSize, and returns
 // the emptied batch.
-func (p *processor) drain(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
+func (p *processor) drain(batch []*span) []*span {
 	for n := len(p.queue); n > 0; n-- {
 		batch = append(batch, <-p.queue)
 		if len(batch) >= p.batchSize {
@@ -244,7 +236,7 @@ func (p *processor) drain(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan
 // export sends batch under the export timeout, counts the outcome and
 // returns batch emptied for reuse (the exporter must not retain it, as with
 // the SDK's batch processor). A panicking exporter counts as a failed export.
-func (p *processor) export(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
+func (p *processor) export(batch []*span) []*span {
 	n := int64(len(batch))
 	err := func() (err error) {
 		defer func() {
@@ -254,7 +246,7 @@ func (p *processor) export(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpa
 		}()
 		ctx, cancel := context.WithTimeout(p.ctx, p.timeout)
 		defer cancel()
-		return p.exp.ExportSpans(ctx, batch)
+		return p.exp.exportSpans(ctx, batch)
 	}()
 	if err != nil {
 		p.stats.exportErrors.Add(1)

@@ -13,10 +13,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -86,9 +84,8 @@ type Tracing struct {
 	tracer  trace.Tracer
 	tp      trace.TracerProvider
 	prop    propagation.TextMapPropagator
-	sdk     *sdktrace.TracerProvider // nil when disabled
-	sampler sdktrace.Sampler         // nil when disabled
-	proc    *processor               // nil when disabled
+	sampler sdktrace.Sampler // nil when disabled
+	proc    *processor       // nil when disabled
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -142,34 +139,27 @@ func New(ctx context.Context, cfg Config, defaultService string, opts ...Option)
 	}
 	t.res = newResource(cfg, t.service, o)
 
-	exp := o.exporter
+	p := &provider{sampler: sampler}
+	p.tracer = &tracer{p: p}
+	var exp spanExporter
 	t.endpoint = "custom"
-	if exp == nil {
+	if o.exporter != nil {
+		scope := instrumentation.Scope{Name: TracerName, Version: o.version}
+		exp = &sdkExporter{exp: o.exporter, res: t.res, scope: scope}
+	} else {
 		u, err := parseEndpoint(cfg.Endpoint, cfg.Insecure, cfg.Protocol)
 		if err != nil {
 			return nil, fmt.Errorf("tracing: Endpoint: %w", err)
 		}
 		t.endpoint = u.Redacted()
-		exp, err = newOTLPExporter(ctx, cfg, u.String())
-		if err != nil {
-			return nil, fmt.Errorf("tracing: OTLP exporter for %s: %w", t.endpoint, err)
+		if exp, err = newOTLPExporter(cfg, u, t.res, o.version); err != nil {
+			return nil, err // names the Config field
 		}
 	}
-
 	t.proc = newProcessor(exp, o, cfg.MaxQueueSize, cfg.ExportTimeout, t.endpoint)
+	p.proc = t.proc
 	t.sampler = sampler
-	t.sdk = sdktrace.NewTracerProvider(
-		sdktrace.WithSampler(sampler),
-		sdktrace.WithIDGenerator(presetIDs{}),
-		sdktrace.WithResource(t.res),
-		sdktrace.WithSpanProcessor(t.proc),
-	)
-	t.tp = t.sdk
-	var topts []trace.TracerOption
-	if o.version != "" {
-		topts = append(topts, trace.WithInstrumentationVersion(o.version))
-	}
-	t.tracer = t.sdk.Tracer(TracerName, topts...)
+	t.tp, t.tracer = p, p.tracer
 	return t, nil
 }
 
@@ -200,48 +190,6 @@ func newResource(cfg Config, service string, o *options) *resource.Resource {
 	return resource.NewWithAttributes(semconv.SchemaURL, attrs...)
 }
 
-// newOTLPExporter builds the OTLP exporter for rawURL (already resolved by
-// parseEndpoint). Every setting that Config models is passed explicitly, so
-// it wins over the OTEL_EXPORTER_OTLP_* variables the exporter reads itself.
-// Retries of a failed export stay within one ExportTimeout; the next batch
-// is the next attempt.
-func newOTLPExporter(ctx context.Context, cfg Config, rawURL string) (*otlptrace.Exporter, error) {
-	headers := cfg.Headers
-	if headers == nil {
-		headers = map[string]string{} // replaces, not merges with, the exporter's env headers
-	}
-	if cfg.Protocol == ProtocolHTTP {
-		return otlptracehttp.New(ctx,
-			otlptracehttp.WithEndpointURL(rawURL),
-			otlptracehttp.WithHeaders(headers),
-			otlptracehttp.WithTimeout(cfg.ExportTimeout),
-			otlptracehttp.WithRetry(otlptracehttp.RetryConfig{
-				Enabled:         true,
-				InitialInterval: retryInitial,
-				MaxInterval:     retryMax,
-				MaxElapsedTime:  cfg.ExportTimeout,
-			}),
-		)
-	}
-	return otlptracegrpc.New(ctx,
-		otlptracegrpc.WithEndpointURL(rawURL),
-		otlptracegrpc.WithHeaders(headers),
-		otlptracegrpc.WithTimeout(cfg.ExportTimeout),
-		otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{
-			Enabled:         true,
-			InitialInterval: retryInitial,
-			MaxInterval:     retryMax,
-			MaxElapsedTime:  cfg.ExportTimeout,
-		}),
-	)
-}
-
-// Backoff between retries of one export.
-const (
-	retryInitial = time.Second
-	retryMax     = 5 * time.Second
-)
-
 // Tracer returns the sidecar's tracer (scope TracerName). With tracing
 // disabled it is the OTel no-op tracer.
 func (t *Tracing) Tracer() trace.Tracer { return t.tracer }
@@ -256,7 +204,7 @@ func (t *Tracing) TracerProvider() trace.TracerProvider { return t.tp }
 func (t *Tracing) Propagator() propagation.TextMapPropagator { return t.prop }
 
 // Enabled reports whether spans are recorded and exported.
-func (t *Tracing) Enabled() bool { return t.sdk != nil }
+func (t *Tracing) Enabled() bool { return t.proc != nil }
 
 // SampleRoot reports whether a root span (no parent) in trace id would be
 // sampled: the configured sampler's own decision, so a caller can decide
@@ -284,22 +232,8 @@ func HasTraceID(ctx context.Context) bool {
 	return ok
 }
 
-// presetIDs is the SDK's ID generator: random IDs from the runtime's
-// per-thread generator (no lock, unlike the SDK's default), and the trace
-// ID a caller chose with WithTraceID for a root span.
-type presetIDs struct{}
-
-func (presetIDs) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
-	id, ok := ctx.Value(presetTraceID{}).(trace.TraceID)
-	if !ok || !id.IsValid() {
-		id = RandomTraceID()
-	}
-	return id, RandomSpanID()
-}
-
-func (presetIDs) NewSpanID(context.Context, trace.TraceID) trace.SpanID { return RandomSpanID() }
-
-// RandomTraceID and RandomSpanID return valid (non-zero) random IDs.
+// RandomTraceID and RandomSpanID return valid (non-zero) random IDs from
+// the runtime's per-thread generator (no lock, unlike the SDK's default).
 func RandomTraceID() trace.TraceID {
 	var id trace.TraceID
 	for !id.IsValid() {
@@ -354,10 +288,10 @@ func (t *Tracing) Stats() Stats {
 // ForceFlush exports the spans ended so far, waiting until ctx ends at most.
 // For tests and for a last flush before a process exits without Shutdown.
 func (t *Tracing) ForceFlush(ctx context.Context) error {
-	if t.sdk == nil {
+	if t.proc == nil {
 		return nil
 	}
-	return t.sdk.ForceFlush(ctx)
+	return t.proc.ForceFlush(ctx)
 }
 
 // Shutdown flushes the queued spans and stops the export goroutine and the
@@ -367,11 +301,11 @@ func (t *Tracing) ForceFlush(ctx context.Context) error {
 // calls return the first call's result (a concurrent call waits for the
 // first one).
 func (t *Tracing) Shutdown(ctx context.Context) error {
-	if t.sdk == nil {
+	if t.proc == nil {
 		return nil
 	}
 	t.shutdownOnce.Do(func() {
-		if err := t.sdk.Shutdown(ctx); err != nil {
+		if err := t.proc.Shutdown(ctx); err != nil {
 			t.shutdownErr = fmt.Errorf("tracing: shutdown: %w", err)
 		}
 	})

@@ -1,11 +1,13 @@
 package sidecar_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +31,9 @@ type grpcApp struct {
 	testpb.UnimplementedTestServiceServer
 	name      string
 	cancelled chan struct{}
+	// unavailable makes UnaryCall fail with UNAVAILABLE, counted in calls.
+	unavailable atomic.Bool
+	calls       atomic.Int64
 }
 
 func (g *grpcApp) sleep(ctx context.Context) error {
@@ -49,6 +54,10 @@ func (g *grpcApp) sleep(ctx context.Context) error {
 }
 
 func (g *grpcApp) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	g.calls.Add(1)
+	if g.unavailable.Load() {
+		return nil, status.Error(codes.Unavailable, g.name+" unavailable")
+	}
 	if err := g.sleep(ctx); err != nil {
 		return nil, err
 	}
@@ -312,6 +321,39 @@ func TestMeshGRPC(t *testing.T) {
 		s := status.Convert(err)
 		if s.Code() != codes.Unavailable || !strings.Contains(s.Message(), "no healthy upstream") {
 			t.Fatalf("status %v, want Unavailable naming no healthy upstream", s)
+		}
+	})
+
+	// Last: the router changes how UNAVAILABLE answers are handled.
+	t.Run("UNAVAILABLE retried by the route's policy, request message replayed", func(t *testing.T) {
+		_, _, err := a.Client.ConfigEntries().Set(&api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "inventory",
+			Routes: []api.ServiceRoute{{
+				Match:       &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/grpc.testing.TestService/"}},
+				Destination: &api.ServiceRouteDestination{NumRetries: 2, RetryOn: []string{"unavailable"}},
+			}}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 15*time.Second, func() error {
+			for _, u := range client.Dump().Upstreams {
+				if u.DestinationName == "inventory" && len(u.Routes) == 2 {
+					return nil
+				}
+			}
+			return fmt.Errorf("the client does not see the router's route yet")
+		})
+		apps[0].unavailable.Store(true)
+		defer apps[0].unavailable.Store(false)
+		before := apps[0].calls.Load()
+		payload := &testpb.Payload{Body: bytes.Repeat([]byte("x"), 2048)}
+		for i := range 20 {
+			r, err := inv.UnaryCall(ctx, &testpb.SimpleRequest{Payload: payload, ResponseSize: 10})
+			if err != nil || r.GetUsername() != "inventory-2" {
+				t.Fatalf("call %d: %v from %q, want an answer from inventory-2 (inventory-1 unavailable, retried)", i, err, r.GetUsername())
+			}
+		}
+		if apps[0].calls.Load() == before {
+			t.Error("inventory-1 got none of the calls: the retry path was not exercised")
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -135,6 +136,50 @@ type h1Conn struct {
 	tokens    tokenMemo
 	pathBuf   []byte // a normalized path
 	targetBuf []byte // a rewritten request target
+	// replay holds the current request's body, read whole before the
+	// first attempt so that a retry can send it again (bufferBody); nil
+	// when the body is streamed.
+	replay *[]byte
+}
+
+// replayBufs holds the bodies kept for retries (at most maxReplayBody).
+var replayBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// bufferBody reads the request's body whole, before the first attempt,
+// when the route may retry the request: an idempotent request with a
+// Content-Length of at most maxReplayBody and no Expect: 100-continue (the
+// client waits for the upstream's verdict before sending it). It reports
+// false when the client's body failed (the connection must close; the
+// reason is recorded).
+func (hc *h1Conn) bufferBody() bool {
+	d, req := &hc.dest, &hc.req
+	if d.rt == nil || !d.rt.Retry.Enabled() || req.Body != http1.BodyLength || req.ContentLength > maxReplayBody ||
+		req.Expect100 || !idempotent(req.Method) {
+		return true
+	}
+	bp := replayBufs.Get().(*[]byte)
+	b := slices.Grow((*bp)[:0], int(req.ContentLength))[:req.ContentLength]
+	n, err := io.ReadFull(hc.br, b)
+	hc.rec.rx = int64(n)
+	if err != nil {
+		*bp = b[:0]
+		replayBufs.Put(bp)
+		hc.rec.flag = "DC"
+		hc.p.log.Debug("client request body aborted", "upstream", hc.p.target.name(), "error", err)
+		return false
+	}
+	*bp = b
+	hc.replay = bp
+	return true
+}
+
+// releaseBody returns the kept body, if any, to the pool.
+func (hc *h1Conn) releaseBody() {
+	if hc.replay != nil {
+		*hc.replay = (*hc.replay)[:0]
+		replayBufs.Put(hc.replay)
+		hc.replay = nil
+	}
 }
 
 // drainState lets shutdown close a keep-alive connection between requests
@@ -372,6 +417,10 @@ func (hc *h1Conn) forwardAttempts() bool {
 	if d.rt != nil && d.rt.RequestTimeout > 0 {
 		d.deadline = time.Now().Add(d.rt.RequestTimeout)
 	}
+	if !hc.bufferBody() {
+		return false
+	}
+	defer hc.releaseBody()
 	attempts := maxPickAttempts
 	if d.rt != nil && d.rt.Retry.Enabled() {
 		attempts = max(attempts, 1+d.rt.Retry.NumRetries)
@@ -516,21 +565,25 @@ const (
 
 // mayRetry reports whether the current request may be retried by its
 // route's retry policy after an answer or a reset, retries retries in:
-// the route has a policy with retries left, the request has no body (it
-// was streamed to the upstream, not kept), its method is idempotent (a
-// non-idempotent request may have had effects), and the deadline has not
-// passed. Connect failures are retried whatever the policy: nothing was
-// sent.
+// the route has a policy with retries left, the request has no body or one
+// kept whole (bufferBody; a streamed one cannot be sent again), its method
+// is idempotent (a non-idempotent request may have had effects), and the
+// deadline has not passed. Connect failures are retried whatever the
+// policy: nothing was sent.
 func (hc *h1Conn) mayRetry(retries int) bool {
 	d := &hc.dest
 	if d.rt == nil || !d.rt.Retry.Enabled() || retries >= d.rt.Retry.NumRetries {
 		return false
 	}
-	if hc.req.Body != http1.BodyNone || !idempotent(hc.req.Method) {
+	if !hc.resendable() || !idempotent(hc.req.Method) {
 		return false
 	}
 	return d.deadline.IsZero() || time.Now().Before(d.deadline)
 }
+
+// resendable reports whether the current request can be sent again whole:
+// it has no body, or its body was kept (bufferBody).
+func (hc *h1Conn) resendable() bool { return hc.req.Body == http1.BodyNone || hc.replay != nil }
 
 // idempotent: RFC 9110 section 9.2.2.
 func idempotent(m []byte) bool {
@@ -624,7 +677,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 	}
 	if werr != nil {
 		uc.Conn.Close()
-		if uc.reused && req.Body == http1.BodyNone {
+		if uc.reused && hc.resendable() {
 			return false, exchangeStale
 		}
 		return hc.upstreamFailed(werr), exchangeDone
@@ -656,6 +709,20 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 			uc.Conn.Close()
 			return hc.upstreamFailed(err), exchangeDone
 		}
+	}
+	if hc.replay != nil {
+		_, werr := uc.bw.Write(*hc.replay)
+		if werr == nil {
+			werr = uc.bw.Flush()
+		}
+		if werr != nil {
+			uc.Conn.Close()
+			if uc.reused {
+				return false, exchangeStale
+			}
+			return hc.upstreamFailed(werr), exchangeDone
+		}
+		bodySent = true
 	}
 	if !bodySent {
 		n, err := http1.CopyBody(uc.bw, hc.br, req.Body, req.ContentLength, req.Body)
@@ -699,7 +766,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 		err := resp.Read(uc.br, req.Method, p.maxHeaderBytes)
 		if err != nil {
 			uc.Conn.Close()
-			if uc.reused && req.Body == http1.BodyNone && (errors.Is(err, io.EOF) || isReset(err)) {
+			if uc.reused && hc.resendable() && (errors.Is(err, io.EOF) || isReset(err)) {
 				return false, exchangeStale
 			}
 			if retryOK && !isTimeout(err) && hc.dest.rt.Retry.OnReset() && p.retryBudget.begin() {

@@ -186,17 +186,24 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 				out.Header.Set("X-Request-Id", newRequestID())
 			}
 		},
-		Transport:     rt,
-		FlushInterval: -1,
+		Transport: rt,
+		// 0, not -1: ReverseProxy flushes every response of unknown length
+		// (streams, gRPC) as it comes anyway; an empty one (ContentLength
+		// 0: a trailers-only gRPC answer) is then written only when the
+		// handler returns, as one HEADERS frame ending the stream, which a
+		// caller's retry policy can read (Envoy retries on grpc-status in
+		// headers only).
+		FlushInterval: 0,
 		BufferPool:    copyBuffers{},
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ModifyResponse: func(resp *http.Response) error {
 			stat.requests.Add(1)
-			if _, ok := resp.Header["Grpc-Status"]; ok {
-				// A trailers-only gRPC answer (one HEADERS frame ending the
-				// stream). The proxy may flush headers before it knows the
-				// body is empty, so the status is sent as trailers, which
-				// every gRPC client accepts after headers.
+			if _, ok := resp.Header["Grpc-Status"]; ok && resp.ContentLength != 0 {
+				// A status in headers that do not end the stream: the
+				// proxy flushes headers before the body, so the status is
+				// sent as trailers, which every gRPC client accepts after
+				// headers. (A trailers-only answer, ContentLength 0, stays
+				// one HEADERS frame: see FlushInterval.)
 				if resp.Trailer == nil {
 					resp.Trailer = http.Header{}
 				}

@@ -427,10 +427,18 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if d.rt != nil && d.rt.Retry.Enabled() {
 		attempts = max(attempts, 1+d.rt.Retry.NumRetries)
 	}
-	// The route's retries apply to requests without a body (a streamed
-	// body is not kept for a second attempt) and idempotent methods.
-	retryOK := d.rt != nil && d.rt.Retry.Enabled() && (r.Body == nil || r.Body == http.NoBody) && idempotent([]byte(r.Method))
+	// The route's retries apply to idempotent methods and to gRPC calls
+	// (whose retry conditions are their statuses); a body is kept for the
+	// next attempt while it fits in maxReplayBody (replayBody).
+	retryOK := d.rt != nil && d.rt.Retry.Enabled() && (idempotent([]byte(r.Method)) || isGRPC(r))
 	retries := 0
+	var replay *replayBody
+	if retryOK && r.Body != nil && r.Body != http.NoBody {
+		replay = newReplayBody(r.Body) // the server closes r.Body when the handler returns
+	}
+	canRetry := func() bool {
+		return retryOK && retries < d.rt.Retry.NumRetries && ctx.Err() == nil && (replay == nil || replay.replayable())
+	}
 	o.budget.start()
 	defer func() {
 		o.budget.end(retries)
@@ -470,7 +478,10 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			actx = context.WithValue(ctx, dialTimeoutKey{}, time.Duration(t))
 		}
 		out = *out.WithContext(actx)
-		if r.Body != nil && r.Body != http.NoBody {
+		switch {
+		case replay != nil:
+			out.Body = replay.attempt()
+		case r.Body != nil && r.Body != http.NoBody:
 			// The transport closes the body it was given, also when the dial
 			// fails; the next endpoint still needs it (nothing was read:
 			// the body is read only once a stream is open). The server
@@ -499,7 +510,7 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			if span != nil {
 				endSpan(span, 0, "UC", err)
 			}
-			if retryOK && retries < d.rt.Retry.NumRetries && ctx.Err() == nil && d.rt.Retry.OnReset() && o.budget.begin() {
+			if canRetry() && d.rt.Retry.OnReset() && o.budget.begin() {
 				retries++
 				tried = append(tried, ep.Address)
 				lastErr = err
@@ -513,8 +524,7 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		// Envoy counts it), not when the body has been relayed: the next
 		// request picked already knows of a failure.
 		ep.Report(balance.OutcomeOf(status))
-		if retryOK && retries < d.rt.Retry.NumRetries && ctx.Err() == nil &&
-			d.rt.Retry.OnResponse(status, grpcStatusOf(resp.Header), resp.Header.Get("X-Envoy-Ratelimited") != "") && o.budget.begin() {
+		if canRetry() && d.rt.Retry.OnResponse(status, grpcStatusOf(resp.Header), resp.Header.Get("X-Envoy-Ratelimited") != "") && o.budget.begin() {
 			resp.Body.Close()
 			ep.Done()
 			if span != nil {

@@ -1,7 +1,10 @@
 package sidecar_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -129,6 +132,37 @@ func TestMeshAPIVersioning(t *testing.T) {
 		}
 		if m.apps[0].count() == before {
 			t.Errorf("web-1 got none of 20 requests: the retry path was not exercised")
+		}
+	})
+
+	// A body is kept for the retry: over HTTP/1.1 a Content-Length body
+	// read whole first, over HTTP/2 a streamed one (no length) replayed
+	// from what was read.
+	t.Run("retry with a body", func(t *testing.T) {
+		m.apps[0].failing.Store(true)
+		defer m.apps[0].failing.Store(false)
+		body := bytes.Repeat([]byte("0123456789abcdef"), 1024) // 16 KiB
+		sum := sha256.Sum256(body)
+		for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+			c := c
+			if proto == "HTTP/2.0" {
+				c = h2cClient()
+			}
+			before := m.apps[0].count()
+			for i := range 10 {
+				var rd io.Reader = bytes.NewReader(body)
+				if proto == "HTTP/2.0" {
+					rd = io.MultiReader(rd) // no length: streamed
+				}
+				req, _ := http.NewRequest("PUT", "http://"+m.upstream+"/retried/echo", rd)
+				s, _ := getSeen(t, c, req)
+				if s.Instance != "web-2" || s.BodyLen != int64(len(body)) || s.BodySHA != hex.EncodeToString(sum[:]) {
+					t.Fatalf("%s PUT %d reached %s with %d bytes (sha %s), want web-2 and the whole body", proto, i, s.Instance, s.BodyLen, s.BodySHA)
+				}
+			}
+			if m.apps[0].count() == before {
+				t.Errorf("%s: web-1 got none of 10 PUTs: the retry path was not exercised", proto)
+			}
 		}
 	})
 

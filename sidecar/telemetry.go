@@ -163,17 +163,7 @@ var spanMethods = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "
 // a sampled span: an unsampled request costs an extract, a start and an
 // inject. attrs is called only then.
 func (t *telemetry) startServerSpan(base context.Context, carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) (context.Context, trace.Span) {
-	ctx := t.extract(base, carrier)
-	if ctx, span, ok := t.childOfUnsampled(ctx); ok {
-		t.inject(ctx, carrier)
-		return ctx, span
-	}
-	ctx, span, ok := t.unsampledRoot(ctx, method, trace.SpanKindServer)
-	if ok {
-		t.inject(ctx, carrier)
-		return ctx, span
-	}
-	ctx, span = t.tracer.Start(ctx, spanName(method), trace.WithSpanKind(trace.SpanKindServer))
+	ctx, span := t.tracer.Start(t.extract(base, carrier), spanName(method), trace.WithSpanKind(trace.SpanKindServer))
 	if span.IsRecording() {
 		span.SetAttributes(attrs()...)
 	}
@@ -251,55 +241,12 @@ func validTraceparent(v []byte) bool {
 // parent (what the application sent, extracted once before the first
 // attempt, or nothing: a new trace), and injects it into the request.
 func (t *telemetry) startClientSpan(parent context.Context, carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) trace.Span {
-	if ctx, span, ok := t.childOfUnsampled(parent); ok {
-		t.inject(ctx, carrier)
-		return span
-	}
-	parent, span, ok := t.unsampledRoot(parent, method, trace.SpanKindClient)
-	if ok {
-		t.inject(trace.ContextWithSpan(parent, span), carrier)
-		return span
-	}
 	ctx, span := t.tracer.Start(parent, spanName(method), trace.WithSpanKind(trace.SpanKindClient))
 	if span.IsRecording() {
 		span.SetAttributes(attrs()...)
 	}
 	t.inject(ctx, carrier)
 	return span
-}
-
-// childOfUnsampled is the fast path for the common case at low sampling
-// rates: a parent-based sampler and a parent that was not sampled. The
-// child is not sampled either, so instead of an SDK span (ID generation
-// under a lock, a span object, the sampler) it makes the span context the
-// SDK would make (the parent's trace and trace state, a new span ID, not
-// sampled) for propagation only. ok is false when the SDK must decide.
-func (t *telemetry) childOfUnsampled(parent context.Context) (context.Context, trace.Span, bool) {
-	psc := trace.SpanContextFromContext(parent)
-	if !t.parentBased || !psc.IsValid() || psc.IsSampled() {
-		return nil, nil, false
-	}
-	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: psc.TraceID(), SpanID: tracing.RandomSpanID(), TraceState: psc.TraceState()})
-	ctx := trace.ContextWithSpanContext(parent, sc)
-	return ctx, trace.SpanFromContext(ctx), true
-}
-
-// unsampledRoot is the same fast path for a request that arrives with no
-// trace context: the trace ID is drawn first and the sampler asked about
-// it; when it says no, the request gets an unsampled span context in that
-// trace, and when it says yes, ctx makes the SDK start the root span in
-// that same trace (so the decision is the sampler's, made once).
-func (t *telemetry) unsampledRoot(parent context.Context, method string, kind trace.SpanKind) (context.Context, trace.Span, bool) {
-	if t.sampleRoot == nil || trace.SpanContextFromContext(parent).IsValid() || tracing.HasTraceID(parent) {
-		return parent, nil, false
-	}
-	id := tracing.RandomTraceID()
-	if t.sampleRoot(id, spanName(method), kind) {
-		return tracing.WithTraceID(parent, id), nil, false
-	}
-	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: id, SpanID: tracing.RandomSpanID()})
-	ctx := trace.ContextWithSpanContext(parent, sc)
-	return ctx, trace.SpanFromContext(ctx), true
 }
 
 // fastUnsampled handles, on the header's bytes alone, a request that will

@@ -91,10 +91,8 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	if start.IsZero() {
 		start = time.Now()
 	}
-	s := &span{
-		p: t.p, sc: sc, parent: parent, name: name, kind: cfg.SpanKind(), start: start,
-		attrs: make([]attribute.KeyValue, 0, 16),
-	}
+	s := &span{p: t.p, sc: sc, parent: parent, name: name, kind: cfg.SpanKind(), start: start}
+	s.attrs = s.attrBuf[:0]
 	if s.kind == trace.SpanKindUnspecified {
 		s.kind = trace.SpanKindInternal
 	}
@@ -122,6 +120,9 @@ type span struct {
 	mu    sync.Mutex
 	name  string
 	attrs []attribute.KeyValue
+	// attrBuf backs attrs up to the dozen attributes the sidecar sets, so
+	// that a span is one allocation.
+	attrBuf [12]attribute.KeyValue
 	// dropped attributes, events and links over the limits
 	droppedAttrs, droppedEvents, droppedLinks int
 	events                                    []event

@@ -759,8 +759,18 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 		// included, over every attempt (as Envoy's route timeout).
 		uc.Conn.SetReadDeadline(hc.dest.deadline)
 		uc.routeDeadline = true
+		uc.idle.limit = hc.dest.deadline
 	case p.responseTimeout > 0:
 		uc.Conn.SetReadDeadline(sent.Add(p.responseTimeout))
+		uc.deadline = true // for the head only: cleared before the body (clearDeadline)
+		uc.idle.limit = sent.Add(p.responseTimeout)
+	}
+	if rt := hc.dest.rt; rt != nil && rt.IdleTimeout > 0 {
+		// The route's IdleTimeout: the upstream may pause at most that
+		// long between bytes, head and body (as Envoy's route
+		// idle_timeout); a pause before the head is answered 504, one in
+		// the body cuts the response.
+		uc.idle.timeout = rt.IdleTimeout
 	}
 	for {
 		err := resp.Read(uc.br, req.Method, p.maxHeaderBytes)
@@ -806,6 +816,7 @@ func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnrea
 	hc.rec.status = resp.Status
 	if resp.Status == 101 && req.Upgrade != nil {
 		uc.clearDeadline()
+		uc.idle.timeout = 0 // a tunnel is not a request: only the proxy's tunnel limits apply
 		return hc.tunnel(uc)
 	}
 	if cookie != nil {

@@ -75,6 +75,23 @@ func startHTTPApp(t *testing.T, name string) *httpApp {
 		}
 		io.WriteString(w, "slept")
 	})
+	mux.HandleFunc("/drip", func(w http.ResponseWriter, r *http.Request) {
+		// n chunks, the head first, then one chunk every "every".
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		every, _ := time.ParseDuration(r.URL.Query().Get("every"))
+		rc := http.NewResponseController(w)
+		w.WriteHeader(200)
+		rc.Flush()
+		for i := range n {
+			select {
+			case <-time.After(every):
+			case <-r.Context().Done():
+				return
+			}
+			fmt.Fprintf(w, "chunk %d\n", i)
+			rc.Flush()
+		}
+	})
 	mux.HandleFunc("/reset", func(w http.ResponseWriter, r *http.Request) {
 		c, _, err := http.NewResponseController(w).Hijack()
 		if err == nil {

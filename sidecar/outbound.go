@@ -477,6 +477,14 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		if t := c.connectTimeout.Load(); t > 0 {
 			actx = context.WithValue(ctx, dialTimeoutKey{}, time.Duration(t))
 		}
+		var idle *idleWatch
+		if d.rt != nil && d.rt.IdleTimeout > 0 {
+			// The route's IdleTimeout: the stream may carry no byte, either
+			// way, for at most that long (as Envoy's route idle_timeout).
+			var cancelIdle context.CancelCauseFunc
+			actx, cancelIdle = context.WithCancelCause(actx)
+			idle = newIdleWatch(d.rt.IdleTimeout, func() { cancelIdle(errIdleTimeout) }, func() { cancelIdle(nil) })
+		}
 		out = *out.WithContext(actx)
 		switch {
 		case replay != nil:
@@ -488,9 +496,17 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			// closes the real body when the handler returns.
 			out.Body = io.NopCloser(r.Body)
 		}
+		if idle != nil && out.Body != nil && out.Body != http.NoBody {
+			out.Body = &idleBody{ReadCloser: out.Body, w: idle}
+		}
 		sent := time.Now()
 		resp, err := o.h2.RoundTrip(&out)
 		rec.upstreamDur = time.Since(sent)
+		if err != nil && idle != nil {
+			if idle.stop(); context.Cause(actx) == errIdleTimeout {
+				err = errIdleTimeout
+			}
+		}
 		if err != nil {
 			if r.Context().Err() != nil {
 				ep.Done() // the client went away: nothing learnt of the endpoint
@@ -527,6 +543,9 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		if canRetry() && d.rt.Retry.OnResponse(status, grpcStatusOf(resp.Header), resp.Header.Get("X-Envoy-Ratelimited") != "") && o.budget.begin() {
 			resp.Body.Close()
 			ep.Done()
+			if idle != nil {
+				idle.stop()
+			}
 			if span != nil {
 				endSpan(span, status, "", nil)
 			}
@@ -544,15 +563,81 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			if span != nil {
 				endSpan(span, status, "", nil)
 			}
+			if idle != nil {
+				idle.stop()
+			}
 			ep.Done()
 			cancel()
 			o.brk.requestDone() // the request ends with its body
 		}
 		admitted = false
-		resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
+		body := resp.Body
+		if idle != nil {
+			body = &idleBody{ReadCloser: body, w: idle}
+		}
+		resp.Body = &doneBody{ReadCloser: body, done: done}
 		return resp, nil
 	}
 	return nil, lastErr
+}
+
+// errIdleTimeout ends a stream that was idle for its route's IdleTimeout:
+// a deadline, answered 504 (gRPC DEADLINE_EXCEEDED) before the response
+// head and a reset after it.
+var errIdleTimeout = fmt.Errorf("sidecar: route idle timeout: %w", context.DeadlineExceeded)
+
+// idleWatch calls fire once no activity (touch) was seen for d. touch is
+// one atomic store, for every read of a body; the timer re-arms itself for
+// what is left of d instead of being reset per read. stop ends the watch
+// and calls release (which frees what fire would have used).
+type idleWatch struct {
+	d       time.Duration
+	base    time.Time
+	last    atomic.Int64 // time since base of the last activity
+	stopped atomic.Bool
+	t       *time.Timer
+	fire    func()
+	release func()
+}
+
+func newIdleWatch(d time.Duration, fire, release func()) *idleWatch {
+	w := &idleWatch{d: d, base: time.Now(), fire: fire, release: release}
+	w.t = time.AfterFunc(d, w.check)
+	return w
+}
+
+func (w *idleWatch) touch() { w.last.Store(int64(time.Since(w.base))) }
+
+func (w *idleWatch) check() {
+	if w.stopped.Load() {
+		return
+	}
+	idleFor := time.Since(w.base) - time.Duration(w.last.Load())
+	if idleFor >= w.d {
+		w.fire()
+		return
+	}
+	w.t.Reset(w.d - idleFor)
+}
+
+// stop is idempotent.
+func (w *idleWatch) stop() {
+	if w.stopped.CompareAndSwap(false, true) {
+		w.t.Stop()
+		w.release()
+	}
+}
+
+// idleBody touches its watch on every read.
+type idleBody struct {
+	io.ReadCloser
+	w *idleWatch
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.w.touch()
+	return n, err
 }
 
 // dialTimeoutKey carries a cluster's connect timeout from a request to the

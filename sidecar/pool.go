@@ -36,6 +36,8 @@ var errPoolClosed = errors.New("sidecar: connection pool closed")
 // local application, with its buffers. It belongs to one request at a time.
 type upConn struct {
 	net.Conn
+	// idle reads Conn for br, under a route's IdleTimeout.
+	idle     idleReader
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	pool     *connPool
@@ -97,12 +99,31 @@ func (p *connPool) get(ctx context.Context, connectTimeout time.Duration) (*upCo
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{
-		Conn: c,
-		br:   bufio.NewReaderSize(c, bufSize),
-		bw:   bufio.NewWriterSize(c, bufSize),
-		pool: p,
-	}, nil
+	uc := &upConn{Conn: c, idle: idleReader{c: c}, bw: bufio.NewWriterSize(c, bufSize), pool: p}
+	uc.br = bufio.NewReaderSize(&uc.idle, bufSize)
+	return uc, nil
+}
+
+// idleReader reads an upstream connection for its bufio.Reader. Under a
+// route's IdleTimeout (timeout > 0) every read first re-arms the read
+// deadline to now + timeout, capped at limit (the exchange's absolute
+// deadline, if any): the response may take as long as it likes as long as
+// bytes keep coming. Only the exchange's goroutine uses it.
+type idleReader struct {
+	c       net.Conn
+	timeout time.Duration
+	limit   time.Time
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	if r.timeout > 0 {
+		d := time.Now().Add(r.timeout)
+		if !r.limit.IsZero() && r.limit.Before(d) {
+			d = r.limit
+		}
+		r.c.SetReadDeadline(d)
+	}
+	return r.c.Read(p)
 }
 
 // alive reads with an expired deadline: a timeout means the peer has said
@@ -126,14 +147,16 @@ func (uc *upConn) clearDeadline() {
 	if uc.deadline {
 		uc.Conn.SetReadDeadline(time.Time{})
 		uc.deadline = false
+		uc.idle.limit = time.Time{}
 	}
 }
 
 // put returns a connection that finished a request cleanly.
 func (p *connPool) put(uc *upConn) {
-	if uc.routeDeadline {
+	if uc.routeDeadline || uc.idle.timeout > 0 {
 		uc.Conn.SetReadDeadline(time.Time{})
 		uc.routeDeadline = false
+		uc.idle = idleReader{c: uc.idle.c}
 	}
 	uc.reused = true
 	uc.lastUsed = time.Now()

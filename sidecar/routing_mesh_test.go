@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // versionedMesh is web-1 and web-2 at version v1 and web-3 at v2, with the
@@ -225,4 +227,59 @@ func h2cClient() *http.Client {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Protocols: &p}}
+}
+
+// TestMeshRouteIdleTimeout: a service-router route's IdleTimeout bounds the
+// pauses of a response, not its length: a head that does not come in time
+// is answered 504, a body that pauses longer is cut, and a long response
+// whose bytes keep coming is relayed whole; over HTTP/1.1 and HTTP/2.
+func TestMeshRouteIdleTimeout(t *testing.T) {
+	t.Parallel()
+	m := startL7Mesh(t, 1)
+	_, _, err := m.agent.Client.ConfigEntries().Set(&api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "web",
+		Routes: []api.ServiceRoute{{
+			Match:       &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/"}},
+			Destination: &api.ServiceRouteDestination{IdleTimeout: 300 * time.Millisecond},
+		}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, func() error {
+		for _, u := range m.client.Dump().Upstreams {
+			if u.DestinationName == "web" && len(u.Routes) == 2 {
+				return nil
+			}
+		}
+		return fmt.Errorf("the client does not see the router's route yet")
+	})
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		t.Run(proto, func(t *testing.T) {
+			c := oneConnClient()
+			if proto == "HTTP/2.0" {
+				c = h2cClient()
+			}
+			fetch := func(path string) (int, string, error) {
+				resp, err := c.Get("http://" + m.upstream + path)
+				if err != nil {
+					return 0, "", err
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b), err
+			}
+			if status, _, err := fetch("/sleep?d=900ms"); status != 504 || err != nil {
+				t.Errorf("a head 900ms late: %d, %v; want 504", status, err)
+			}
+			// 4 chunks 150ms apart: 600ms in all, never idle for 300ms.
+			status, body, err := fetch("/drip?n=4&every=150ms")
+			if status != 200 || err != nil || strings.Count(body, "chunk") != 4 {
+				t.Errorf("a response whose bytes keep coming: %d, %q, %v; want 200 and 4 chunks", status, body, err)
+			}
+			// The head, then a 900ms pause: the body is cut.
+			status, body, err = fetch("/drip?n=1&every=900ms")
+			if status != 200 || (err == nil && strings.Contains(body, "chunk")) {
+				t.Errorf("a body pausing 900ms: %d, %q, %v; want the head and then a cut body", status, body, err)
+			}
+		})
+	}
 }

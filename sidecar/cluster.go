@@ -149,15 +149,48 @@ func (rg *routing) l4() []*cluster {
 }
 
 // pick returns an endpoint of the first cluster of cs that has one not in
-// tried (failover: the next target is used only when the ones before it
-// have no healthy endpoint left).
+// tried and not ejected (failover: the next target is used only when the
+// ones before it have no healthy endpoint left). A balancer hands out a
+// tried or ejected endpoint rather than none; pick takes such a fallback
+// only when no later target has better, and then the first cluster's.
+// Without this, a connection refused by the only endpoint of dc1 was
+// retried on it, not failed over to dc2, until Consul marked it critical.
 func pick(cs []*cluster, hash uint64, hashed bool, tried []string) (*cluster, *balance.Endpoint, error) {
+	var (
+		fc *cluster
+		fb *balance.Endpoint
+	)
 	for _, c := range cs {
-		if ep, err := c.bal.Pick(hash, hashed, tried); err == nil {
+		ep, err := c.bal.Pick(hash, hashed, tried)
+		if err != nil {
+			continue
+		}
+		if len(cs) == 1 || !fallback(ep, tried) {
+			if fb != nil {
+				fb.Done()
+			}
 			return c, ep, nil
 		}
+		if fb == nil {
+			fc, fb = c, ep
+		} else {
+			ep.Done()
+		}
+	}
+	if fb != nil {
+		return fc, fb, nil
 	}
 	return nil, nil, balance.ErrNoEndpoint
+}
+
+// fallback reports whether ep is one a balancer picks only when it has
+// nothing better: tried or ejected.
+func fallback(ep *balance.Endpoint, tried []string) bool {
+	if slices.Contains(tried, ep.Address) {
+		return true
+	}
+	_, ejected := ep.Ejected()
+	return ejected
 }
 
 // applyChain compiles a discovery chain and publishes the routing it

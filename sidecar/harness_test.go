@@ -30,6 +30,16 @@ type echoApp struct {
 
 func startEcho(t *testing.T) *echoApp {
 	t.Helper()
+	return startTCPApp(t, func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
+}
+
+// startTCPApp is a TCP application that runs serve on each accepted
+// connection, in its own goroutine, and then closes it.
+func startTCPApp(t *testing.T, serve func(net.Conn)) *echoApp {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -46,8 +56,7 @@ func startEcho(t *testing.T) *echoApp {
 			e.accepted.Add(1)
 			wg.Go(func() {
 				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				serve(c)
 			})
 		}
 	})
@@ -172,7 +181,10 @@ func (r *runningSidecar) stop() {
 	r.cancel()
 	select {
 	case err, ok := <-r.done:
-		if ok && err != nil && !errors.Is(err, context.Canceled) {
+		if !ok {
+			return // stopped before
+		}
+		if err != nil && !errors.Is(err, context.Canceled) {
 			panic(fmt.Sprintf("sidecar Run returned %v", err))
 		}
 		close(r.done)

@@ -146,9 +146,7 @@ func TargetEndpoints(client *api.Client, t Target, ids IdentityFunc) Fetch[*disc
 			return nil, nil, fmt.Errorf("consul: health/connect/%s: %w", t.Service, err)
 		}
 		if !t.OnlyPassing {
-			entries = slices.DeleteFunc(entries, func(e *api.ServiceEntry) bool {
-				return e != nil && e.Checks.AggregatedStatus() == api.HealthCritical
-			})
+			entries = slices.DeleteFunc(entries, func(e *api.ServiceEntry) bool { return e != nil && anyCritical(e.Checks) })
 		}
 		snap, err := snapshotOf(t.Service, t.Datacenter, ids, entries)
 		if err != nil {
@@ -157,4 +155,17 @@ func TargetEndpoints(client *api.Client, t Target, ids IdentityFunc) Fetch[*disc
 		snap.Index = meta.LastIndex
 		return snap, meta, nil
 	}
+}
+
+// anyCritical reports whether one of checks is critical. A service or node
+// in maintenance mode has a critical maintenance check, and is not used
+// (consul/api's AggregatedStatus says "maintenance" for it, not
+// "critical").
+func anyCritical(checks api.HealthChecks) bool {
+	for _, c := range checks {
+		if c.Status == api.HealthCritical {
+			return true
+		}
+	}
+	return false
 }

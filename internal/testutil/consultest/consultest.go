@@ -5,12 +5,14 @@ package consultest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,13 +31,15 @@ type Agent struct {
 	HTTPAddr string
 	// Client talks to the agent.
 	Client *api.Client
-	// Node is the agent's node name, Datacenter its datacenter ("dc1").
+	// Node is the agent's node name, Datacenter its datacenter ("dc1",
+	// or "dc2" for StartFederated's secondary).
 	Node       string
 	Datacenter string
 
-	cmd  *exec.Cmd
-	log  *testutil.Buffer
-	done chan struct{}
+	wanAddr string // serf WAN address, for a secondary to join
+	cmd     *exec.Cmd
+	log     *testutil.Buffer
+	done    chan struct{}
 }
 
 // Binary returns the path of a tool binary built by `make tools`: the
@@ -196,16 +200,97 @@ func ephemeralPorts(t testing.TB, n int) []int {
 // printed if the test failed.
 func Start(t testing.TB, extraHCL ...string) *Agent {
 	t.Helper()
-	// Free ports are picked, released and then bound by Consul: another
-	// test may take one in between. A start that fails on a port already
-	// in use is retried on fresh ports.
+	return startRetrying(t, spec{datacenter: "dc1", hcl: extraHCL})
+}
+
+// StartFederated runs two dev server agents, each the only server of its
+// datacenter: dc1, the primary, and dc2, a secondary WAN-joined to it
+// (primary_datacenter = "dc1" in both). It returns once each agent lists
+// both datacenters in /v1/catalog/datacenters and dc2's Connect CA is
+// initialised: dc2 serves dc1's roots (same trust domain, same active
+// root) with the intermediate that signs dc2's leaves. Config entries
+// written to dc1 (resolvers, service-defaults, intentions) are replicated
+// to dc2 within a second without ACLs; tests that depend on one having
+// arrived wait for it.
+func StartFederated(t testing.TB) (dc1, dc2 *Agent) {
+	t.Helper()
+	const primary = `primary_datacenter = "dc1"`
+	dc1 = startRetrying(t, spec{datacenter: "dc1", hcl: []string{primary}})
+	dc2 = startRetrying(t, spec{datacenter: "dc2", hcl: []string{primary}, joinWAN: dc1.wanAddr})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := federated(dc1, dc2)
+		if err == nil {
+			return dc1, dc2
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consultest: dc1 and dc2 not federated after 30s: %v\ndc2 log:\n%s", err, dc2.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// federated reports why dc1 and dc2 are not yet usable together, or nil.
+func federated(dc1, dc2 *Agent) error {
+	for _, a := range []*Agent{dc1, dc2} {
+		dcs, err := a.Client.Catalog().Datacenters()
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(dcs, "dc1") || !slices.Contains(dcs, "dc2") {
+			return fmt.Errorf("%s lists datacenters %v", a.Datacenter, dcs)
+		}
+	}
+	var r1, r2 caRoots
+	if _, err := dc1.Client.Raw().Query("/v1/agent/connect/ca/roots", &r1, nil); err != nil {
+		return err
+	}
+	if _, err := dc2.Client.Raw().Query("/v1/agent/connect/ca/roots", &r2, nil); err != nil {
+		return err
+	}
+	if r2.TrustDomain != r1.TrustDomain || r2.ActiveRootID != r1.ActiveRootID {
+		return fmt.Errorf("dc2's CA (trust domain %q, active root %q) is not dc1's (%q, %q) yet",
+			r2.TrustDomain, r2.ActiveRootID, r1.TrustDomain, r1.ActiveRootID)
+	}
+	for _, r := range r2.Roots {
+		if r.Active && len(r.IntermediateCerts) == 0 {
+			return errors.New("dc2's CA has no intermediate from dc1 yet")
+		}
+	}
+	return nil
+}
+
+// caRoots is /v1/agent/connect/ca/roots with the roots' intermediates,
+// which consul/api's CARoot leaves out.
+type caRoots struct {
+	TrustDomain  string
+	ActiveRootID string
+	Roots        []struct {
+		Active            bool
+		IntermediateCerts []string
+	}
+}
+
+// spec is what differs between the agents a test starts.
+type spec struct {
+	datacenter string
+	hcl        []string
+	// joinWAN is a serf WAN address to join (-retry-join-wan).
+	joinWAN string
+}
+
+// startRetrying starts an agent for sp. Free ports are picked, released
+// and then bound by Consul: another test may take one in between. A start
+// that fails on a port already in use is retried on fresh ports.
+func startRetrying(t testing.TB, sp spec) *Agent {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		a, ready := start(t, extraHCL)
+		a, ready := start(t, sp)
 		if ready {
 			return a
 		}
 		if !strings.Contains(a.log.String(), "address already in use") || attempt == 3 {
-			t.Fatalf("consultest: consul exited during start-up:\n%s", a.log.String())
+			t.Fatalf("consultest: consul (%s) exited during start-up:\n%s", sp.datacenter, a.log.String())
 		}
 		t.Logf("consultest: a port was taken before consul bound it; retrying on new ports")
 	}
@@ -213,27 +298,32 @@ func Start(t testing.TB, extraHCL ...string) *Agent {
 
 // start starts one agent and reports whether it became ready; false means
 // it exited during start-up (its log says why).
-func start(t testing.TB, extraHCL []string) (*Agent, bool) {
+func start(t testing.TB, sp spec) (*Agent, bool) {
 	t.Helper()
 	bin := Binary(t, "consul")
 	p := FreePorts(t, 6)
 	node := fmt.Sprintf("node-%d", p[0])
 	hcl := `ports { grpc_tls = -1 }` + "\n"
-	for _, h := range extraHCL {
+	for _, h := range sp.hcl {
 		hcl += h + "\n"
 	}
 	a := &Agent{
 		HTTPAddr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(p[0])),
 		Node:       node,
-		Datacenter: "dc1",
+		Datacenter: sp.datacenter,
+		wanAddr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(p[4])),
 		log:        &testutil.Buffer{},
 		done:       make(chan struct{}),
 	}
-	a.cmd = exec.Command(bin, "agent", "-dev",
+	args := []string{"agent", "-dev", "-datacenter", sp.datacenter,
 		"-bind", "127.0.0.1", "-client", "127.0.0.1", "-node", node,
 		"-http-port", strconv.Itoa(p[0]), "-dns-port", strconv.Itoa(p[1]), "-grpc-port", strconv.Itoa(p[2]),
 		"-serf-lan-port", strconv.Itoa(p[3]), "-serf-wan-port", strconv.Itoa(p[4]), "-server-port", strconv.Itoa(p[5]),
-		"-hcl", hcl)
+		"-hcl", hcl}
+	if sp.joinWAN != "" {
+		args = append(args, "-retry-join-wan", sp.joinWAN, "-retry-interval-wan", "1s")
+	}
+	a.cmd = exec.Command(bin, args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("consultest: start consul: %v", err)
@@ -242,7 +332,7 @@ func start(t testing.TB, extraHCL []string) (*Agent, bool) {
 	t.Cleanup(func() {
 		a.Stop()
 		if t.Failed() {
-			t.Logf("consul agent log:\n%s", a.log.String())
+			t.Logf("consul agent log (%s):\n%s", a.Datacenter, a.log.String())
 		}
 	})
 	cfg := api.DefaultConfig()
@@ -288,6 +378,23 @@ func (a *Agent) Stop() {
 	case <-time.After(5 * time.Second):
 		a.cmd.Process.Kill()
 		<-a.done
+	}
+}
+
+// WaitConfigEntry waits up to 10s until the agent serves the config entry
+// kind/name: on a secondary, until replication from the primary brought it.
+func (a *Agent) WaitConfigEntry(t testing.TB, kind, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, _, err := a.Client.ConfigEntries().Get(kind, name, nil)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consultest: %s has no config entry %s/%s after 10s: %v", a.Datacenter, kind, name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -157,13 +157,20 @@ func spanName(method string) string {
 
 var spanMethods = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
 
+// serverSpan and clientSpan are the spans' start options, made once (an
+// option made per call is an allocation).
+var (
+	serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+	clientSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+)
+
 // startServerSpan starts the inbound span for a request whose headers are
 // read through carrier, and injects its context back so the application
 // sees the sidecar's span as its parent. Attributes are computed only for
 // a sampled span: an unsampled request costs an extract, a start and an
 // inject. attrs is called only then.
 func (t *telemetry) startServerSpan(base context.Context, carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) (context.Context, trace.Span) {
-	ctx, span := t.tracer.Start(t.extract(base, carrier), spanName(method), trace.WithSpanKind(trace.SpanKindServer))
+	ctx, span := t.tracer.Start(t.extract(base, carrier), spanName(method), serverSpan...)
 	if span.IsRecording() {
 		span.SetAttributes(attrs()...)
 	}
@@ -241,7 +248,7 @@ func validTraceparent(v []byte) bool {
 // parent (what the application sent, extracted once before the first
 // attempt, or nothing: a new trace), and injects it into the request.
 func (t *telemetry) startClientSpan(parent context.Context, carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) trace.Span {
-	ctx, span := t.tracer.Start(parent, spanName(method), trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := t.tracer.Start(parent, spanName(method), clientSpan...)
 	if span.IsRecording() {
 		span.SetAttributes(attrs()...)
 	}

@@ -18,6 +18,9 @@
 #                   outrider-l7          as outrider, with service-defaults protocol "http": both
 #                                        sidecars proxy per request (L7), like the nginx/haproxy pairs
 #                   outrider-l7-gomaxprocsN  outrider-l7 with GOMAXPROCS=N
+#                   outrider-l7-route10  outrider-l7 with a 10-route service-router on web: the outbound
+#                                        sidecar tries every route, the last (a catch-all adding a header,
+#                                        with a retry policy and a timeout) matches
 #                   outrider-l7-policy20 outrider-l7 with a 20-rule local policy (-policy) on the
 #                                        inbound sidecar: every rule is evaluated, the last allows
 #                   outrider-l7-trace1, outrider-l7-trace100
@@ -79,7 +82,7 @@ for p in "${PAIR_LIST[@]}"; do
 	case $p in
 	direct | builtin | outrider | nginx) ;;
 	outrider-gomaxprocs[0-9]*) [[ ${p#outrider-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
-	outrider-goroutines | outrider-l7 | outrider-l7-policy20) ;;
+	outrider-goroutines | outrider-l7 | outrider-l7-policy20 | outrider-l7-route10) ;;
 	outrider-l7-trace1 | outrider-l7-trace100)
 		case $COLLECTOR in
 		sink) ;;
@@ -88,7 +91,7 @@ for p in "${PAIR_LIST[@]}"; do
 		esac ;;
 	outrider-l7-gomaxprocs[0-9]*) [[ ${p#outrider-l7-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
 	haproxy) [[ -n $HAPROXY_BIN ]] || die "pair haproxy: haproxy is not installed" ;;
-	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines outrider-l7 outrider-l7-gomaxprocsN outrider-l7-policy20 outrider-l7-trace1 outrider-l7-trace100 nginx haproxy)" ;;
+	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines outrider-l7 outrider-l7-gomaxprocsN outrider-l7-policy20 outrider-l7-route10 outrider-l7-trace1 outrider-l7-trace100 nginx haproxy)" ;;
 	esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
@@ -205,6 +208,9 @@ register() { # register NAME WEB_SIDECAR_PORT CLIENT_SIDECAR_PORT UPSTREAM_PORT 
 		# The L7 pairs: web-NAME speaks HTTP, declared as Consul users do.
 		curl -fsS -X PUT "http://$CONSUL_ADDR/v1/config" -d "{\"Kind\": \"service-defaults\", \"Name\": \"web-$name\", \"Protocol\": \"http\"}" >/dev/null
 	fi
+	if [[ $name == outrider-l7-route10 ]]; then
+		write_router10 "web-$name"
+	fi
 	curl -fsS -X PUT "http://$CONSUL_ADDR/v1/agent/service/register" -d @- <<EOF
 {"ID": "web-$name", "Name": "web-$name", "Address": "127.0.0.1", "Port": $BACKEND_PORT,
  "Connect": {"SidecarService": {"Address": "127.0.0.1", "Port": $wsp,
@@ -235,6 +241,24 @@ open(base + ".pem", "w").write(d["CertPEM"].rstrip("\n") + "\n" + d["PrivateKeyP
 import json, sys
 d = json.load(sys.stdin)
 print("".join(r["RootCert"].rstrip("\n") + "\n" + "".join(i.rstrip("\n") + "\n" for i in (r.get("IntermediateCerts") or [])) for r in d["Roots"]), end="")' >"$dir/root.crt"
+}
+
+write_router10() { # write_router10 SERVICE: a service-router of 10 routes; only the last matches the benchmark's GET /
+	python3 - "$1" <<'PY' | curl -fsS -X PUT "http://$CONSUL_ADDR/v1/config" -d @- >/dev/null
+import json, sys
+svc = sys.argv[1]
+routes = []
+for i in range(4):
+    routes.append({"Match": {"HTTP": {"PathPrefix": f"/api/v{i}/"}}, "Destination": {"PrefixRewrite": "/"}})
+for i in range(3):
+    routes.append({"Match": {"HTTP": {"Header": [{"Name": "x-api-version", "Exact": str(i)}]}}})
+routes.append({"Match": {"HTTP": {"PathRegex": "/items/[0-9]+"}}})
+routes.append({"Match": {"HTTP": {"Methods": ["POST", "PUT"], "QueryParam": [{"Name": "debug", "Present": True}]}}})
+routes.append({"Match": {"HTTP": {"PathPrefix": "/"}},
+               "Destination": {"NumRetries": 2, "RetryOn": ["5xx"], "RequestTimeout": "10s",
+                               "RequestHeaders": {"Add": {"x-route": "catch-all"}}}})
+print(json.dumps({"Kind": "service-router", "Name": svc, "Routes": routes}))
+PY
 }
 
 write_policy20() { # write_policy20 FILE CLIENT_SERVICE: 20 rules, a realistic mix; only the last allows the benchmark's GET /
@@ -410,7 +434,7 @@ for p in "${PAIR_LIST[@]}"; do
 	outrider) setup_consul_pair outrider outrider $OUTRIDER_ENV ;;
 	outrider-gomaxprocs*) setup_consul_pair "$p" outrider $OUTRIDER_ENV "GOMAXPROCS=${p#outrider-gomaxprocs}" ;;
 	outrider-goroutines) setup_consul_pair "$p" outrider $OUTRIDER_ENV "OUTRIDER_DATA_PATH=goroutines" ;;
-	outrider-l7 | outrider-l7-policy20) setup_consul_pair "$p" outrider $OUTRIDER_ENV ;;
+	outrider-l7 | outrider-l7-policy20 | outrider-l7-route10) setup_consul_pair "$p" outrider $OUTRIDER_ENV ;;
 	outrider-l7-trace1) start_collector && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$COLLECTOR_OTLP" \
 		OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 ;;
 	outrider-l7-trace100) start_collector && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$COLLECTOR_OTLP" \

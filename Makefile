@@ -47,8 +47,8 @@ check: fmt-check vet staticcheck
 test: check tools-consul tools-jaeger tools-spire
 	OUTRIDER_TOOLS_BIN=$(TOOLS_BIN) $(GO) test -race -count=1 -timeout 20m ./...
 
-## demo: a local mesh with a dev Consul agent, two services and their Outrider sidecars
-demo: build tools-consul
+## demo: a local mesh with a dev Consul agent, Jaeger, three services and their Outrider sidecars
+demo: build tools-consul tools-jaeger
 	examples/demo/run.sh
 
 ## bench: the sidecar-pair benchmark against direct and Consul's built-in proxy (see bench/README.md)

@@ -34,6 +34,7 @@ func TestDemoScript(t *testing.T) {
 		"DEMO_ONESHOT=1",
 		"OUTRIDER_BIN="+bin,
 		"CONSUL_BIN="+consultest.Binary(t, "consul"),
+		"JAEGER_BIN="+consultest.Binary(t, "jaeger"),
 		"CONSUL_PORT="+strconv.Itoa(ports[0]),
 		"FRONTEND_PORT="+strconv.Itoa(ports[1]),
 		"ADMIN_BASE="+strconv.Itoa(adminBase),
@@ -43,8 +44,13 @@ func TestDemoScript(t *testing.T) {
 		t.Fatalf("demo failed: %v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"frontend -> backend-1", "frontend -> backend-2", // round robin over both instances
-		"denied by intention backend<-frontend", // the deny and its explanation
+		"frontend -> api-1 v1", "frontend -> api-2 v1", // the v1 subset, balanced per request
+		"SERVING",                                    // the gRPC upstream
+		"inventory-1 SERVING", "inventory-2 SERVING", // balanced per call
+		"by api v2 (the 90/10 split",        // the canary count line
+		"denied by intention api<-frontend", // the deny and its explanation
+		"would frontend be allowed", `"status": 403`,
+		"one request's trace:  http://127.0.0.1:", // found in Jaeger through its query API
 		"demo: OK",
 		"stopped, temporary files removed",
 	} {

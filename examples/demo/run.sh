@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The Outrider demo: a dev Consul agent, a `frontend` service calling a
-# `backend` service with two instances, each instance with an Outrider
+# The Outrider demo: a dev Consul agent, a `frontend` service calling an
+# HTTP `api` service (instances at versions v1 and v2, with a 90/10 canary
+# split) and a gRPC `inventory` service, each instance with an Outrider
 # sidecar. It sends traffic through the mesh, flips an intention to deny and
 # back, prints what happened and where to look, then waits for Ctrl-C.
 #
 # Run it with `make demo` (which builds bin/outrider and .tools/bin/consul).
 # DEMO_ONESHOT=1 exits after the traffic instead of waiting (used by tests).
 # Ports: Consul HTTP on $CONSUL_PORT (default 8500, UI at /ui); sidecar
-# admin endpoints on 19001-19003; frontend on 127.0.0.1:$FRONTEND_PORT (8080).
+# admin endpoints on $ADMIN_BASE+1..+6 (19001-19006); frontend on
+# 127.0.0.1:$FRONTEND_PORT (8080).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 OUTRIDER=${OUTRIDER_BIN:-$root/bin/outrider}
@@ -57,22 +59,26 @@ for _ in $(seq 100); do
 done
 curl -sf "http://$CONSUL_HTTP_ADDR/v1/agent/connect/ca/roots" >/dev/null || { echo "demo: Consul did not start; log: $work/consul.log" >&2; tail "$work/consul.log"; exit 1; }
 
-# register NAME ID APP_PORT SIDECAR_PORT [UPSTREAM LOCAL_PORT]
+# register NAME ID APP_PORT SIDECAR_PORT META_JSON [UPSTREAMS_JSON]
 register() {
-  local upstreams='[]'
-  [[ $# -ge 6 ]] && upstreams="[{\"DestinationName\":\"$5\",\"LocalBindPort\":$6}]"
   curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/agent/service/register" -d @- <<JSON
-{"Name":"$1","ID":"$2","Port":$3,"Address":"127.0.0.1",
+{"Name":"$1","ID":"$2","Port":$3,"Address":"127.0.0.1","Meta":$5,
  "Connect":{"SidecarService":{"Port":$4,"Address":"127.0.0.1",
    "Checks":[{"Name":"sidecar listening","TCP":"127.0.0.1:$4","Interval":"1s"}],
-   "Proxy":{"Upstreams":$upstreams}}}}
+   "Proxy":{"Upstreams":${6:-[]}}}}}
 JSON
 }
+config() { curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d "$1" >/dev/null; }
 
-bold "3. Declaring backend an HTTP service, balanced round robin (Consul config entries, as for Envoy)"
-curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-defaults","Name":"backend","Protocol":"http"}' >/dev/null
-curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-resolver","Name":"backend","LoadBalancer":{"Policy":"round_robin"}}' >/dev/null
-echo "   service-defaults backend: Protocol = http    service-resolver backend: LoadBalancer.Policy = round_robin"
+bold "3. Config entries, as for Envoy: protocols, api versions as subsets, a 90/10 canary split"
+config '{"Kind":"service-defaults","Name":"frontend","Protocol":"http"}'
+config '{"Kind":"service-defaults","Name":"api","Protocol":"http"}'
+config '{"Kind":"service-defaults","Name":"inventory","Protocol":"grpc"}'
+config '{"Kind":"service-resolver","Name":"api","DefaultSubset":"v1","Subsets":{
+  "v1":{"Filter":"Service.Meta.version == v1"},"v2":{"Filter":"Service.Meta.version == v2"}}}'
+config '{"Kind":"service-splitter","Name":"api","Splits":[{"Weight":90,"ServiceSubset":"v1"},{"Weight":10,"ServiceSubset":"v2"}]}'
+echo "   service-defaults: frontend and api http, inventory grpc"
+echo "   service-resolver api: subsets v1, v2 by Service.Meta.version    service-splitter api: 90% v1, 10% v2"
 
 otel=()
 if [[ -x $JAEGER ]]; then
@@ -87,80 +93,102 @@ if [[ -x $JAEGER ]]; then
 fi
 
 bold "4. Registering services (the usual Consul service definitions, nothing Outrider-specific)"
-b1=$(free_port); b2=$(free_port); s1=$(free_port); s2=$(free_port); s3=$(free_port); up=$(free_port)
-register backend backend-1 "$b1" "$s1"
-register backend backend-2 "$b2" "$s2"
-register frontend frontend-1 "$FRONTEND_PORT" "$s3" backend "$up"
-echo "   backend-1 (app :$b1, sidecar :$s1), backend-2 (app :$b2, sidecar :$s2)"
-echo "   frontend-1 (app :$FRONTEND_PORT, sidecar :$s3, upstream backend on 127.0.0.1:$up)"
+ids=(api-1 api-2 api-3 inventory-1 inventory-2 frontend-1)
+declare -A app side
+for id in "${ids[@]}"; do app[$id]=$(free_port); side[$id]=$(free_port); done
+app[frontend-1]=$FRONTEND_PORT
+up_api=$(free_port); up_inv=$(free_port)
+register api api-1 "${app[api-1]}" "${side[api-1]}" '{"version":"v1"}'
+register api api-2 "${app[api-2]}" "${side[api-2]}" '{"version":"v1"}'
+register api api-3 "${app[api-3]}" "${side[api-3]}" '{"version":"v2"}'
+register inventory inventory-1 "${app[inventory-1]}" "${side[inventory-1]}" '{}'
+register inventory inventory-2 "${app[inventory-2]}" "${side[inventory-2]}" '{}'
+register frontend frontend-1 "$FRONTEND_PORT" "${side[frontend-1]}" '{}' \
+  "[{\"DestinationName\":\"api\",\"LocalBindPort\":$up_api},{\"DestinationName\":\"inventory\",\"LocalBindPort\":$up_inv}]"
+echo "   api-1, api-2 (version v1), api-3 (version v2): HTTP;  inventory-1, inventory-2: gRPC"
+echo "   frontend-1 (app :$FRONTEND_PORT): upstreams api on 127.0.0.1:$up_api, inventory on 127.0.0.1:$up_inv"
 
 bold "5. Starting the applications and one Outrider sidecar per instance"
-"$work/demoapp" -name backend-1 -listen "127.0.0.1:$b1" >"$work/backend-1.log" 2>&1 & pids+=($!)
-"$work/demoapp" -name backend-2 -listen "127.0.0.1:$b2" >"$work/backend-2.log" 2>&1 & pids+=($!)
-"$work/demoapp" -name frontend -listen "127.0.0.1:$FRONTEND_PORT" -upstream "http://127.0.0.1:$up/" >"$work/frontend.log" 2>&1 & pids+=($!)
+for id in api-1 api-2; do "$work/demoapp" -name "$id" -version v1 -listen "127.0.0.1:${app[$id]}" >"$work/$id.log" 2>&1 & pids+=($!); done
+"$work/demoapp" -name api-3 -version v2 -listen "127.0.0.1:${app[api-3]}" >"$work/api-3.log" 2>&1 & pids+=($!)
+for id in inventory-1 inventory-2; do "$work/demoapp" -name "$id" -grpc -listen "127.0.0.1:${app[$id]}" >"$work/$id.log" 2>&1 & pids+=($!); done
+"$work/demoapp" -name frontend -listen "127.0.0.1:$FRONTEND_PORT" -upstream "http://127.0.0.1:$up_api/" \
+  -grpc-upstream "127.0.0.1:$up_inv" >"$work/frontend.log" 2>&1 & pids+=($!)
+declare -A admin
 i=0
-for id in backend-1 backend-2 frontend-1; do
-  i=$((i + 1))
-  ${otel[@]+"${otel[@]}"} "$OUTRIDER" run -sidecar-for "$id" -admin-bind "127.0.0.1:$((ADMIN_BASE + i))" >"$work/outrider-$id.log" 2>&1 &
+for id in "${ids[@]}"; do
+  i=$((i + 1)); admin[$id]=$((ADMIN_BASE + i))
+  ${otel[@]+"${otel[@]}"} "$OUTRIDER" run -sidecar-for "$id" -admin-bind "127.0.0.1:${admin[$id]}" >"$work/outrider-$id.log" 2>&1 &
   pids+=($!)
 done
-for i in 1 2 3; do
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((ADMIN_BASE + i))/ready" >/dev/null && break; sleep 0.2; done
-  curl -sf "http://127.0.0.1:$((ADMIN_BASE + i))/ready" >/dev/null || { echo "demo: sidecar $i not ready; logs in $work" >&2; tail "$work"/outrider-*.log; exit 1; }
+for id in "${ids[@]}"; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:${admin[$id]}/ready" >/dev/null && break; sleep 0.2; done
+  curl -sf "http://127.0.0.1:${admin[$id]}/ready" >/dev/null || { echo "demo: sidecar of $id not ready; logs in $work" >&2; tail "$work"/outrider-*.log; exit 1; }
 done
-echo "   all sidecars ready; waiting for Consul to mark the backends healthy..."
+echo "   all ${#ids[@]} sidecars ready; waiting for Consul to mark the instances healthy..."
+passing() { curl -sf "http://$CONSUL_HTTP_ADDR/v1/health/connect/$1?passing" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 for _ in $(seq 100); do
-  n=$(curl -sf "http://$CONSUL_HTTP_ADDR/v1/health/connect/backend?passing" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
-  [[ $n == 2 ]] && break
+  [[ $(passing api) == 3 && $(passing inventory) == 2 ]] && break
   sleep 0.2
 done
 
-bold "6. Traffic: curl the frontend; it calls backend through its sidecar (mTLS, per request, round robin)"
+bold "6. Traffic: the frontend calls api (HTTP, canary split) and inventory (gRPC) through its sidecar"
 ok=0
-for _ in $(seq 30); do curl -sf "http://127.0.0.1:$FRONTEND_PORT/" >/dev/null && { ok=1; break; }; sleep 0.3; done
+for _ in $(seq 30); do curl -sf "http://127.0.0.1:$FRONTEND_PORT/" | grep -q SERVING && { ok=1; break; }; sleep 0.3; done
 [[ $ok == 1 ]] || { echo "demo: traffic did not flow; logs in $work" >&2; tail -n 5 "$work"/*.log; exit 1; }
-for _ in 1 2 3 4; do printf '   $ curl 127.0.0.1:%s  ->  %s' "$FRONTEND_PORT" "$(curl -s "http://127.0.0.1:$FRONTEND_PORT/")"; echo; done
+for _ in 1 2 3 4; do printf '   $ curl 127.0.0.1:%s  ->  %s\n' "$FRONTEND_PORT" "$(curl -s "http://127.0.0.1:$FRONTEND_PORT/")"; done
+v1=0; v2=0
+for _ in $(seq 100); do
+  case $(curl -s "http://127.0.0.1:$FRONTEND_PORT/") in
+  *" v1 |"*) v1=$((v1 + 1)) ;;
+  *" v2 |"*) v2=$((v2 + 1)) ;;
+  esac
+done
+echo "   100 more requests: $v1 answered by api v1, $v2 by api v2 (the 90/10 split, balanced per request)"
 
-bold "7. Deny frontend -> backend with an intention; the backend sidecars refuse each request (403)"
-curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-intentions","Name":"backend","Sources":[{"Name":"frontend","Action":"deny"}]}' >/dev/null
+bold "7. Deny frontend -> api with an intention; the api sidecars refuse each request (403)"
+curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-intentions","Name":"api","Sources":[{"Name":"frontend","Action":"deny"}]}' >/dev/null
 denied=0
 for _ in $(seq 50); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$FRONTEND_PORT/")
-  [[ $code != 200 ]] && { denied=1; break; }
+  curl -s "http://127.0.0.1:$FRONTEND_PORT/" | grep -q "denied" && { denied=1; break; }
   sleep 0.2
 done
 [[ $denied == 1 ]] || { echo "demo: the deny intention was not enforced" >&2; exit 1; }
 printf '   $ curl 127.0.0.1:%s  ->  %s' "$FRONTEND_PORT" "$(curl -s "http://127.0.0.1:$FRONTEND_PORT/")"; echo
-echo "   why (backend sidecar log):"
-grep -h 'msg="request denied"' "$work"/outrider-backend-*.log | tail -n 1 | sed -E 's/.*rule="?([^"]*)"? reason="([^"]*)".*/     denied by \1: \2/'
+echo "   why (api sidecar log):"
+grep -h 'msg="request denied"' "$work"/outrider-api-*.log | tail -n 1 | sed -E 's/.*rule="?([^"]*)"? reason="([^"]*)".*/     denied by \1: \2/'
 
-bold "8. Allow it again, at L7: frontend may GET anything but /admin (an intention with Permissions)"
-curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-intentions","Name":"backend","Sources":[{"Name":"frontend","Permissions":[
+bold "8. Allow it again, at L7: frontend may GET anything on api but /admin (an intention with Permissions)"
+curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-intentions","Name":"api","Sources":[{"Name":"frontend","Permissions":[
   {"Action":"deny","HTTP":{"PathPrefix":"/admin"}},{"Action":"allow","HTTP":{"PathPrefix":"/","Methods":["GET","HEAD"]}}]}]}' >/dev/null
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$FRONTEND_PORT/" >/dev/null && break; sleep 0.2; done
+for _ in $(seq 50); do curl -s "http://127.0.0.1:$FRONTEND_PORT/" | grep -q "denied" || break; sleep 0.2; done
 printf '   $ curl 127.0.0.1:%s  ->  %s' "$FRONTEND_PORT" "$(curl -s "http://127.0.0.1:$FRONTEND_PORT/")"; echo
-explain="http://127.0.0.1:$((ADMIN_BASE + 1))/authz/explain?source=frontend&method=GET&path=/x/../admin/users"
-echo "   would frontend be allowed GET /x/../admin/users? (backend-1's sidecar, no traffic sent)"
+explain="http://127.0.0.1:${admin[api-1]}/authz/explain?source=frontend&method=GET&path=/x/../admin/users"
+echo "   would frontend be allowed GET /x/../admin/users? (api-1's sidecar, no traffic sent)"
 echo "   \$ curl '$explain'"
 curl -s "$explain" | grep -E '"(normalized_path|status|rule)"' | head -n 3 | sed 's/^ */     /'
 
 bold "9. What the frontend's sidecar measured (Prometheus metrics on its admin port)"
-curl -s "http://127.0.0.1:$((ADMIN_BASE + 3))/metrics" | grep '^outrider_http_requests_total' | sed 's/^/   /'
+curl -s "http://127.0.0.1:${admin[frontend-1]}/metrics" | grep '^outrider_http_requests_total' | sed 's/^/   /'
 
 bold "Where to look"
 echo "   Consul UI:            http://$CONSUL_HTTP_ADDR/ui/dc1/services"
 echo "   frontend:             http://127.0.0.1:$FRONTEND_PORT/"
-i=0
-for id in backend-1 backend-2 frontend-1; do
-  i=$((i + 1))
-  printf '   %-10s sidecar:    http://127.0.0.1:%s/ready  http://127.0.0.1:%s/config_dump\n' "$id" "$((ADMIN_BASE + i))" "$((ADMIN_BASE + i))"
+for id in "${ids[@]}"; do
+  printf '   %-11s sidecar:   http://127.0.0.1:%s/ready  /config_dump  /clusters  /metrics\n' "$id" "${admin[$id]}"
 done
 if [[ -x $JAEGER ]]; then
   echo "   traces (Jaeger UI):   http://127.0.0.1:$jq/search?service=frontend"
+  tid=""
+  for _ in $(seq 30); do
+    tid=$(curl -sf "http://127.0.0.1:$jq/api/traces?service=frontend&limit=1" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d[0]["traceID"] if d else "")' 2>/dev/null || true)
+    [[ -n $tid ]] && break
+    sleep 0.5
+  done
+  [[ -n $tid ]] && echo "   one request's trace:  http://127.0.0.1:$jq/trace/$tid (the frontend sidecar's client span, then the callee sidecar's server span)"
 else
   echo "   traces:               run 'make tools-jaeger' once, and the demo starts Jaeger and exports traces to it"
 fi
-echo "   metrics:              http://127.0.0.1:$((ADMIN_BASE + 3))/metrics (backends: :$((ADMIN_BASE + 1)), :$((ADMIN_BASE + 2)))"
 echo "   logs:                 $work"
 echo "demo: OK"
 if [[ -n ${DEMO_ONESHOT:-} ]]; then exit 0; fi

@@ -140,6 +140,10 @@ type Upstream struct {
 	// Outlier is passive outlier detection (Config.passive_health_check,
 	// from the same UpstreamConfig); the zero value is off. Live.
 	Outlier balance.OutlierConfig `json:"passive_health_check"`
+	// RetryBudget bounds the retries of the routes' retry policies
+	// (Config.retry_budget; default 20% of requests in flight, at least
+	// 3). Live.
+	RetryBudget RetryBudget `json:"retry_budget"`
 
 	// Endpoints, when not empty, is a static endpoint list (static mode):
 	// no discovery runs for this upstream.
@@ -282,7 +286,12 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 				return Config{}, fmt.Errorf("sidecar: %s: Config.passive_health_check: %w", where, err)
 			}
 		}
+		budget, err := retryBudgetValue(u.Config)
+		if err != nil {
+			return Config{}, fmt.Errorf("sidecar: %s: Config.retry_budget: %w", where, err)
+		}
 		up := Upstream{
+			RetryBudget:     budget,
 			DestinationName: u.DestinationName,
 			Datacenter:      u.Datacenter,
 			Namespace:       cmp.Or(u.DestinationNamespace, "default"),

@@ -91,7 +91,7 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 		tel:    s.tel,
 		route:  s.tel.metrics.Route(metrics.Outbound, u.DestinationName),
 		brk:    newBreaker(u.Limits),
-		budget: newRetryBudget(),
+		budget: newRetryBudget(u.RetryBudget),
 	}
 	o.cfg.Store(&u)
 	o.routes.Store(defaultRouting(newCluster(o, u.DestinationName, consul.Target{Service: u.DestinationName, Datacenter: u.Datacenter})))
@@ -188,6 +188,11 @@ func (o *outbound) setConfig(u Upstream) {
 	if !reflect.DeepEqual(prev.Outlier, u.Outlier) {
 		o.eachCluster(func(c *cluster) { c.bal.SetOutlier(u.Outlier) })
 		o.log.Info("upstream passive health check changed", "upstream", u.DestinationName, "max_failures", u.Outlier.MaxFailures)
+	}
+	if prev.RetryBudget != u.RetryBudget {
+		o.budget.set(u.RetryBudget)
+		o.log.Info("upstream retry budget changed", "upstream", u.DestinationName,
+			"budget_percent", u.RetryBudget.Percent, "min_retry_concurrency", u.RetryBudget.MinRetries)
 	}
 	if prev.Limits != u.Limits {
 		o.brk.set(u.Limits)

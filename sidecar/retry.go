@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -18,19 +19,82 @@ const (
 // answered with a retriable failure, and none is left to relay.
 var errRetriesExhausted = errors.New("sidecar: retries exhausted")
 
-// retryBudget bounds the retries in flight of one upstream to a share of
-// its requests in flight (Envoy's retry_budget: 20%, and at least 3), so
-// that retries cannot multiply the load on an upstream that is failing.
-// The zero value is unusable; nil allows no retry. Safe for concurrent
-// use; every method is a few atomic operations.
-type retryBudget struct {
-	percent int64 // of active requests
-	min     int64 // retries always allowed
-	active  atomic.Int64
-	retries atomic.Int64
+// RetryBudget bounds an upstream's retries in flight (upstream
+// Config.retry_budget, named after Envoy's retry_budget): at most Percent
+// of its requests in flight, and always at least MinRetries. The zero value
+// means the defaults, 20% and 3 (so a configuration may not ask for both
+// 0).
+type RetryBudget struct {
+	Percent    float64 `json:"budget_percent"`
+	MinRetries int     `json:"min_retry_concurrency"`
 }
 
-func newRetryBudget() *retryBudget { return &retryBudget{percent: 20, min: 3} }
+// Retry budget defaults (Envoy's).
+const (
+	defaultRetryPercent = 20
+	defaultMinRetries   = 3
+)
+
+// retryBudgetValue reads Config.retry_budget: {"budget_percent": 0..100,
+// "min_retry_concurrency": n}; absent fields keep the defaults.
+func retryBudgetValue(m map[string]any) (RetryBudget, error) {
+	rb := RetryBudget{Percent: defaultRetryPercent, MinRetries: defaultMinRetries}
+	v, ok := m["retry_budget"]
+	if !ok || v == nil {
+		return rb, nil
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return RetryBudget{}, fmt.Errorf("want an object, got %v", v)
+	}
+	for key, raw := range obj {
+		switch key {
+		case "budget_percent":
+			f, ok := raw.(float64)
+			if !ok || f < 0 || f > 100 {
+				return RetryBudget{}, fmt.Errorf("budget_percent: want a number from 0 to 100, got %v", raw)
+			}
+			rb.Percent = f
+		case "min_retry_concurrency":
+			n, err := intValue(raw)
+			if err != nil || n < 0 {
+				return RetryBudget{}, fmt.Errorf("min_retry_concurrency: want 0 or more, got %v", raw)
+			}
+			rb.MinRetries = n
+		default:
+			return RetryBudget{}, fmt.Errorf("unknown field %q (want budget_percent, min_retry_concurrency)", key)
+		}
+	}
+	if rb == (RetryBudget{}) {
+		return RetryBudget{}, fmt.Errorf("budget_percent and min_retry_concurrency both 0 would refuse every retry: remove the routes' retry policies instead")
+	}
+	return rb, nil
+}
+
+// retryBudget enforces one upstream's RetryBudget, so that retries cannot
+// multiply the load on an upstream that is failing. nil allows no retry.
+// Safe for concurrent use; every method is a few atomic operations, and
+// set applies a new budget live.
+type retryBudget struct {
+	permille atomic.Int64 // of active requests
+	min      atomic.Int64 // retries always allowed
+	active   atomic.Int64
+	retries  atomic.Int64
+}
+
+func newRetryBudget(rb RetryBudget) *retryBudget {
+	b := &retryBudget{}
+	b.set(rb)
+	return b
+}
+
+func (b *retryBudget) set(rb RetryBudget) {
+	if rb == (RetryBudget{}) {
+		rb = RetryBudget{Percent: defaultRetryPercent, MinRetries: defaultMinRetries}
+	}
+	b.permille.Store(int64(rb.Percent * 10))
+	b.min.Store(int64(rb.MinRetries))
+}
 
 // start and done bracket one request.
 func (b *retryBudget) start() {
@@ -52,7 +116,7 @@ func (b *retryBudget) begin() bool {
 	if b == nil {
 		return false
 	}
-	limit := max(b.min, b.active.Load()*b.percent/100)
+	limit := max(b.min.Load(), b.active.Load()*b.permille.Load()/1000)
 	if b.retries.Add(1) > limit {
 		b.retries.Add(-1)
 		return false

@@ -81,3 +81,39 @@ spec:
 		})
 	}
 }
+
+// A Pod owned by a Job gets a native sidecar first among its init
+// containers; the operations address the arrays the Pod has.
+func TestPodPatchPaths(t *testing.T) {
+	const pod = `{"kind":"Pod","metadata":{"generateName":"migrate-","ownerReferences":[{"kind":"Job","name":"migrate"}],
+	"annotations":{"outrider.io/inject":"true"}},"spec":{"terminationGracePeriodSeconds":5,%s"containers":[{"name":"m","ports":[{"containerPort":80}]}]}}`
+	for _, tc := range []struct {
+		init, wantPath string
+	}{
+		{`"initContainers":[{"name":"wait"}],`, "/spec/initContainers/0"},
+		{"", "/spec/initContainers"},
+	} {
+		ops, err := PodPatch([]byte(strings.Replace(pod, "%s", tc.init, 1)), testOptions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ops) != 3 || ops[0].Path != tc.wantPath || ops[1].Path != "/metadata/annotations/outrider.io~1status" ||
+			ops[2].Path != "/spec/terminationGracePeriodSeconds" || ops[2].Value != int64(25) {
+			t.Fatalf("ops %+v", ops)
+		}
+		c, ok := ops[0].Value.(Container)
+		if tc.init == "" {
+			cs, _ := ops[0].Value.([]Container)
+			ok, c = len(cs) == 1, cs[0]
+		}
+		if !ok || c.RestartPolicy != "Always" || c.Args[3] != "$(POD_NAME)" || c.Args[5] != "migrate" {
+			t.Errorf("container %+v", ops[0].Value)
+		}
+	}
+	if ops, err := PodPatch([]byte(`{"kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[]}}`), testOptions); err != nil || ops != nil {
+		t.Errorf("not annotated: %v %v", ops, err)
+	}
+	if _, err := PodPatch([]byte(`{"kind":"Deployment"}`), testOptions); err == nil {
+		t.Error("a Deployment accepted as a Pod")
+	}
+}

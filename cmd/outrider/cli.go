@@ -39,6 +39,8 @@ Commands:
   run       run as a Consul Connect sidecar
   wait      wait until a sidecar is ready (for application entrypoints and health checks)
   cert      a development SPIFFE CA: create a CA, issue SVIDs (not for production)
+  inject    add Outrider sidecars to a Kubernetes manifest or a Compose file
+  webhook   a Kubernetes admission webhook that injects sidecars into Pods
   version   print the version
 
 Run 'outrider run -h' for the flags of run.
@@ -65,6 +67,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return waitCmd(ctx, args[1:], stdout, stderr)
 	case "cert":
 		return certCommand(args[1:], stdout, stderr)
+	case "inject":
+		return injectCmd(args[1:], os.Stdin, stdout, stderr)
+	case "webhook":
+		return webhookCmd(ctx, args[1:], stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK

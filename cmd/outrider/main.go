@@ -1,6 +1,8 @@
 // Command outrider is a service-mesh sidecar proxy for Consul Connect.
 //
 //	outrider run -sidecar-for <service-id>   serve as that instance's sidecar
+//	outrider inject -f app.yaml              add sidecars to a manifest or Compose file
+//	outrider webhook -tls-cert F -tls-key F  inject sidecars into Pods as they are created
 //	outrider version                         print the version
 package main
 

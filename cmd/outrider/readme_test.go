@@ -46,3 +46,28 @@ func TestREADMEDocumentsEveryRunFlag(t *testing.T) {
 		}
 	}
 }
+
+// The README's injection section documents every flag of `outrider inject`
+// and `outrider webhook`.
+func TestREADMEDocumentsInjectionFlags(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	start := strings.Index(readme, "## Injection")
+	if start < 0 {
+		t.Fatal(`README has no "## Injection" section`)
+	}
+	section := readme[start:]
+	section = section[:strings.Index(section[3:], "\n## ")+3]
+	var fi injectFlags
+	var fw webhookFlags
+	for _, fs := range []*flag.FlagSet{injectFlagSet(&fi, io.Discard), webhookFlagSet(&fw, io.Discard)} {
+		fs.VisitAll(func(fl *flag.Flag) {
+			if !regexp.MustCompile("`-" + regexp.QuoteMeta(fl.Name) + `\b`).MatchString(section) {
+				t.Errorf("README's injection section does not document %s -%s", fs.Name(), fl.Name)
+			}
+		})
+	}
+}

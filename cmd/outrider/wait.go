@@ -19,8 +19,9 @@ func waitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	admin := fs.String("admin-addr", "127.0.0.1:19000", "the sidecar's -admin-bind address")
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait; 0 checks once")
 	quiet := fs.Bool("quiet", false, "print nothing on success")
+	live := fs.Bool("live", false, "check /live (the process serves) instead of /ready (it can carry traffic): a liveness probe")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: outrider wait [-admin-addr host:port] [-timeout 60s]\n\n"+
+		fmt.Fprintf(stderr, "Usage: outrider wait [-admin-addr host:port] [-timeout 60s] [-live]\n\n"+
 			"Blocks until the sidecar is ready, so an application entrypoint can start after it:\n"+
 			"  outrider wait && exec my-app\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -40,6 +41,9 @@ func waitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
 	url := "http://" + *admin + "/ready"
+	if *live {
+		url = "http://" + *admin + "/live"
+	}
 	var last string
 	for {
 		ready, why := checkReady(ctx, client, url)

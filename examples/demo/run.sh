@@ -137,14 +137,13 @@ ok=0
 for _ in $(seq 30); do curl -sf "http://127.0.0.1:$FRONTEND_PORT/" | grep -q SERVING && { ok=1; break; }; sleep 0.3; done
 [[ $ok == 1 ]] || { echo "demo: traffic did not flow; logs in $work" >&2; tail -n 5 "$work"/*.log; exit 1; }
 for _ in 1 2 3 4; do printf '   $ curl 127.0.0.1:%s  ->  %s\n' "$FRONTEND_PORT" "$(curl -s "http://127.0.0.1:$FRONTEND_PORT/")"; done
-v1=0; v2=0
+declare -A seen=([api-1]=0 [api-2]=0 [api-3]=0 [inventory-1]=0 [inventory-2]=0)
 for _ in $(seq 100); do
-  case $(curl -s "http://127.0.0.1:$FRONTEND_PORT/") in
-  *" v1 |"*) v1=$((v1 + 1)) ;;
-  *" v2 |"*) v2=$((v2 + 1)) ;;
-  esac
+  answer=$(curl -s "http://127.0.0.1:$FRONTEND_PORT/")
+  for id in "${!seen[@]}"; do [[ $answer == *"$id "* ]] && seen[$id]=$((seen[$id] + 1)); done
 done
-echo "   100 more requests: $v1 answered by api v1, $v2 by api v2 (the 90/10 split, balanced per request)"
+echo "   100 more requests: api v1 answered $((seen[api-1] + seen[api-2])) (api-1 ${seen[api-1]}, api-2 ${seen[api-2]}), api v2 $((seen[api-3])) (api-3): the 90/10 split"
+echo "   gRPC calls balanced per call: inventory-1 ${seen[inventory-1]}, inventory-2 ${seen[inventory-2]}"
 
 bold "7. Deny frontend -> api with an intention; the api sidecars refuse each request (403)"
 curl -sf -X PUT "http://$CONSUL_HTTP_ADDR/v1/config" -d '{"Kind":"service-intentions","Name":"api","Sources":[{"Name":"frontend","Action":"deny"}]}' >/dev/null

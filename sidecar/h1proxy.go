@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"github.com/outrider-mesh/outrider/sidecar/route"
@@ -341,6 +342,21 @@ func unsafeString(b []byte) string {
 
 func (hc *h1Conn) forwardAttempts() bool {
 	p, req := hc.p, &hc.req
+	switch {
+	case string(req.Method) == "CONNECT":
+		// A tunnel to wherever the client names: no route enables one, so
+		// it is refused, never forwarded (as Envoy without a CONNECT
+		// matcher).
+		p.stat.badRequests.Add(1)
+		p.log.Warn("CONNECT refused", "upstream", p.target.name(), "target", string(req.Target), "remote", hc.c.RemoteAddr().String())
+		hc.fail(405, "CONNECT is not enabled", errBadRequest, true)
+		return false
+	case req.Upgrade != nil && bytes.EqualFold(bytes.TrimSpace(req.Upgrade), []byte("h2c")):
+		// An HTTP/1.1 to h2c upgrade (deprecated by RFC 9113) is not
+		// relayed: the request goes on as HTTP/1.1, its Upgrade and
+		// HTTP2-Settings fields dropped as hop-by-hop (as Envoy strips it).
+		req.Upgrade = nil
+	}
 	var path string
 	if p.authz != nil {
 		// Before anything reads the target: the span, the log and the

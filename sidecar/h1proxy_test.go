@@ -292,6 +292,43 @@ func TestH1ProxyHTTP10Client(t *testing.T) {
 	}
 }
 
+// CONNECT is refused and never reaches the upstream; an h2c upgrade is
+// forwarded as a plain HTTP/1.1 request without its Upgrade and
+// HTTP2-Settings fields.
+func TestH1ProxyRefusesConnectAndH2CUpgrade(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	b := startRawBackend(t, func(req *http1.RequestHead, br *bufio.Reader, w *bufio.Writer) bool {
+		mu.Lock()
+		seen = append(seen, string(req.AppendWire(nil)))
+		mu.Unlock()
+		return hello(req, br, w)
+	})
+	addr, _ := startH1Proxy(t, b.ln.Addr().String())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	status, _ := exchange(t, c, br, "GET / HTTP/1.1\r\nHost: web\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
+	if status != 200 {
+		t.Fatalf("h2c upgrade: status %d, want 200 as HTTP/1.1", status)
+	}
+	status, _ = exchange(t, c, br, "CONNECT internal.example:22 HTTP/1.1\r\nHost: internal.example:22\r\n\r\n")
+	if status != 405 {
+		t.Errorf("CONNECT: status %d, want 405", status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 {
+		t.Fatalf("the upstream saw %d requests, want only the upgrade one: %q", len(seen), seen)
+	}
+	if low := strings.ToLower(seen[0]); strings.Contains(low, "upgrade") || strings.Contains(low, "http2-settings") {
+		t.Errorf("forwarded with its upgrade fields:\n%s", seen[0])
+	}
+}
+
 // Draining closes idle keep-alive connections at once and lets a request
 // in flight finish, with Connection: close.
 func TestH1ProxyGracefulDrain(t *testing.T) {

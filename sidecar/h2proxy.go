@@ -224,6 +224,15 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			// No route enables a tunnel (extended CONNECT included): refused,
+			// never forwarded, as on the HTTP/1.1 path.
+			stat.badRequests.Add(1)
+			log.Warn("CONNECT refused", "upstream", name, "target", r.Host, "remote", r.RemoteAddr)
+			w.Header().Set(headerError, errBadRequest)
+			http.Error(w, "CONNECT is not enabled", http.StatusMethodNotAllowed)
+			return
+		}
 		if isGRPC(r) {
 			if t := r.Header.Get("Grpc-Timeout"); t != "" {
 				if d, ok := parseGRPCTimeout(t); ok {

@@ -101,6 +101,23 @@ func TestMeshAPIVersioning(t *testing.T) {
 		})
 	}
 
+	t.Run("CONNECT refused over HTTP/2", func(t *testing.T) {
+		before := m.apps[0].count() + m.apps[1].count() + m.apps[2].count()
+		req, _ := http.NewRequest("CONNECT", "http://"+m.upstream, nil)
+		req.Host = "internal.example:22"
+		resp, err := h2cClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 405 || resp.ProtoMajor != 2 {
+			t.Errorf("CONNECT over %s: %d, want 405 over HTTP/2", resp.Proto, resp.StatusCode)
+		}
+		if after := m.apps[0].count() + m.apps[1].count() + m.apps[2].count(); after != before {
+			t.Errorf("a CONNECT reached an application")
+		}
+	})
+
 	t.Run("canary split", func(t *testing.T) {
 		const n = 300
 		canary := 0

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/health"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
 
@@ -140,6 +142,11 @@ type Upstream struct {
 	// Outlier is passive outlier detection (Config.passive_health_check,
 	// from the same UpstreamConfig); the zero value is off. Live.
 	Outlier balance.OutlierConfig `json:"passive_health_check"`
+	// HealthCheck is the active health check of each endpoint
+	// (Config.health_check on the upstream); the zero value is off. An
+	// endpoint is used only when Consul and the check both pass it. A
+	// change restarts the checks.
+	HealthCheck health.Config `json:"health_check,omitzero"`
 
 	// Endpoints, when not empty, is a static endpoint list (static mode):
 	// no discovery runs for this upstream.
@@ -282,6 +289,14 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 				return Config{}, fmt.Errorf("sidecar: %s: Config.passive_health_check: %w", where, err)
 			}
 		}
+		hc, err := health.FromConsul(u.Config["health_check"])
+		if err != nil {
+			var ce *health.ConfigError
+			if errors.As(err, &ce) {
+				return Config{}, fmt.Errorf("sidecar: %s: Config.%s: %s", where, ce.Field, ce.Reason)
+			}
+			return Config{}, fmt.Errorf("sidecar: %s: Config.health_check: %w", where, err)
+		}
 		up := Upstream{
 			DestinationName: u.DestinationName,
 			Datacenter:      u.Datacenter,
@@ -292,6 +307,7 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 			MaxHeaderBytes:  maxHeader,
 			Limits:          limits,
 			Outlier:         outlier,
+			HealthCheck:     hc,
 		}
 		if prev, dup := seen[up.BindAddress]; dup {
 			return Config{}, fmt.Errorf("sidecar: %s: LocalBindPort %s is already used by upstream %q", where, up.BindAddress, prev)

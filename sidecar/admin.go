@@ -18,6 +18,7 @@ import (
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/health"
 )
 
 func (s *Sidecar) listenAdmin() (net.Listener, error) {
@@ -279,17 +280,24 @@ type ClusterDump struct {
 	Snapshot  *discovery.Snapshot `json:"-"`
 }
 
-// ClusterEndpoint is one endpoint's live state.
+// ClusterEndpoint is one endpoint's live state: every endpoint Consul
+// passes (or listed statically), balanced or not.
 type ClusterEndpoint struct {
-	Address        string `json:"address"`
-	Identity       string `json:"identity"`
-	Weight         int    `json:"weight"`
-	ActiveRequests int64  `json:"active_requests"`
-	IdleConns      int    `json:"idle_connections"`
+	Address  string `json:"address"`
+	Identity string `json:"identity"`
+	Weight   int    `json:"weight"`
+	// Balanced is whether the balancer may pick the endpoint: false while
+	// the active health check keeps it out.
+	Balanced       bool  `json:"balanced"`
+	ActiveRequests int64 `json:"active_requests"`
+	IdleConns      int   `json:"idle_connections"`
 	// EjectedUntil is set while outlier detection keeps the endpoint out;
 	// Ejections counts its ejections.
 	EjectedUntil *time.Time `json:"ejected_until,omitempty"`
 	Ejections    int        `json:"ejections,omitempty"`
+	// Health is the active health check's view (pending, healthy or
+	// unhealthy, and the last failure); absent when checks are off.
+	Health *health.Status `json:"health,omitempty"`
 }
 
 func (s *Sidecar) handleClusters(w http.ResponseWriter, _ *http.Request) {
@@ -303,16 +311,33 @@ func (s *Sidecar) handleClusters(w http.ResponseWriter, _ *http.Request) {
 			if c.watch != nil {
 				cd.Discovery = c.watch.Status()
 			}
+			balanced := make(map[string]*balance.Endpoint)
 			for _, e := range c.bal.Endpoints() {
-				ce := ClusterEndpoint{
-					Address: e.Address, Identity: e.Identity.String(), Weight: e.Weight,
-					ActiveRequests: e.Active(), IdleConns: r.out.h1.idleFor(e.Endpoint), Ejections: e.Ejections(),
+				balanced[e.Address] = e
+			}
+			c.mu.Lock()
+			var all []discovery.Endpoint
+			if c.snap != nil {
+				all = c.snap.Endpoints
+			}
+			for _, de := range all {
+				ce := ClusterEndpoint{Address: de.Address, Identity: de.Identity.String(), Weight: de.Weight, IdleConns: r.out.h1.idleFor(de)}
+				if e := balanced[de.Address]; e != nil {
+					ce.Balanced, ce.ActiveRequests, ce.Ejections = true, e.Active(), e.Ejections()
+					if until, ok := e.Ejected(); ok {
+						ce.EjectedUntil = &until
+					}
 				}
-				if until, ok := e.Ejected(); ok {
-					ce.EjectedUntil = &until
+				if c.checker != nil {
+					if st, ok := c.checker.Status(de.Address); ok {
+						ce.Health = &st
+					} else {
+						ce.Health = &health.Status{State: health.Pending}
+					}
 				}
 				cd.Endpoints = append(cd.Endpoints, ce)
 			}
+			c.mu.Unlock()
 			out = append(out, cd)
 		})
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/health"
 	"github.com/outrider-mesh/outrider/sidecar/route"
 )
 
@@ -35,12 +36,17 @@ type cluster struct {
 	connectTimeout atomic.Int64
 
 	bal *balance.Balancer
-	// mu serializes balancer updates from the endpoint and chain watches;
-	// snap and lb are the last seen.
+	// mu serializes balancer updates from the endpoint and chain watches
+	// and the active health checker; snap and lb are the last seen.
 	mu   sync.Mutex
 	snap *discovery.Snapshot
 	lb   balance.Config
 	seen atomic.Bool // a first snapshot arrived
+	// checker actively checks snap's endpoints (nil: checks off); the
+	// balancer gets only the endpoints it passes. stopped is set by stop,
+	// after which no checker is started. Both under mu.
+	checker *health.Checker
+	stopped bool
 
 	watch  *consul.Watch[*discovery.Snapshot] // nil: static endpoints
 	cancel context.CancelFunc
@@ -55,10 +61,12 @@ func newCluster(o *outbound, name string, key consul.Target) *cluster {
 		o.log.Warn("endpoint ejected by outlier detection", "upstream", u.DestinationName, "cluster", name, "endpoint", addr, "for", d)
 	})
 	c.bal.SetOutlier(u.Outlier)
+	c.checker = o.newChecker(c, u)
 	return c
 }
 
-// rebalanceLocked rebuilds the balancer from the latest snapshot, load
+// rebalanceLocked rebuilds the balancer from the latest snapshot (the
+// endpoints the active health check passes, when it is on), load
 // balancer config and protocol (least request is the L7 default, round
 // robin the L4 one, as in Envoy). c.mu is held.
 func (c *cluster) rebalanceLocked(l7 bool) {
@@ -69,14 +77,26 @@ func (c *cluster) rebalanceLocked(l7 bool) {
 			cfg.Policy = balance.LeastRequest
 		}
 	}
-	c.bal.Update(c.snap, cfg)
+	snap := c.snap
+	if c.checker != nil {
+		snap = c.checker.Filter(snap)
+	}
+	c.bal.Update(snap, cfg)
 }
 
-// stop ends the cluster's endpoint watch and waits for it.
+// stop ends the cluster's endpoint watch and active health checks and
+// waits for them.
 func (c *cluster) stop() {
 	if c.cancel != nil {
 		c.cancel()
 		<-c.done
+	}
+	c.mu.Lock()
+	chk := c.checker
+	c.checker, c.stopped = nil, true
+	c.mu.Unlock()
+	if chk != nil {
+		chk.Close() // outside mu: its goroutines may be waiting for it
 	}
 }
 
@@ -316,6 +336,9 @@ func (o *outbound) startCluster(c *cluster) {
 func (o *outbound) updateCluster(c *cluster, snap *discovery.Snapshot) {
 	c.mu.Lock()
 	c.snap = snap
+	if c.checker != nil {
+		c.checker.Update(snap)
+	}
 	c.rebalanceLocked(o.cfg.Load().Protocol.L7())
 	c.mu.Unlock()
 	c.seen.Store(true)
@@ -415,4 +438,54 @@ func trivial(table *route.Table, rg *routing) bool {
 	sp := rt.Splits[0]
 	cs := rg.byResolver[sp.Resolver]
 	return sp.RequestHeaders.IsZero() && sp.ResponseHeaders.IsZero() && len(cs) == 1 && cs[0] == rg.def
+}
+
+// newChecker returns the active health checker of c under u (nil when
+// u's checks are off). Its transitions are logged and rebalance c; its
+// results are counted.
+func (o *outbound) newChecker(c *cluster, u *Upstream) *health.Checker {
+	if !u.HealthCheck.Enabled() {
+		return nil
+	}
+	upstream := u.DestinationName
+	t := health.Transport{HTTP1: o.probeH1, HTTP2: o.probeH2, UseHTTP2: u.Protocol == HTTP2 || u.Protocol == GRPC, Host: upstream}
+	var chk *health.Checker
+	chk = health.New(u.HealthCheck, health.NewProber(u.HealthCheck, t),
+		health.OnResult(func(r health.Result) { o.tel.metrics.HealthCheck(upstream, r.String()) }),
+		health.OnChange(func(ch health.Change) {
+			attrs := []any{"upstream", upstream, "cluster", c.name, "endpoint", ch.Endpoint.Address, "from", ch.From.String(), "to", ch.To.String()}
+			if ch.To == health.Unhealthy {
+				o.log.Warn("endpoint failed its active health check", append(attrs, "reason", ch.Reason)...)
+			} else {
+				o.log.Info("endpoint passed its active health check", attrs...)
+			}
+			c.mu.Lock()
+			if c.checker == chk { // not replaced or stopped meanwhile
+				c.rebalanceLocked(o.cfg.Load().Protocol.L7())
+			}
+			c.mu.Unlock()
+		}))
+	return chk
+}
+
+// restartHealth replaces c's active health checker with one for the
+// upstream's current configuration (none when checks are off); the new
+// one starts with every endpoint pending. Called when the configuration
+// changes.
+func (o *outbound) restartHealth(c *cluster) {
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		return
+	}
+	old := c.checker
+	c.checker = o.newChecker(c, o.cfg.Load())
+	if c.checker != nil {
+		c.checker.Update(c.snap)
+	}
+	c.rebalanceLocked(o.cfg.Load().Protocol.L7())
+	c.mu.Unlock()
+	if old != nil {
+		old.Close() // outside mu: its goroutines may be waiting for it
+	}
 }

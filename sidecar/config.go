@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/health"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
 
@@ -144,6 +146,11 @@ type Upstream struct {
 	// (Config.retry_budget; default 20% of requests in flight, at least
 	// 3). Live.
 	RetryBudget RetryBudget `json:"retry_budget"`
+	// HealthCheck is the active health check of each endpoint
+	// (Config.health_check on the upstream); the zero value is off. An
+	// endpoint is used only when Consul and the check both pass it. A
+	// change restarts the checks.
+	HealthCheck health.Config `json:"health_check,omitzero"`
 
 	// Endpoints, when not empty, is a static endpoint list (static mode):
 	// no discovery runs for this upstream.
@@ -290,6 +297,14 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 		if err != nil {
 			return Config{}, fmt.Errorf("sidecar: %s: Config.retry_budget: %w", where, err)
 		}
+		hc, err := health.FromConsul(u.Config["health_check"])
+		if err != nil {
+			var ce *health.ConfigError
+			if errors.As(err, &ce) {
+				return Config{}, fmt.Errorf("sidecar: %s: Config.%s: %s", where, ce.Field, ce.Reason)
+			}
+			return Config{}, fmt.Errorf("sidecar: %s: Config.health_check: %w", where, err)
+		}
 		up := Upstream{
 			RetryBudget:     budget,
 			DestinationName: u.DestinationName,
@@ -301,6 +316,7 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 			MaxHeaderBytes:  maxHeader,
 			Limits:          limits,
 			Outlier:         outlier,
+			HealthCheck:     hc,
 		}
 		if prev, dup := seen[up.BindAddress]; dup {
 			return Config{}, fmt.Errorf("sidecar: %s: LocalBindPort %s is already used by upstream %q", where, up.BindAddress, prev)

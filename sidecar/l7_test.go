@@ -38,6 +38,10 @@ type httpApp struct {
 	requests int
 	// failing makes every answer a 503 (outlier detection tests).
 	failing atomic.Bool
+	// unhealthy makes /healthz answer 503; probes counts its requests,
+	// which are not counted in requests (active health check tests).
+	unhealthy atomic.Bool
+	probes    atomic.Int32
 }
 
 // seen is what the application reports about a request.
@@ -128,6 +132,13 @@ func startHTTPApp(t *testing.T, name string) *httpApp {
 		}
 	})
 	a.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			a.probes.Add(1)
+			if a.unhealthy.Load() {
+				http.Error(w, name+" unhealthy", http.StatusServiceUnavailable)
+			}
+			return
+		}
 		a.mu.Lock()
 		a.requests++
 		a.mu.Unlock()

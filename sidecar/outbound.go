@@ -60,6 +60,10 @@ type outbound struct {
 	watchCtx context.Context
 	newWatch func(*cluster) *consul.Watch[*discovery.Snapshot]
 
+	// probeH1 and probeH2 dial for active health checks (ALPN http/1.1
+	// and h2, no session resumption).
+	probeH1, probeH2 *mtls.Dialer
+
 	// HTTP/1.1 pools per endpoint, and the HTTP/2 transport.
 	h1       *endpointPools
 	h2       *http.Transport
@@ -94,12 +98,15 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 		budget: newRetryBudget(u.RetryBudget),
 	}
 	o.cfg.Store(&u)
-	o.routes.Store(defaultRouting(newCluster(o, u.DestinationName, consul.Target{Service: u.DestinationName, Datacenter: u.Datacenter})))
-	empty := map[string]spiffeid.ID{}
-	o.ids.Store(&empty)
 	// Pooled L7 connections are long-lived: no session resumption.
 	h1Opts := append([]mtls.DialerOption{mtls.WithALPN("http/1.1"), mtls.WithoutResumption()}, common...)
 	h1Dialer := mtls.NewDialer(src, u.ConnectTimeout, h1Opts...)
+	h2Opts := append([]mtls.DialerOption{mtls.WithALPN("h2"), mtls.WithoutResumption()}, common...)
+	h2Dialer := mtls.NewDialer(src, u.ConnectTimeout, h2Opts...)
+	o.probeH1, o.probeH2 = h1Dialer, h2Dialer
+	o.routes.Store(defaultRouting(newCluster(o, u.DestinationName, consul.Target{Service: u.DestinationName, Datacenter: u.Datacenter})))
+	empty := map[string]spiffeid.ID{}
+	o.ids.Store(&empty)
 	o.h1 = &endpointPools{released: o.brk.wake}
 	o.h1.dial = func(ctx context.Context, ep discovery.Endpoint) (net.Conn, error) {
 		limited := o.brk.limits.Load().MaxConnections > 0
@@ -125,8 +132,6 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 		}
 		return c, nil
 	}
-	h2Opts := append([]mtls.DialerOption{mtls.WithALPN("h2"), mtls.WithoutResumption()}, common...)
-	h2Dialer := mtls.NewDialer(src, u.ConnectTimeout, h2Opts...)
 	var protos http.Protocols
 	protos.SetHTTP2(true)
 	o.h2 = &http.Transport{
@@ -198,6 +203,12 @@ func (o *outbound) setConfig(u Upstream) {
 		o.brk.set(u.Limits)
 		o.log.Info("upstream limits changed", "upstream", u.DestinationName, "max_connections", u.Limits.MaxConnections,
 			"max_pending_requests", u.Limits.MaxPendingRequests, "max_concurrent_requests", u.Limits.MaxConcurrentRequests)
+	}
+	if !prev.HealthCheck.Equal(u.HealthCheck) || (u.HealthCheck.Enabled() && prev.Protocol != u.Protocol) {
+		// The protocol decides the probes' transport.
+		o.eachCluster(o.restartHealth)
+		o.log.Info("upstream active health check changed", "upstream", u.DestinationName, "type", string(u.HealthCheck.Type),
+			"interval", u.HealthCheck.Interval)
 	}
 	if prev.Protocol != u.Protocol {
 		o.log.Info("upstream protocol changed; applies to new connections", "upstream", u.DestinationName, "was", prev.Protocol, "now", u.Protocol)

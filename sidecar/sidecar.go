@@ -759,6 +759,26 @@ func (s *Sidecar) registerGauges() {
 		s.mu.Unlock()
 		return out
 	})
+	s.metrics.SetHealthyEndpoints(func() []metrics.UpstreamEndpoints {
+		var out []metrics.UpstreamEndpoints
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, r := range s.upstreams {
+			if !r.out.cfg.Load().HealthCheck.Enabled() {
+				continue
+			}
+			n := 0
+			r.out.eachCluster(func(c *cluster) {
+				c.mu.Lock()
+				if c.checker != nil {
+					n += c.checker.Healthy()
+				}
+				c.mu.Unlock()
+			})
+			out = append(out, metrics.UpstreamEndpoints{Upstream: r.out.name(), Count: n})
+		}
+		return out
+	})
 	s.metrics.SetCertExpiry(func() (time.Time, bool) {
 		id := s.currentIdentity()
 		if id == nil {

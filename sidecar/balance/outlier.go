@@ -1,15 +1,13 @@
 package balance
 
 import (
-	"encoding/json"
-	"fmt"
 	"math"
 	"math/rand/v2"
-	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/outrider-mesh/outrider/internal/confval"
 )
 
 // Outlier detection defaults: Envoy's, which apply when Consul leaves a
@@ -132,7 +130,7 @@ func FromConsulPassiveHealthCheck(v any) (OutlierConfig, error) {
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return OutlierConfig{}, errField(prefix, "want an object, got %s", kindOf(v))
+		return OutlierConfig{}, errField(prefix, "want an object, got %s", confval.Kind(v))
 	}
 	fields := [...]struct{ name, alias string }{
 		{"Interval", "interval"},
@@ -185,25 +183,9 @@ func FromConsulPassiveHealthCheck(v any) (OutlierConfig, error) {
 }
 
 func durationValue(field string, v any) (time.Duration, error) {
-	var d time.Duration
-	if s, ok := v.(string); ok {
-		x, err := time.ParseDuration(strings.TrimSpace(s))
-		if err != nil {
-			return 0, errField(field, "%q is not a duration (want nanoseconds, or a duration such as \"10s\")", s)
-		}
-		d = x
-	} else {
-		n, isNumber, problem := integer(v)
-		switch {
-		case !isNumber:
-			return 0, errField(field, "want nanoseconds or a duration such as \"10s\", got %s", kindOf(v))
-		case problem != "":
-			return 0, errField(field, "%s", problem)
-		}
-		d = time.Duration(n)
-	}
-	if d < 0 {
-		return 0, errField(field, "negative (%s)", d)
+	d, err := confval.Duration(v)
+	if err != nil {
+		return 0, errField(field, "%s", err)
 	}
 	return d, nil
 }
@@ -218,85 +200,11 @@ func percentValue(field string, v any) (*uint32, error) {
 
 // countValue converts a count or percentage (limit 100).
 func countValue(field string, v any, limit int64) (uint32, error) {
-	if s, ok := v.(string); ok {
-		i, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-		if err != nil {
-			return 0, errField(field, "want a whole number, got the string %q", s)
-		}
-		v = i
+	n, err := confval.Count(v, limit)
+	if err != nil {
+		return 0, errField(field, "%s", err)
 	}
-	n, isNumber, problem := integer(v)
-	switch {
-	case !isNumber:
-		return 0, errField(field, "want a whole number, got %s", kindOf(v))
-	case problem != "":
-		return 0, errField(field, "%s", problem)
-	case n < 0:
-		return 0, errField(field, "negative (%d)", n)
-	case n > limit && limit == 100:
-		return 0, errField(field, "%d is above 100 (a percentage)", n)
-	case n > limit:
-		return 0, errField(field, "%d is above the limit %d", n, limit)
-	}
-	return uint32(n), nil
-}
-
-// integer returns v as an int64 when it is a number: a float64 (as
-// encoding/json decodes JSON numbers) or json.Number, which must be whole,
-// or a Go integer. isNumber is false for anything else; problem says why a
-// number does not fit.
-func integer(v any) (n int64, isNumber bool, problem string) {
-	var f float64
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i, true, ""
-		}
-		var err error
-		if f, err = x.Float64(); err != nil {
-			return 0, true, fmt.Sprintf("%q is not a number", string(x))
-		}
-	case float64:
-		f = x
-	case float32:
-		f = float64(x)
-	default:
-		rv := reflect.ValueOf(v)
-		switch rv.Kind() {
-		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-			return rv.Int(), true, ""
-		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-			if u := rv.Uint(); u <= math.MaxInt64 {
-				return int64(u), true, ""
-			}
-			return 0, true, fmt.Sprintf("%d is out of range", rv.Uint())
-		}
-		return 0, false, ""
-	}
-	switch {
-	case math.IsNaN(f) || math.IsInf(f, 0):
-		return 0, true, fmt.Sprintf("%v is not a number", f)
-	case f != math.Trunc(f):
-		return 0, true, fmt.Sprintf("%v is not a whole number", f)
-	case f >= math.MaxInt64 || f < math.MinInt64:
-		return 0, true, fmt.Sprintf("%v is out of range", f)
-	}
-	return int64(f), true, ""
-}
-
-// kindOf names v's type in JSON terms, for messages.
-func kindOf(v any) string {
-	switch v.(type) {
-	case bool:
-		return "a boolean"
-	case string:
-		return "a string"
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
+	return n, nil
 }
 
 // Outcome is how one request or connection on an endpoint ended.

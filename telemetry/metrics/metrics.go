@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
@@ -76,6 +77,9 @@ type Metrics struct {
 	ejections *prometheus.CounterVec
 	ejectSet  boundedSet
 
+	healthChecks *prometheus.CounterVec
+	healthSet    boundedSet
+
 	scrape *scrapeCollector
 	info   *prometheus.GaugeVec // outrider_sidecar_info
 }
@@ -130,6 +134,9 @@ func New(service string) *Metrics {
 	m.ejections = f.counterVec("outrider_outlier_ejections_total",
 		"Endpoints ejected by outlier detection.", "upstream")
 	m.ejectSet = boundedSet{max: MaxUpstreams, overflow: OverflowUpstream}
+	m.healthChecks = f.counterVec("outrider_upstream_health_checks_total",
+		"Active health check probes of upstream endpoints, by result (success, failure, error, timeout).", "upstream", "result")
+	m.healthSet = boundedSet{max: MaxUpstreams, overflow: OverflowUpstream}
 
 	m.info = f.gaugeVec("outrider_sidecar_info", "Always 1; labelled with the proxied service.", "service")
 	m.info.WithLabelValues(labelValue(service)).Set(1)
@@ -228,6 +235,21 @@ func (m *Metrics) ruleCounters(rule string) *ruleCounters {
 // detection. Not for the hot path: it looks the label child up each call.
 func (m *Metrics) OutlierEjection(upstream string) {
 	m.ejections.WithLabelValues(m.ejectSet.admit(labelValue(upstream))).Inc()
+}
+
+// HealthCheckResults are the result label values of
+// outrider_upstream_health_checks_total: the probe passed; the endpoint
+// answered that it is not healthy; no usable answer; no answer in time.
+var HealthCheckResults = []string{"success", "failure", "error", "timeout"}
+
+// HealthCheck counts one active health check probe of an endpoint of
+// upstream; result is one of HealthCheckResults (anything else is counted
+// as Other). Not for the hot path: it looks the label child up each call.
+func (m *Metrics) HealthCheck(upstream, result string) {
+	if !slices.Contains(HealthCheckResults, result) {
+		result = Other
+	}
+	m.healthChecks.WithLabelValues(m.healthSet.admit(labelValue(upstream)), result).Inc()
 }
 
 // labelValue makes s a valid label value: client_golang panics on invalid

@@ -22,7 +22,14 @@ type WatchStatus struct {
 	Failures int
 }
 
+// UpstreamEndpoints counts endpoints of one upstream at scrape time.
+type UpstreamEndpoints struct {
+	Upstream string
+	Count    int
+}
+
 type (
+	healthyFunc   func() []UpstreamEndpoints
 	discoveryFunc func() []WatchStatus
 	certFunc      func() (notAfter time.Time, ok bool)
 	tracingFunc   func() (started, exported, dropped, exportErrors int64)
@@ -50,6 +57,14 @@ func (m *Metrics) SetTracingStats(f func() (started, exported, dropped, exportEr
 	m.scrape.tracing.Store(ptr(tracingFunc(f), f == nil))
 }
 
+// SetHealthyEndpoints sets the callback that reports, at scrape time, how
+// many endpoints of each upstream with active health checks pass them;
+// nil removes it. Same contract as SetDiscoveryStatus; an upstream
+// returned twice is exposed once (the first).
+func (m *Metrics) SetHealthyEndpoints(f func() []UpstreamEndpoints) {
+	m.scrape.healthy.Store(ptr(healthyFunc(f), f == nil))
+}
+
 func ptr[T any](v T, isNil bool) *T {
 	if isNil {
 		return nil
@@ -62,8 +77,10 @@ type scrapeCollector struct {
 	discovery atomic.Pointer[discoveryFunc]
 	cert      atomic.Pointer[certFunc]
 	tracing   atomic.Pointer[tracingFunc]
+	healthy   atomic.Pointer[healthyFunc]
 	now       func() time.Time
 
+	healthyEndpoints                      *prometheus.Desc
 	lastSuccess, stale, failures          *prometheus.Desc
 	certExpiry, certNotAfter              *prometheus.Desc
 	started, exported, dropped, exportErr *prometheus.Desc
@@ -91,12 +108,14 @@ func newScrapeCollector() *scrapeCollector {
 			"Spans dropped before export (queue full or export failed).", nil, nil),
 		exportErr: prometheus.NewDesc("outrider_tracing_export_errors_total",
 			"Failed export calls.", nil, nil),
+		healthyEndpoints: prometheus.NewDesc("outrider_upstream_healthy_endpoints",
+			"Endpoints of an upstream that pass its active health check (upstreams with active health checks only).", []string{"upstream"}, nil),
 	}
 }
 
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.lastSuccess, c.stale, c.failures, c.certExpiry,
-		c.certNotAfter, c.started, c.exported, c.dropped, c.exportErr} {
+		c.certNotAfter, c.started, c.exported, c.dropped, c.exportErr, c.healthyEndpoints} {
 		ch <- d
 	}
 }
@@ -126,6 +145,15 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		if notAfter, ok := (*f)(); ok {
 			send(ch, c.certExpiry, prometheus.GaugeValue, notAfter.Sub(c.now()).Seconds())
 			send(ch, c.certNotAfter, prometheus.GaugeValue, float64(notAfter.UnixNano())/1e9)
+		}
+	}
+	if f := c.healthy.Load(); f != nil {
+		seen := map[string]bool{}
+		for _, u := range (*f)() {
+			if !seen[u.Upstream] {
+				seen[u.Upstream] = true
+				send(ch, c.healthyEndpoints, prometheus.GaugeValue, float64(u.Count), labelValue(u.Upstream))
+			}
 		}
 	}
 	if f := c.tracing.Load(); f != nil {

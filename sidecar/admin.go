@@ -287,7 +287,7 @@ type ClusterEndpoint struct {
 	Identity string `json:"identity"`
 	Weight   int    `json:"weight"`
 	// Balanced is whether the balancer may pick the endpoint: false while
-	// the active health check keeps it out.
+	// the active health check excludes it.
 	Balanced       bool  `json:"balanced"`
 	ActiveRequests int64 `json:"active_requests"`
 	IdleConns      int   `json:"idle_connections"`
@@ -311,33 +311,26 @@ func (s *Sidecar) handleClusters(w http.ResponseWriter, _ *http.Request) {
 			if c.watch != nil {
 				cd.Discovery = c.watch.Status()
 			}
-			balanced := make(map[string]*balance.Endpoint)
-			for _, e := range c.bal.Endpoints() {
-				balanced[e.Address] = e
-			}
 			c.mu.Lock()
-			var all []discovery.Endpoint
-			if c.snap != nil {
-				all = c.snap.Endpoints
-			}
-			for _, de := range all {
-				ce := ClusterEndpoint{Address: de.Address, Identity: de.Identity.String(), Weight: de.Weight, IdleConns: r.out.h1.idleFor(de)}
-				if e := balanced[de.Address]; e != nil {
-					ce.Balanced, ce.ActiveRequests, ce.Ejections = true, e.Active(), e.Ejections()
-					if until, ok := e.Ejected(); ok {
-						ce.EjectedUntil = &until
-					}
+			chk := c.checker
+			c.mu.Unlock()
+			for _, e := range c.bal.Endpoints() {
+				ce := ClusterEndpoint{
+					Address: e.Address, Identity: e.Identity.String(), Weight: e.Weight, Balanced: !e.Excluded(),
+					ActiveRequests: e.Active(), IdleConns: r.out.h1.idleFor(e.Endpoint), Ejections: e.Ejections(),
 				}
-				if c.checker != nil {
-					if st, ok := c.checker.Status(de.Address); ok {
-						ce.Health = &st
-					} else {
-						ce.Health = &health.Status{State: health.Pending}
+				if until, ok := e.Ejected(); ok {
+					ce.EjectedUntil = &until
+				}
+				if chk != nil {
+					st, ok := chk.Status(e.Address)
+					if !ok {
+						st = health.Status{State: health.Pending}
 					}
+					ce.Health = &st
 				}
 				cd.Endpoints = append(cd.Endpoints, ce)
 			}
-			c.mu.Unlock()
 			out = append(out, cd)
 		})
 	}

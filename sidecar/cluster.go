@@ -65,8 +65,8 @@ func newCluster(o *outbound, name string, key consul.Target) *cluster {
 	return c
 }
 
-// rebalanceLocked rebuilds the balancer from the latest snapshot (the
-// endpoints the active health check passes, when it is on), load
+// rebalanceLocked rebuilds the balancer from the latest snapshot (less
+// the endpoints the active health check excludes, when it is on), load
 // balancer config and protocol (least request is the L7 default, round
 // robin the L4 one, as in Envoy). c.mu is held.
 func (c *cluster) rebalanceLocked(l7 bool) {
@@ -77,11 +77,11 @@ func (c *cluster) rebalanceLocked(l7 bool) {
 			cfg.Policy = balance.LeastRequest
 		}
 	}
-	snap := c.snap
+	var excluded map[string]bool
 	if c.checker != nil {
-		snap = c.checker.Filter(snap)
+		excluded = c.checker.Excluded(c.snap)
 	}
-	c.bal.Update(snap, cfg)
+	c.bal.UpdateExcluding(c.snap, cfg, excluded)
 }
 
 // stop ends the cluster's endpoint watch and active health checks and

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/outrider-mesh/outrider/sidecar/health"
 )
 
 func reg(mut func(*api.AgentService)) *api.AgentService {
@@ -126,6 +128,12 @@ func TestFromRegistrationErrorsNameTheField(t *testing.T) {
 		{"bad trace sampling", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"trace_sampling": 2.0} }, "Proxy.Config.trace_sampling"},
 		{"bad otlp protocol", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"otlp_protocol": "thrift"} }, "Proxy.Config.otlp_protocol"},
 		{"otlp endpoint not a string", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"otlp_endpoint": 4317.0} }, "Proxy.Config.otlp_endpoint"},
+		{"health check interval", func(s *api.AgentService) {
+			s.Proxy.Upstreams[0].Config = map[string]any{"health_check": map[string]any{"type": "tcp", "interval": "often"}}
+		}, `Upstreams[0]: Config.health_check.interval: "often" is not a duration`},
+		{"health check type", func(s *api.AgentService) {
+			s.Proxy.Upstreams[0].Config = map[string]any{"health_check": map[string]any{"type": "icmp"}}
+		}, "Upstreams[0]: Config.health_check.type"},
 		{"duplicate bind", func(s *api.AgentService) {
 			s.Proxy.Upstreams = append(s.Proxy.Upstreams, api.Upstream{DestinationName: "db", LocalBindPort: 9191})
 		}, "already used"},
@@ -137,5 +145,25 @@ func TestFromRegistrationErrorsNameTheField(t *testing.T) {
 				t.Fatalf("error = %v, want one naming %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestFromRegistrationHealthCheck: an upstream's Config.health_check
+// becomes Upstream.HealthCheck with its defaults; absent, checks are off.
+func TestFromRegistrationHealthCheck(t *testing.T) {
+	c, err := FromRegistration(reg(func(s *api.AgentService) {
+		s.Proxy.Upstreams[0].Config = map[string]any{"protocol": "http",
+			"health_check": map[string]any{"type": "http", "path": "/healthz", "interval": "5s"}}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := health.Config{Type: health.HTTP, Path: "/healthz", ExpectedStatuses: []health.StatusRange{{Min: 200, Max: 299}},
+		Interval: 5 * time.Second, Timeout: time.Second, HealthyThreshold: 2, UnhealthyThreshold: 3}
+	if got := c.Upstreams[0].HealthCheck; !got.Equal(want) {
+		t.Fatalf("HealthCheck = %+v, want %+v", got, want)
+	}
+	if c, _ := FromRegistration(reg(nil)); c.Upstreams[0].HealthCheck.Enabled() {
+		t.Fatal("checks on without health_check")
 	}
 }

@@ -26,7 +26,11 @@ type endpointState struct {
 	// the past means the endpoint is back; the first Pick or DoneWith to
 	// notice clears it. It sits next to active, on the cache line Pick
 	// touches anyway.
-	until     atomic.Int64
+	until atomic.Int64
+	// excluded is set while the endpoint is excluded from picks (it fails
+	// its active health check, see UpdateExcluding): unlike an ejection,
+	// no fallback ignores it.
+	excluded  atomic.Bool
 	failures  atomic.Uint32 // consecutive failures (DoneWith)
 	ejections atomic.Uint32 // ejections so far, for /clusters
 	// b is the balancer that owns the state (set before the endpoint is
@@ -48,6 +52,10 @@ func (e *Endpoint) Done() {
 	}
 }
 
+// Excluded reports whether the last update excluded e from picks (see
+// UpdateExcluding).
+func (e *Endpoint) Excluded() bool { return e.live != nil && e.live.excluded.Load() }
+
 // Active is the number of requests picked for e and not yet Done.
 func (e *Endpoint) Active() int64 {
 	if e.live == nil {
@@ -66,19 +74,22 @@ func (e *Endpoint) tried(tried []string) bool {
 	return false
 }
 
-// skip is what one pick avoids: the addresses already tried for the
-// request and, when clock is set, ejected endpoints. Pickers check their
-// first candidate with skip.clear, which is inlined: nothing tried and no
-// ejection deadline set, a length check and a load. Otherwise they go on
-// with an avoider, which reads the clock at most once per pick.
+// skip is what one pick avoids: excluded endpoints, always; the
+// addresses already tried for the request; and, when clock is set,
+// ejected endpoints. Pickers check their first candidate with skip.clear,
+// which is inlined: nothing tried, no ejection deadline set and not
+// excluded, a length check and two loads of one cache line. Otherwise
+// they go on with an avoider, which reads the clock at most once per
+// pick. excluding says that some endpoint of the set may be excluded.
 type skip struct {
-	tried []string
-	clock *Balancer // nil: ejections are not avoided
+	tried     []string
+	clock     *Balancer // nil: ejections are not avoided
+	excluding bool
 }
 
 // clear reports whether e is certainly not avoided.
 func (s skip) clear(e *Endpoint) bool {
-	return len(s.tried) == 0 && e.live.until.Load() == 0
+	return len(s.tried) == 0 && e.live.until.Load() == 0 && !e.live.excluded.Load()
 }
 
 // avoider is a skip for the rest of a pick once its first candidate was
@@ -90,7 +101,7 @@ type avoider struct {
 }
 
 func (a *avoider) avoids(e *Endpoint) bool {
-	return (len(a.tried) > 0 && e.tried(a.tried)) || (e.live.until.Load() != 0 && a.ejected(e))
+	return e.live.excluded.Load() || (len(a.tried) > 0 && e.tried(a.tried)) || (e.live.until.Load() != 0 && a.ejected(e))
 }
 
 // ejected reports whether e is ejected. An expired deadline is cleared (by
@@ -118,7 +129,7 @@ func (a *avoider) ejected(e *Endpoint) bool {
 
 // anyLeft reports whether some endpoint of eps is not avoided.
 func (a *avoider) anyLeft(eps []*Endpoint) bool {
-	if a.clock == nil && len(a.tried) < len(eps) {
+	if a.clock == nil && !a.excluding && len(a.tried) < len(eps) {
 		return true // fewer tried addresses than endpoints
 	}
 	for _, e := range eps {
@@ -131,8 +142,9 @@ func (a *avoider) anyLeft(eps []*Endpoint) bool {
 
 // picker is one policy's immutable view of one endpoint set. pick never
 // blocks and does not allocate; it returns nil when every endpoint is
-// avoided (or eps is empty), and never returns nil for a non-empty set
-// with an empty skip. It does not count the pick (Balancer.Pick does).
+// avoided (or eps is empty), and never returns nil for a set with an
+// endpoint that is not excluded and an otherwise empty skip. It does not
+// count the pick (Balancer.Pick does).
 type picker interface {
 	pick(hash uint64, hashed bool, s skip) *Endpoint
 }
@@ -142,6 +154,8 @@ type state struct {
 	cfg Config
 	eps []*Endpoint
 	p   picker
+	// excluding: some endpoint of eps was excluded when it was published.
+	excluding bool
 }
 
 // Balancer balances one upstream.
@@ -203,6 +217,18 @@ func (b *Balancer) nanos() int64 { return max(int64(b.now().Sub(b.epoch)), 1) }
 // configuration with FromConsul). cfg.HashPolicies is retained (Config
 // returns it) and must not be modified afterwards.
 func (b *Balancer) Update(snap *discovery.Snapshot, cfg Config) {
+	b.UpdateExcluding(snap, cfg, nil)
+}
+
+// UpdateExcluding is Update with the endpoints whose addresses excluded
+// holds left out of every pick: an endpoint failing its active health
+// check. Unlike an ejected one, an excluded endpoint is never picked, not
+// even when every endpoint is excluded (Pick then returns ErrNoEndpoint).
+// It stays in the picker's set, so that the others keep their places: a
+// ring-hash key moves only while its endpoint is excluded, as for an
+// ejection. The exclusions are set before the new picker is published
+// and replace those of the previous update; excluded is not retained.
+func (b *Balancer) UpdateExcluding(snap *discovery.Snapshot, cfg Config, excluded map[string]bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cfg = cfg.normalize(b.def)
@@ -229,6 +255,12 @@ func (b *Balancer) Update(snap *discovery.Snapshot, cfg Config) {
 		eps = append(eps, e)
 	}
 	b.live = live
+	excluding := false
+	for _, e := range eps {
+		x := excluded[e.Address]
+		e.live.excluded.Store(x)
+		excluding = excluding || x
+	}
 
 	old := b.state.Load()
 	var p picker
@@ -237,7 +269,7 @@ func (b *Balancer) Update(snap *discovery.Snapshot, cfg Config) {
 	} else {
 		p = build(cfg, eps)
 	}
-	b.state.Store(&state{cfg: cfg, eps: eps, p: p})
+	b.state.Store(&state{cfg: cfg, eps: eps, p: p, excluding: excluding})
 }
 
 func samePointers(a, b []*Endpoint) bool {
@@ -288,7 +320,8 @@ func (b *Balancer) Endpoints() []*Endpoint {
 // When every endpoint is ejected or tried, Pick ignores ejections and
 // picks as if only tried endpoints were avoided, and when every endpoint
 // was tried, as if none were: better a possibly bad endpoint than a
-// certain 503 (Envoy's panic threshold has the same intent).
+// certain 503 (Envoy's panic threshold has the same intent). Endpoints
+// excluded by UpdateExcluding are avoided throughout.
 //
 // Pick returns ErrNoEndpoint when there is no endpoint. Otherwise the
 // caller must call Done or DoneWith on the returned Endpoint exactly once,
@@ -298,7 +331,7 @@ func (b *Balancer) Pick(hash uint64, hashed bool, tried []string) (*Endpoint, er
 	if s == nil {
 		return nil, ErrNoEndpoint
 	}
-	e := s.p.pick(hash, hashed, skip{tried: tried, clock: b})
+	e := s.p.pick(hash, hashed, skip{tried: tried, clock: b, excluding: s.excluding})
 	if e == nil {
 		if e = s.fallback(hash, hashed, tried); e == nil {
 			return nil, ErrNoEndpoint
@@ -309,17 +342,18 @@ func (b *Balancer) Pick(hash uint64, hashed bool, tried []string) (*Endpoint, er
 }
 
 // fallback picks when every endpoint is avoided: ignoring ejections, then
-// what was tried; nil when there is no endpoint.
+// what was tried, never excluded endpoints; nil when there is no endpoint
+// left.
 func (s *state) fallback(hash uint64, hashed bool, tried []string) *Endpoint {
 	if len(s.eps) == 0 {
 		return nil
 	}
 	var e *Endpoint
 	if len(tried) > 0 {
-		e = s.p.pick(hash, hashed, skip{tried: tried})
+		e = s.p.pick(hash, hashed, skip{tried: tried, excluding: s.excluding})
 	}
 	if e == nil {
-		e = s.p.pick(hash, hashed, skip{})
+		e = s.p.pick(hash, hashed, skip{excluding: s.excluding})
 	}
 	return e
 }

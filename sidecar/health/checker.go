@@ -173,7 +173,7 @@ func OnResult(f func(Result)) Option { return func(c *Checker) { c.onResult = f 
 // Checker actively checks the endpoints of one endpoint set (a sidecar
 // cluster). Each endpoint has a probe goroutine, which probes it at once
 // and then every Interval (plus up to 10% jitter), at most the
-// concurrency bound of probes being in flight. Update, Filter, Status and
+// concurrency bound of probes being in flight. Update, Excluded, Status and
 // Healthy are safe for concurrent use; none of them blocks on a probe.
 // Close stops every probe and waits for the goroutines.
 type Checker struct {
@@ -364,38 +364,38 @@ func (c *Checker) Healthy() int {
 	return n
 }
 
-// Filter returns the endpoints of snap to balance over: those whose
-// active state is Healthy; when none is, those still Pending (no probe
-// has answered for them yet, as for every endpoint when checking starts:
-// no evidence against them, and Consul says they pass); when none is
-// either, none: every endpoint failed its check, and the caller answers
-// "no healthy upstream" (fail closed, see the package documentation). An
-// endpoint of snap that Update has not seen counts as Pending. snap itself
-// is returned when every endpoint is kept; nil gives nil.
-func (c *Checker) Filter(snap *discovery.Snapshot) *discovery.Snapshot {
+// Excluded returns the addresses of snap's endpoints not to balance over
+// (nil when there is none): those that are not Healthy, except that while
+// no endpoint is Healthy the Pending ones are kept (no probe has answered
+// for them yet, as for every endpoint when checking starts: nothing says
+// otherwise, and Consul passes them). When every endpoint is Unhealthy,
+// every one is excluded and the caller answers "no healthy upstream"
+// (fail closed, see the package documentation). An endpoint of snap that
+// Update has not seen counts as Pending.
+func (c *Checker) Excluded(snap *discovery.Snapshot) map[string]bool {
 	if snap == nil {
 		return nil
 	}
 	c.mu.Lock()
-	healthy := make([]discovery.Endpoint, 0, len(snap.Endpoints))
-	var pending []discovery.Endpoint
+	defer c.mu.Unlock()
+	state := func(ep discovery.Endpoint) State {
+		if e := c.entries[ep.Address]; e != nil && e.ep.Identity == ep.Identity {
+			return e.st.State
+		}
+		return Pending
+	}
+	anyHealthy := false
 	for _, ep := range snap.Endpoints {
-		e := c.entries[ep.Address]
-		switch {
-		case e == nil || e.ep.Identity != ep.Identity || e.st.State == Pending:
-			pending = append(pending, ep)
-		case e.st.State == Healthy:
-			healthy = append(healthy, ep)
+		anyHealthy = anyHealthy || state(ep) == Healthy
+	}
+	var out map[string]bool
+	for _, ep := range snap.Endpoints {
+		if st := state(ep); st == Unhealthy || (st == Pending && anyHealthy) {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[ep.Address] = true
 		}
 	}
-	c.mu.Unlock()
-	if len(healthy) == 0 {
-		healthy = pending
-	}
-	if len(healthy) == len(snap.Endpoints) {
-		return snap
-	}
-	out := *snap
-	out.Endpoints = healthy
-	return &out
+	return out
 }

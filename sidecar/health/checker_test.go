@@ -422,20 +422,10 @@ func (s *fakeSession) Probe(ctx context.Context) error {
 
 func (s *fakeSession) Close() { s.f.open.Add(-1) }
 
-func addrs(s *discovery.Snapshot) []string {
-	var out []string
-	if s == nil {
-		return nil
-	}
-	for _, e := range s.Endpoints {
-		out = append(out, e.Address)
-	}
-	return out
-}
-
-// TestFilter: the endpoints balanced over are the healthy ones; while
-// none is, the pending ones; when every endpoint failed, none.
-func TestFilter(t *testing.T) {
+// TestExcluded: the endpoints left out of balancing are those not
+// healthy; while none is healthy, the pending ones are kept; once every
+// endpoint failed, all are left out.
+func TestExcluded(t *testing.T) {
 	var down sync.Map // addr -> bool
 	hold := make(chan struct{})
 	f := &fakeProber{answer: func(ctx context.Context, addr string) error {
@@ -457,8 +447,9 @@ func TestFilter(t *testing.T) {
 	defer c.Close()
 	a, b, cc := discovery.Endpoint{Address: "a:1", Weight: 1}, discovery.Endpoint{Address: "b:1", Weight: 1}, discovery.Endpoint{Address: "c:1", Weight: 1}
 	s := snap(a, b, cc)
-	if got := c.Filter(s); got != s {
-		t.Fatalf("before any probe Filter gives %v, want the snapshot itself", addrs(got))
+	excluded := func(s *discovery.Snapshot) string { return fmt.Sprint(c.Excluded(s)) }
+	if got := c.Excluded(s); got != nil {
+		t.Fatalf("before any probe %v are excluded, want none", got)
 	}
 	down.Store("b:1", true)
 	c.Update(s)
@@ -467,35 +458,35 @@ func TestFilter(t *testing.T) {
 		sb, _ := c.Status("b:1")
 		return sa.State == health.Healthy && sb.State == health.Unhealthy
 	})
-	if got := addrs(c.Filter(s)); fmt.Sprint(got) != "[a:1]" {
-		t.Fatalf("Filter gives %v, want only the healthy a", got)
+	if got := excluded(s); got != "map[b:1:true c:1:true]" {
+		t.Fatalf("excluded %s, want the unhealthy b and the pending c", got)
 	}
 	if c.Healthy() != 1 {
 		t.Fatalf("Healthy() = %d", c.Healthy())
 	}
 	down.Store("a:1", true)
 	mtlstest.WaitFor(t, "a unhealthy", func() bool { st, _ := c.Status("a:1"); return st.State == health.Unhealthy })
-	if got := addrs(c.Filter(s)); fmt.Sprint(got) != "[c:1]" {
-		t.Fatalf("Filter gives %v, want the pending c while nothing is healthy", got)
+	if got := excluded(s); got != "map[a:1:true b:1:true]" {
+		t.Fatalf("excluded %s, want a and b: the pending c is kept while nothing is healthy", got)
 	}
 	// An endpoint the Checker has not been given counts as pending too.
 	d := discovery.Endpoint{Address: "d:1", Weight: 1}
-	if got := addrs(c.Filter(snap(a, b, cc, d))); fmt.Sprint(got) != "[c:1 d:1]" {
-		t.Fatalf("Filter gives %v, want the pending c and d", got)
+	if got := excluded(snap(a, b, cc, d)); got != "map[a:1:true b:1:true]" {
+		t.Fatalf("excluded %s, want a and b", got)
 	}
 	down.Store("c:1", true)
 	close(hold)
 	mtlstest.WaitFor(t, "c unhealthy", func() bool { st, _ := c.Status("c:1"); return st.State == health.Unhealthy })
-	if got := c.Filter(s); got == nil || len(got.Endpoints) != 0 || got.Service != "web" {
-		t.Fatalf("Filter gives %+v, want an empty snapshot once every endpoint failed", got)
+	if got := excluded(s); got != "map[a:1:true b:1:true c:1:true]" {
+		t.Fatalf("excluded %s, want all once every endpoint failed", got)
 	}
 	down.Delete("b:1")
 	mtlstest.WaitFor(t, "b healthy", func() bool { st, _ := c.Status("b:1"); return st.State == health.Healthy })
-	if got := addrs(c.Filter(s)); fmt.Sprint(got) != "[b:1]" {
-		t.Fatalf("Filter gives %v, want b back", got)
+	if got := excluded(s); got != "map[a:1:true c:1:true]" {
+		t.Fatalf("excluded %s, want b back", got)
 	}
-	if c.Filter(nil) != nil {
-		t.Fatal("Filter(nil) is not nil")
+	if c.Excluded(nil) != nil {
+		t.Fatal("Excluded(nil) is not nil")
 	}
 }
 

@@ -50,12 +50,16 @@
 //
 // # Combination with Consul's health, and when every endpoint fails
 //
-// Filter gives the endpoints to balance over: the Healthy ones; while
-// none is, the Pending ones (no probe has answered for them yet, as for
-// all of them when checking starts: Consul says they pass and nothing
-// says otherwise, so requests made during the first probes are not
-// refused); when none is either, none, and the sidecar answers 503 "no
-// healthy upstream". There is no panic threshold that would route to
+// Excluded gives the endpoints not to balance over: every one that is not
+// Healthy; while none is Healthy, the Unhealthy ones only, keeping the
+// Pending ones (no probe has answered for them yet, as for all of them
+// when checking starts: Consul says they pass and nothing says otherwise,
+// so requests made during the first probes are not refused); when every
+// endpoint is Unhealthy, all of them, and the sidecar answers 503 "no
+// healthy upstream". The balancer (balance.Balancer.UpdateExcluding)
+// keeps excluded endpoints in its picker and passes over them, as over
+// ejected ones, so that the others keep their ring-hash keys, their
+// outlier detection state and their active request counts. There is no panic threshold that would route to
 // failing endpoints: the configuration promises that an endpoint is used
 // only when both Consul and the check pass, Consul's own health fails
 // closed the same way (an upstream whose instances all fail their Consul
@@ -72,7 +76,7 @@
 // # Lifecycle
 //
 // New starts nothing; Update starts and stops probe goroutines and never
-// blocks on a probe; Filter, Status and Healthy read the states. Every
+// blocks on a probe; Excluded, Status and Healthy read the states. Every
 // goroutine belongs to the Checker, and Close cancels them and waits for
 // them. OnChange and OnResult run on probe goroutines with no lock held.
 package health

@@ -590,3 +590,44 @@ func BenchmarkMetricsRoute(b *testing.B) {
 		m.Route(Outbound, "api")
 	}
 }
+
+// TestHealthChecks: probes are counted by upstream and result (an unknown
+// result as other), and the healthy endpoint gauge comes from its
+// callback, once per upstream.
+func TestHealthChecks(t *testing.T) {
+	t.Parallel()
+	m := New("web")
+	if f := scrape(t, m); f["outrider_upstream_healthy_endpoints"] != nil || f["outrider_upstream_health_checks_total"] != nil {
+		t.Error("health check series exposed before any check")
+	}
+	m.HealthCheck("api", "success")
+	m.HealthCheck("api", "success")
+	m.HealthCheck("api", "timeout")
+	m.HealthCheck("db", "made up")
+	m.SetHealthyEndpoints(func() []UpstreamEndpoints {
+		return []UpstreamEndpoints{{Upstream: "api", Count: 2}, {Upstream: "db"}, {Upstream: "api", Count: 9}}
+	})
+	f := scrape(t, m)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"outrider_upstream_health_checks_total", map[string]string{"upstream": "api", "result": "success"}, 2},
+		{"outrider_upstream_health_checks_total", map[string]string{"upstream": "api", "result": "timeout"}, 1},
+		{"outrider_upstream_health_checks_total", map[string]string{"upstream": "db", "result": Other}, 1},
+		{"outrider_upstream_healthy_endpoints", map[string]string{"upstream": "api"}, 2},
+		{"outrider_upstream_healthy_endpoints", map[string]string{"upstream": "db"}, 0},
+	} {
+		if got := value(f, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if n := len(f["outrider_upstream_healthy_endpoints"].GetMetric()); n != 2 {
+		t.Errorf("%d healthy endpoint series, want 2", n)
+	}
+	m.SetHealthyEndpoints(nil)
+	if f := scrape(t, m); f["outrider_upstream_healthy_endpoints"] != nil {
+		t.Error("gauge still exposed after its callback was removed")
+	}
+}

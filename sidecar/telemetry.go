@@ -223,17 +223,23 @@ func (t *telemetry) inject(ctx context.Context, carrier propagation.TextMapCarri
 		return
 	}
 	tid, sid := sc.TraceID(), sc.SpanID()
+	b := traceparent(tid, sid, sc.TraceFlags())
+	hc.h.Set("traceparent", string(b[:]))
+	if sc.TraceState().Len() > 0 {
+		hc.h.Set("tracestate", sc.TraceState().String())
+	}
+}
+
+// traceparent formats a version-00 traceparent value.
+func traceparent(tid trace.TraceID, sid trace.SpanID, flags trace.TraceFlags) [55]byte {
 	var b [55]byte
 	copy(b[:], "00-")
 	hex.Encode(b[3:35], tid[:])
 	b[35] = '-'
 	hex.Encode(b[36:52], sid[:])
 	b[52] = '-'
-	hex.Encode(b[53:55], []byte{byte(sc.TraceFlags())})
-	hc.h.Set("traceparent", string(b[:]))
-	if sc.TraceState().Len() > 0 {
-		hc.h.Set("tracestate", sc.TraceState().String())
-	}
+	hex.Encode(b[53:55], []byte{byte(flags)})
+	return b
 }
 
 // validTraceparent reports whether v is a version-00 traceparent the
@@ -290,12 +296,7 @@ func (t *telemetry) fastUnsampled(h *http1.Header, method string, kind trace.Spa
 		return false, tracing.WithTraceID(base, id)
 	}
 	sid := tracing.RandomSpanID()
-	var b [55]byte
-	copy(b[:], "00-")
-	hex.Encode(b[3:35], id[:])
-	b[35] = '-'
-	hex.Encode(b[36:52], sid[:])
-	copy(b[52:], "-00")
+	b := traceparent(id, sid, 0)
 	h.Add("traceparent", string(b[:]))
 	return true, base
 }

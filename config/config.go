@@ -1,6 +1,7 @@
 package config
 
 import (
+	"github.com/outrider-mesh/outrider/gateway"
 	"strings"
 	"text/template"
 	"time"
@@ -183,6 +184,11 @@ type Public struct {
 	// MaxHeaderBytes bounds an HTTP request head; larger heads get 431.
 	// Default 65536, between 1024 and 1048576.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// Gateway applies API-gateway features (rate limits, caching,
+	// compression, aggregation, filtering) to requests for the local
+	// service, after authorization; needs an HTTP protocol. See
+	// gateway/README.md.
+	Gateway *gateway.Config `yaml:"gateway"`
 }
 
 // Upstream is one outbound listener: plaintext in from the application,

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"slices"
 	"testing"
+
+	"github.com/outrider-mesh/outrider/gateway"
 )
 
 // keyPaths lists every key path of type t as CONFIG.md writes them:
@@ -27,6 +29,9 @@ func keyPaths(t reflect.Type, prefix string) []string {
 			}
 		}
 		return paths
+	case t == reflect.TypeFor[gateway.Config]():
+		// Documented in gateway/README.md, whose own test checks it.
+		return nil
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
 		return keyPaths(t.Elem(), prefix+"[]")
 	case t.Kind() != reflect.Struct || t == durationType || t.Implements(textType) || reflect.PointerTo(t).Implements(textType):

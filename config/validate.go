@@ -15,6 +15,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/outrider-mesh/outrider/internal/confval"
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
 )
 
@@ -195,6 +196,7 @@ func (f *File) validate(failed func(path string) bool) []*fieldError {
 	binds := c.public()
 	binds = append(binds, c.upstreams()...)
 	c.authorization()
+	c.gateway()
 	if f.Admin.Bind != "-" {
 		if c.hostPort("admin.bind", f.Admin.Bind, false) {
 			binds = append(binds, listener{"admin.bind", f.Admin.Bind})
@@ -1253,4 +1255,21 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// gateway checks public.gateway: its own rules, and that the listener
+// serves HTTP.
+func (c *checker) gateway() {
+	p := c.f.Public
+	if p == nil || p.Gateway == nil {
+		return
+	}
+	for _, fe := range confval.Fields(confval.Prefix("public.gateway", p.Gateway.Validate())) {
+		if c.failed == nil || !c.failed(fe.Path) {
+			c.errorf(fe.Path, "%s", fe.Msg)
+		}
+	}
+	if p.Gateway.Enabled() && !p.Protocol.L7() {
+		c.errorf("public.gateway", "needs public.protocol http, http2 or grpc (got %s)", p.Protocol)
+	}
 }

@@ -195,6 +195,17 @@ func (m *tokenMemo) Authenticate(provider string) (policy.Claims, error) {
 }
 
 // errFor is the verification error of provider's token, if one was tried.
+// verified returns the claims of the first token verified for the
+// request, nil when none was.
+func (m *tokenMemo) verified() *jwtauth.Claims {
+	for _, r := range m.results {
+		if r.err == nil && r.claims != nil {
+			return r.claims
+		}
+	}
+	return nil
+}
+
 func (m *tokenMemo) errFor(provider string) error {
 	for _, r := range m.results {
 		if r.provider == provider {

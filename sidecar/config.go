@@ -11,7 +11,9 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/outrider-mesh/outrider/config"
 	"github.com/outrider-mesh/outrider/discovery"
+	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/health"
@@ -83,6 +85,10 @@ type PublicListener struct {
 	// application's response head (Proxy.Config local_request_timeout_ms,
 	// default 15s as Envoy's route timeout); then the caller gets 504.
 	LocalRequestTimeout time.Duration `json:"local_request_timeout"`
+	// Gateway is the API-gateway layer in front of the application
+	// (Proxy.Config gateway; the static file's public.gateway). A change
+	// applies live; the zero value is off.
+	Gateway gateway.Config `json:"gateway,omitzero"`
 }
 
 // Protocol is an L4 or L7 protocol as Consul names it in service-defaults.
@@ -259,6 +265,14 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 		Protocol:            protocol,
 		MaxHeaderBytes:      maxHeader,
 		LocalRequestTimeout: requestTimeout,
+	}
+	if v, ok := p.Config["gateway"]; ok && v != nil {
+		if err := config.DecodeValue(field("gateway"), v, &c.Public.Gateway); err != nil {
+			return Config{}, err
+		}
+		if c.Public.Gateway.Enabled() && !protocol.L7() {
+			return Config{}, fmt.Errorf("sidecar: %s: needs Proxy.Config.protocol http, http2 or grpc (got %s)", field("gateway"), protocol)
+		}
 	}
 	seen := map[string]string{}
 	for i, u := range p.Upstreams {

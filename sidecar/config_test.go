@@ -42,7 +42,7 @@ func TestFromRegistration(t *testing.T) {
 		Upstreams: []Upstream{{DestinationName: "api", Namespace: "default", BindAddress: "127.0.0.1:9191", ConnectTimeout: 5 * time.Second,
 			Protocol: TCP, MaxHeaderBytes: 64 << 10, RetryBudget: RetryBudget{Percent: 20, MinRetries: 3}}},
 	}
-	if c.Public != want.Public || c.Service != want.Service || c.ProxyID != want.ProxyID || !reflect.DeepEqual(c.Upstreams, want.Upstreams) {
+	if !reflect.DeepEqual(c.Public, want.Public) || c.Service != want.Service || c.ProxyID != want.ProxyID || !reflect.DeepEqual(c.Upstreams, want.Upstreams) {
 		t.Fatalf("FromRegistration =\n%+v\nwant\n%+v", c, want)
 	}
 }

@@ -161,7 +161,10 @@ func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0
 // reverseProxy returns the handler forwarding to rt. inbound adds the
 // X-Forwarded-* fields for the application and starts a server span; the
 // outbound RoundTripper starts a client span per attempt.
-func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counters, log *slog.Logger, tel *telemetry, route *metrics.Route) http.Handler {
+//
+// gw, when not nil, receives the proxy as its inner handler: requests go
+// through the gateway installed there, if any, once authorized.
+func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counters, log *slog.Logger, tel *telemetry, route *metrics.Route, gw *gatewaySlot) http.Handler {
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
@@ -223,6 +226,9 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 			proxyError(w, r, err, name, stat, log)
 		},
 	}
+	if gw != nil {
+		gw.inner = rp
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodConnect {
 			// No route enables a tunnel (extended CONNECT included): refused,
@@ -264,7 +270,11 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 		}
 		sw := &statusWriter{ResponseWriter: w}
 		if ci.authz == nil || authorizeH2(sw, r, ci, rec, span, log) {
-			rp.ServeHTTP(sw, r.WithContext(ctx))
+			if gw != nil {
+				gw.serve(sw, r.WithContext(ctx), ci, rec)
+			} else {
+				rp.ServeHTTP(sw, r.WithContext(ctx))
+			}
 		}
 		total := time.Since(start)
 		route.Request(r.Method, sw.status, rec.flag, body.n.Load(), sw.bytes, total, rec.upstreamDur)
@@ -322,6 +332,7 @@ func authorizeH2(w http.ResponseWriter, r *http.Request, ci connInfo, rec *h2Rec
 		return false
 	}
 	if tokens != nil {
+		rec.claims = tokens.verified()
 		tokens.forward(h2Editor{r})
 	}
 	return true
@@ -355,7 +366,8 @@ type h2Record struct {
 	flag        string
 	endpoint    string
 	attempts    int
-	rule        string // the authorization rule that decided (inbound)
+	rule        string          // the authorization rule that decided (inbound)
+	claims      *jwtauth.Claims // a token the decision verified (inbound)
 	upstreamDur time.Duration
 	traceID     string
 	spanID      string

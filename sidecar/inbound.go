@@ -40,6 +40,8 @@ type inbound struct {
 	appH1    *http.Transport // for HTTP/2 requests to an HTTP/1.1 application
 	appH2C   *http.Transport // for any request to an http2 or grpc application
 	h2Server *h2Server
+	// gw is the gateway in front of the application (Public.Gateway).
+	gw gatewaySlot
 
 	tel     *telemetry
 	route   *metrics.Route
@@ -83,7 +85,7 @@ func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 		}
 	}
 	in.appH1, in.appH2C = transport(false), transport(true)
-	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log, in.tel, in.route), cfg.MaxHeaderBytes, in.log)
+	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log, in.tel, in.route, &in.gw), cfg.MaxHeaderBytes, in.log)
 	return in
 }
 
@@ -216,7 +218,7 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 	az := &connAuthz{in: in, peer: peerID}
 	info := connInfo{src: remoteIP(tracked), peer: peer, authz: az, norm: in.norm, jwt: in.jwt}
 	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
-	if !h2 && cfg.Protocol == HTTP {
+	if !h2 && cfg.Protocol == HTTP && !in.gw.enabled() {
 		tc.SetReadDeadline(time.Now().Add(clientIdleTimeout))
 		first, err := br.Peek(3)
 		if err != nil {

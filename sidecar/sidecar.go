@@ -560,6 +560,11 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 		}
 		s.upstreams[key] = r
 	}
+	if s.inbound != nil {
+		if err := s.setGateway(&s.inbound.gw, cfg.Public.Gateway, "public"); err != nil {
+			errs = append(errs, fmt.Errorf("sidecar: public listener gateway (the previous one stays): %w", err))
+		}
+	}
 	s.updateReadyLocked()
 	return errors.Join(errs...)
 }

@@ -93,6 +93,9 @@ func fromFile(f *config.File, log *slog.Logger) (*static, error) {
 			LocalConnectTimeout: p.LocalConnectTimeout, HandshakeTimeout: p.HandshakeTimeout,
 			LocalRequestTimeout: p.LocalRequestTimeout, MaxHeaderBytes: p.MaxHeaderBytes,
 		}
+		if p.Gateway != nil {
+			s.cfg.Public.Gateway = *p.Gateway
+		}
 	}
 	for i, u := range f.Upstreams {
 		up := sidecar.Upstream{

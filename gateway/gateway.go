@@ -1,0 +1,175 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/outrider-mesh/outrider/gateway/clientip"
+	"github.com/outrider-mesh/outrider/gateway/reqinfo"
+	"github.com/outrider-mesh/outrider/internal/confval"
+	"github.com/outrider-mesh/outrider/internal/httpmatch"
+)
+
+// Config is the gateway section of a listener: the static file's
+// gateway (sidecar role) or ingress.listeners[i].gateway (ingress role),
+// or Proxy.Config gateway for Consul users. The zero value is off.
+type Config struct {
+	// TrustedProxies are the addresses (CIDR prefixes or single
+	// addresses) of proxies in front of this listener whose
+	// X-Forwarded-For entries are believed when finding a client's
+	// address, for client_ip rate-limit keys and ip filters. Empty: the
+	// client is the TCP peer and X-Forwarded-For is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Routes are tried in order; the first whose match fits a request
+	// applies its features. A request no route matches is proxied with
+	// none.
+	Routes []Route `yaml:"routes"`
+}
+
+// Route is one gateway route: a match and the features applied to the
+// requests it matches.
+type Route struct {
+	// Name labels the route in metrics, logs and the access log's rule;
+	// default "route<i>" by position.
+	Name string `yaml:"name"`
+	// Match selects requests; empty matches every request.
+	Match Match `yaml:"match"`
+}
+
+// Match selects requests by path (as normalized by the authorization
+// layer) and method.
+type Match struct {
+	// PathExact, PathPrefix and PathRegex (RE2, whole path): at most one.
+	PathExact  string `yaml:"path_exact"`
+	PathPrefix string `yaml:"path_prefix"`
+	PathRegex  string `yaml:"path_regex"`
+	// Methods, upper case; empty matches every method.
+	Methods []string `yaml:"methods"`
+}
+
+// Enabled reports whether c configures anything.
+func (c *Config) Enabled() bool { return c != nil && len(c.Routes) > 0 }
+
+// Validate reports every problem, with paths relative to Config.
+func (c Config) Validate() error {
+	var errs []error
+	if _, err := clientip.New(c.TrustedProxies); err != nil {
+		errs = append(errs, confval.Prefix("trusted_proxies", confval.Errorf("", "%v", err)))
+	}
+	names := map[string]int{}
+	for i, r := range c.Routes {
+		at := fmt.Sprintf("routes[%d]", i)
+		if r.Name != "" {
+			if j, dup := names[r.Name]; dup {
+				errs = append(errs, confval.Errorf(at+".name", "%q is also the name of routes[%d]", r.Name, j))
+			}
+			names[r.Name] = i
+		}
+		if _, err := r.Match.compile(); err != nil {
+			errs = append(errs, confval.Prefix(at+".match", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// compiled is a Match ready to test requests.
+type compiled struct {
+	path    httpmatch.Path
+	methods []string
+}
+
+func (m Match) compile() (compiled, error) {
+	p, err := httpmatch.CompilePath(httpmatch.PathSpec{Exact: m.PathExact, Prefix: m.PathPrefix, Regex: m.PathRegex})
+	if err != nil {
+		var pe *httpmatch.PathError
+		field := ""
+		if errors.As(err, &pe) {
+			field = map[string]string{"PathExact": "path_exact", "PathPrefix": "path_prefix", "PathRegex": "path_regex"}[pe.Field]
+		}
+		return compiled{}, confval.Errorf(field, "%v", err)
+	}
+	var errs []error
+	for i, meth := range m.Methods {
+		if meth == "" || strings.ToUpper(meth) != meth || strings.ContainsAny(meth, " \t/") {
+			errs = append(errs, confval.Errorf(fmt.Sprintf("methods[%d]", i), "%q is not an upper-case HTTP method", meth))
+		}
+	}
+	return compiled{path: p, methods: m.Methods}, errors.Join(errs...)
+}
+
+func (m *compiled) matches(r *http.Request) bool {
+	return m.path.Matches(r.URL.Path) && (len(m.methods) == 0 || slices.Contains(m.methods, r.Method))
+}
+
+// Gateway is a listener's compiled gateway: immutable, safe for
+// concurrent use. A new configuration builds a new Gateway, which the
+// listener swaps in; Close releases the old one's shared state.
+type Gateway struct {
+	routes []route
+	next   http.Handler
+	log    *slog.Logger
+}
+
+type route struct {
+	name    string
+	match   compiled
+	handler http.Handler
+}
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	log *slog.Logger
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// New compiles cfg in front of next, the listener's proxy handler.
+func New(cfg Config, next http.Handler, opts ...Option) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	o := options{log: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	g := &Gateway{next: next, log: o.log}
+	for i, rc := range cfg.Routes {
+		m, _ := rc.Match.compile()
+		name := rc.Name
+		if name == "" {
+			name = fmt.Sprintf("route%d", i)
+		}
+		g.routes = append(g.routes, route{name: name, match: m, handler: next})
+	}
+	return g, nil
+}
+
+// ServeHTTP applies the first matching route's features and proxies
+// through next. The sidecar has attached a reqinfo.Info to the request's
+// context; the route's name is recorded in it.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	for i := range g.routes {
+		rt := &g.routes[i]
+		if rt.match.matches(r) {
+			if info := reqinfo.From(r.Context()); info != nil {
+				named := *info
+				named.Route = rt.name
+				r = r.WithContext(reqinfo.With(r.Context(), &named))
+			}
+			rt.handler.ServeHTTP(w, r)
+			return
+		}
+	}
+	g.next.ServeHTTP(w, r)
+}
+
+// Close releases shared state (Redis connections); it is safe to call
+// while requests still run on g, and more than once.
+func (g *Gateway) Close() error { return nil }

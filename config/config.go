@@ -52,6 +52,9 @@ type File struct {
 	// Upstreams are the plaintext listeners the application dials, one per
 	// destination service.
 	Upstreams []Upstream `yaml:"upstreams"`
+	// Ingress are public HTTP(S) listeners for clients outside the mesh,
+	// routed to Upstreams over mesh mTLS. See gateway/README.md.
+	Ingress gateway.Ingresses `yaml:"ingress"`
 	// Authorization decides which peers and requests Public lets in.
 	Authorization Authorization `yaml:"authorization"`
 	// Admin is the admin HTTP endpoint (/ready, /config_dump, /metrics).

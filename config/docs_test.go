@@ -29,7 +29,7 @@ func keyPaths(t reflect.Type, prefix string) []string {
 			}
 		}
 		return paths
-	case t == reflect.TypeFor[gateway.Config]():
+	case t == reflect.TypeFor[gateway.Config](), t == reflect.TypeFor[gateway.Ingresses]():
 		// Documented in gateway/README.md, whose own test checks it.
 		return nil
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:

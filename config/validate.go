@@ -197,6 +197,7 @@ func (f *File) validate(failed func(path string) bool) []*fieldError {
 	binds = append(binds, c.upstreams()...)
 	c.authorization()
 	c.gateway()
+	c.ingress()
 	if f.Admin.Bind != "-" {
 		if c.hostPort("admin.bind", f.Admin.Bind, false) {
 			binds = append(binds, listener{"admin.bind", f.Admin.Bind})
@@ -1271,5 +1272,22 @@ func (c *checker) gateway() {
 	}
 	if p.Gateway.Enabled() && !p.Protocol.L7() {
 		c.errorf("public.gateway", "needs public.protocol http, http2 or grpc (got %s)", p.Protocol)
+	}
+}
+
+// ingress checks the ingress listeners and that their routes name
+// upstreams of the file.
+func (c *checker) ingress() {
+	for _, fe := range confval.Fields(confval.Prefix("ingress", c.f.Ingress.Validate())) {
+		if c.failed == nil || !c.failed(fe.Path) {
+			c.errorf(fe.Path, "%s", fe.Msg)
+		}
+	}
+	for i, l := range c.f.Ingress {
+		for j, r := range l.Routes {
+			if r.Upstream != "" && !slices.ContainsFunc(c.f.Upstreams, func(u Upstream) bool { return u.Name == r.Upstream }) {
+				c.errorf(fmt.Sprintf("ingress[%d].routes[%d].upstream", i, j), "%s is not the name of one of the upstreams", quote(r.Upstream))
+			}
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,10 @@ type Config struct {
 	Public PublicListener `json:"public_listener"`
 	// Upstreams are the local listeners the application dials.
 	Upstreams []Upstream `json:"upstreams"`
+	// Ingress are public HTTP(S) listeners for clients outside the mesh,
+	// routed to Upstreams (Proxy.Config ingress; the static file's
+	// ingress).
+	Ingress gateway.Ingresses `json:"ingress,omitempty"`
 	// Tracing is read from Proxy.Config (usually set once for the whole
 	// mesh in proxy-defaults); the process's OTEL_* variables and flags
 	// win over it. Read when the sidecar starts.
@@ -338,6 +343,14 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 		seen[up.BindAddress] = up.DestinationName
 		c.Upstreams = append(c.Upstreams, up)
 	}
+	if v, ok := p.Config["ingress"]; ok && v != nil {
+		if err := config.DecodeValue(field("ingress"), v, &c.Ingress); err != nil {
+			return Config{}, err
+		}
+		if err := c.checkIngressUpstreams(); err != nil {
+			return Config{}, fmt.Errorf("sidecar: %s%w", field("ingress"), err)
+		}
+	}
 	return c, nil
 }
 
@@ -442,4 +455,18 @@ func (c Config) WithDefaults() Config {
 	}
 	c.Upstreams = ups
 	return c
+}
+
+// checkIngressUpstreams reports an ingress route whose upstream is not
+// one of c.Upstreams, as "[i].routes[j].upstream: ...".
+func (c *Config) checkIngressUpstreams() error {
+	var errs []error
+	for i, l := range c.Ingress {
+		for j, r := range l.Routes {
+			if !slices.ContainsFunc(c.Upstreams, func(u Upstream) bool { return u.DestinationName == r.Upstream }) {
+				errs = append(errs, fmt.Errorf("[%d].routes[%d].upstream: %q is not one of the upstreams", i, j, r.Upstream))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -174,6 +174,14 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 				out.URL.Host = name
 			}
 			ci := connInfoFrom(pr.In.Context())
+			// ReverseProxy drops X-Forwarded-* before Rewrite; what the
+			// application, an ingress or a peer sidecar set passes through
+			// (inbound, with this hop added), as on the HTTP/1.1 path.
+			for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v, ok := pr.In.Header[k]; ok {
+					out.Header[k] = v
+				}
+			}
 			if inbound {
 				ip := ci.src.String()
 				if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {

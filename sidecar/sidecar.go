@@ -135,6 +135,7 @@ type Sidecar struct {
 	mu        sync.Mutex // guards the listeners below (reconcile vs admin)
 	inbound   *inbound
 	upstreams map[string]*upstreamRunner
+	ingresses map[string]*ingress // by name
 	ready     atomic.Bool
 
 	adminAddr chan string
@@ -565,6 +566,9 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 			errs = append(errs, fmt.Errorf("sidecar: public listener gateway (the previous one stays): %w", err))
 		}
 	}
+	if err := s.setIngresses(cfg.Ingress); err != nil {
+		errs = append(errs, err)
+	}
 	s.updateReadyLocked()
 	return errors.Join(errs...)
 }
@@ -713,6 +717,12 @@ func (s *Sidecar) shutdown() {
 		s.inbound.ln.Close()
 		s.inbound.close()
 		app = s.inbound.cfg.Load().LocalService
+	}
+	for name, ig := range s.ingresses {
+		// Stops accepting at once; in-flight requests finish within the
+		// drain timeout, over upstreams that stay open until then.
+		go ig.close(s.opts.DrainTimeout)
+		delete(s.ingresses, name)
 	}
 	s.mu.Unlock()
 	s.waitForApplication(app)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -117,6 +118,17 @@ func fromFile(f *config.File, log *slog.Logger) (*static, error) {
 			}
 		}
 		s.cfg.Upstreams = append(s.cfg.Upstreams, up)
+	}
+	// Ingress routes name upstreams by their name in the file; the
+	// sidecar knows them by destination.
+	for _, l := range f.Ingress {
+		l.Routes = slices.Clone(l.Routes)
+		for j, r := range l.Routes {
+			if k := slices.IndexFunc(f.Upstreams, func(u config.Upstream) bool { return u.Name == r.Upstream }); k >= 0 {
+				l.Routes[j].Upstream = s.cfg.Upstreams[k].DestinationName
+			}
+		}
+		s.cfg.Ingress = append(s.cfg.Ingress, l)
 	}
 	return s, nil
 }

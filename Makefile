@@ -8,7 +8,7 @@ TOOLS_BIN := $(CURDIR)/.tools/bin
 STATICCHECK_VERSION := v0.8.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test check fmt-check vet staticcheck unit tools tools-consul tools-jaeger tools-spire demo bench clean
+.PHONY: all build test check fmt-check vet staticcheck unit tools tools-consul tools-jaeger tools-spire tools-redis demo bench clean
 
 all: build
 
@@ -28,6 +28,10 @@ tools-jaeger:
 tools-spire:
 	tools/build.sh spire
 
+## tools-redis: install Debian's redis-server when missing (global rate-limit tests)
+tools-redis:
+	tools/redis.sh
+
 $(TOOLS_BIN)/staticcheck:
 	GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
@@ -44,8 +48,8 @@ staticcheck: $(TOOLS_BIN)/staticcheck
 check: fmt-check vet staticcheck
 
 ## test: everything CI runs; integration tests start real Consul agents, Jaeger and SPIRE
-test: check tools-consul tools-jaeger tools-spire
-	OUTRIDER_TOOLS_BIN=$(TOOLS_BIN) $(GO) test -race -count=1 -timeout 20m ./...
+test: check tools-consul tools-jaeger tools-spire tools-redis
+	OUTRIDER_TOOLS_BIN=$(TOOLS_BIN) OUTRIDER_REQUIRE_REDIS=1 $(GO) test -race -count=1 -timeout 20m ./...
 
 ## demo: a local mesh with a dev Consul agent, Jaeger, three services and their Outrider sidecars
 demo: build tools-consul tools-jaeger

@@ -21,6 +21,12 @@
 #                   outrider-l7-route10  outrider-l7 with a 10-route service-router on web: the outbound
 #                                        sidecar tries every route, the last (a catch-all adding a header,
 #                                        with a retry policy and a timeout) matches
+#                   outrider-l7-gateway  outrider-l7 with a gateway (Proxy.Config.gateway) on web's sidecar
+#                                        whose one route matches nothing: the cost of the net/http path
+#                                        a gateway listener serves on
+#                   outrider-l7-cachehit outrider-l7 with a response cache on web's sidecar; wrk asks for
+#                                        /cacheable (public, max-age=3600), so every request but the
+#                                        first is a hit served by web's sidecar without the backend
 #                   outrider-l7-policy20 outrider-l7 with a 20-rule local policy (-policy) on the
 #                                        inbound sidecar: every rule is evaluated, the last allows
 #                   outrider-l7-trace1, outrider-l7-trace100
@@ -82,7 +88,7 @@ for p in "${PAIR_LIST[@]}"; do
 	case $p in
 	direct | builtin | outrider | nginx) ;;
 	outrider-gomaxprocs[0-9]*) [[ ${p#outrider-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
-	outrider-goroutines | outrider-l7 | outrider-l7-policy20 | outrider-l7-route10) ;;
+	outrider-goroutines | outrider-l7 | outrider-l7-policy20 | outrider-l7-route10 | outrider-l7-gateway | outrider-l7-cachehit) ;;
 	outrider-l7-trace1 | outrider-l7-trace100)
 		case $COLLECTOR in
 		sink) ;;
@@ -91,7 +97,7 @@ for p in "${PAIR_LIST[@]}"; do
 		esac ;;
 	outrider-l7-gomaxprocs[0-9]*) [[ ${p#outrider-l7-gomaxprocs} =~ ^[1-9][0-9]*$ ]] || die "bad pair $p" ;;
 	haproxy) [[ -n $HAPROXY_BIN ]] || die "pair haproxy: haproxy is not installed" ;;
-	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines outrider-l7 outrider-l7-gomaxprocsN outrider-l7-policy20 outrider-l7-route10 outrider-l7-trace1 outrider-l7-trace100 nginx haproxy)" ;;
+	*) die "unknown pair '$p' (known: direct builtin outrider outrider-gomaxprocsN outrider-goroutines outrider-l7 outrider-l7-gomaxprocsN outrider-l7-policy20 outrider-l7-route10 outrider-l7-gateway outrider-l7-cachehit outrider-l7-trace1 outrider-l7-trace100 nginx haproxy)" ;;
 	esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
@@ -174,6 +180,7 @@ http {
     server {
         listen 127.0.0.1:$BACKEND_PORT backlog=4096;
         location / { default_type text/plain; return 200 "hello from backend\n"; }
+        location = /cacheable { default_type text/plain; add_header Cache-Control "public, max-age=3600"; return 200 "hello from backend\n"; }
     }
 }
 EOF
@@ -211,10 +218,15 @@ register() { # register NAME WEB_SIDECAR_PORT CLIENT_SIDECAR_PORT UPSTREAM_PORT 
 	if [[ $name == outrider-l7-route10 ]]; then
 		write_router10 "web-$name"
 	fi
+	local webcfg='{}'
+	case $name in
+	outrider-l7-gateway) webcfg='{"gateway": {"routes": [{"name": "none", "match": {"path_prefix": "/nomatch/"}}]}}' ;;
+	outrider-l7-cachehit) webcfg='{"gateway": {"cache_size": "16MiB", "routes": [{"name": "all", "cache": {"enabled": true}}]}}' ;;
+	esac
 	curl -fsS -X PUT "http://$CONSUL_ADDR/v1/agent/service/register" -d @- <<EOF
 {"ID": "web-$name", "Name": "web-$name", "Address": "127.0.0.1", "Port": $BACKEND_PORT,
  "Connect": {"SidecarService": {"Address": "127.0.0.1", "Port": $wsp,
-   "Checks": [{"TCP": "127.0.0.1:$wsp", "Interval": "1s"}]}}}
+   "Checks": [{"TCP": "127.0.0.1:$wsp", "Interval": "1s"}], "Proxy": {"Config": $webcfg}}}}
 EOF
 	curl -fsS -X PUT "http://$CONSUL_ADDR/v1/agent/service/register" -d @- <<EOF
 {"ID": "client-$name", "Name": "client-$name", "Address": "127.0.0.1", "Port": $cap,
@@ -308,6 +320,7 @@ setup_consul_pair() { # setup_consul_pair NAME KIND(builtin|outrider) [ENV...]
 	done
 	SIDECAR_PIDS[$name]="${pids[*]}"
 	URL[$name]="http://127.0.0.1:$up/"
+	[[ $name == outrider-l7-cachehit ]] && URL[$name]="http://127.0.0.1:$up/cacheable"
 	if [[ $kind == outrider ]]; then
 		local a
 		for a in "$wadm" "$cadm"; do

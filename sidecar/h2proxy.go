@@ -40,13 +40,15 @@ import (
 type h2Server struct {
 	srv *http.Server
 	ln  *connListener
+	// abuse is told when the HTTP/2 guard closes a connection.
+	abuse func(reason string, remote net.Addr)
 }
 
 // newH2Server starts a server for h whose connections come from serveConn.
 // Its HTTP/2 accepts prior-knowledge connections (h2c from applications,
 // and h2 over the sidecar's TLS, which the server sees as plaintext because
 // the handshake is done before hand-over).
-func newH2Server(h http.Handler, maxHeaderBytes int, log *slog.Logger) *h2Server {
+func newH2Server(h http.Handler, maxHeaderBytes int, log *slog.Logger, abuse func(reason string, remote net.Addr)) *h2Server {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
@@ -66,7 +68,8 @@ func newH2Server(h http.Handler, maxHeaderBytes int, log *slog.Logger) *h2Server
 				return ctx
 			},
 		},
-		ln: newConnListener(),
+		ln:    newConnListener(),
+		abuse: abuse,
 	}
 	go s.srv.Serve(s.ln)
 	return s
@@ -93,7 +96,10 @@ func connInfoFrom(ctx context.Context) connInfo {
 // serveConn hands c to the server and blocks until the server closed it,
 // so the caller's connection accounting stays right.
 func (s *h2Server) serveConn(c net.Conn, info connInfo) {
-	hc := &handedConn{Conn: c, info: info, closed: make(chan struct{})}
+	// Every connection is guarded: HTTP/2 ones are watched for abuse,
+	// HTTP/1.1 ones pass through untouched.
+	g := newGuardedConn(c, func(reason string) { s.abuse(reason, c.RemoteAddr()) })
+	hc := &handedConn{Conn: g, info: info, closed: make(chan struct{})}
 	if !s.ln.push(hc) {
 		return
 	}

@@ -85,7 +85,7 @@ func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 		}
 	}
 	in.appH1, in.appH2C = transport(false), transport(true)
-	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log, in.tel, in.route, &in.gw), cfg.MaxHeaderBytes, in.log)
+	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log, in.tel, in.route, &in.gw), cfg.MaxHeaderBytes, in.log, abuseReporter(in.tel, in.log, "public"))
 	return in
 }
 

@@ -162,7 +162,7 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 			return c, nil
 		},
 	}
-	o.h2Server = newH2Server(reverseProxy(&meshTransport{o: o}, u.DestinationName, false, o.stat, o.log, o.tel, o.route, nil), u.MaxHeaderBytes, o.log)
+	o.h2Server = newH2Server(reverseProxy(&meshTransport{o: o}, u.DestinationName, false, o.stat, o.log, o.tel, o.route, nil), u.MaxHeaderBytes, o.log, abuseReporter(o.tel, o.log, u.DestinationName))
 	return o
 }
 

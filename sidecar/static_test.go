@@ -33,6 +33,7 @@ type staticPair struct {
 	clientID  *mtlstest.Source
 	upstream  string // the client's listener for web
 	webPublic string
+	app       *httpApp
 }
 
 func startStaticPair(t *testing.T) *staticPair {
@@ -41,6 +42,7 @@ func startStaticPair(t *testing.T) *staticPair {
 	ports := consultest.FreePorts(t, 2)
 	p := &staticPair{ca: ca, webPublic: fmt.Sprintf("127.0.0.1:%d", ports[0]), upstream: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 	app := startHTTPApp(t, "web-1")
+	p.app = app
 	td := ca.TrustDomain()
 	rules, err := policy.CompileRules([]policy.Rule{
 		{Allow: false, TrustDomain: td, PathPrefix: "/ns/test"},

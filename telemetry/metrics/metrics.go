@@ -80,6 +80,8 @@ type Metrics struct {
 	healthChecks *prometheus.CounterVec
 	healthSet    boundedSet
 
+	h2Abuse *prometheus.CounterVec
+
 	scrape *scrapeCollector
 	info   *prometheus.GaugeVec // outrider_sidecar_info
 }
@@ -138,6 +140,9 @@ func New(service string) *Metrics {
 		"Active health check probes of upstream endpoints, by result (success, failure, error, timeout).", "upstream", "result")
 	m.healthSet = boundedSet{max: MaxUpstreams, overflow: OverflowUpstream}
 
+	m.h2Abuse = f.counterVec("outrider_http2_abuse_closed_connections_total",
+		"HTTP/2 client connections closed for protocol abuse, by reason (rapid_reset, ping_flood, settings_flood, empty_data_flood, priority_flood, window_update_flood, continuation_flood).", "reason")
+
 	m.info = f.gaugeVec("outrider_sidecar_info", "Always 1; labelled with the proxied service.", "service")
 	m.info.WithLabelValues(labelValue(service)).Set(1)
 
@@ -175,6 +180,10 @@ func (m *Metrics) SetService(service string) {
 // Registry returns the sidecar's registry, for tests and for registering
 // further collectors.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// HTTP2Abuse counts a client connection closed for HTTP/2 abuse; reason
+// is one of the sidecar's fixed reasons.
+func (m *Metrics) HTTP2Abuse(reason string) { m.h2Abuse.WithLabelValues(reason).Inc() }
 
 // HandshakeFailure counts a failed TLS handshake. reason should be one of
 // the Reason* constants (ClassifyHandshakeError returns one); anything else

@@ -51,7 +51,7 @@ func TestH2RapidResetClosesConnection(t *testing.T) {
 	sent := 0
 	for i := range streams {
 		id := uint32(2*i + 1)
-		w.Write(rawFrame(0x1, 0x4|0x1, id, getHeaderBlock))  // HEADERS, END_HEADERS|END_STREAM
+		w.Write(rawFrame(0x1, 0x4|0x1, id, getHeaderBlock)) // HEADERS, END_HEADERS|END_STREAM
 		w.Write(rawFrame(0x3, 0, id, []byte{0, 0, 0, 0x8})) // RST_STREAM CANCEL
 		if err := w.Flush(); err != nil {
 			break // the sidecar closed the connection
@@ -107,4 +107,3 @@ func TestH2PingFloodClosesConnection(t *testing.T) {
 		t.Errorf("ping_flood closes counted: %v, want 1", got)
 	}
 }
-

@@ -49,6 +49,12 @@ type h2Server struct {
 // and h2 over the sidecar's TLS, which the server sees as plaintext because
 // the handshake is done before hand-over).
 func newH2Server(h http.Handler, maxHeaderBytes int, log *slog.Logger, abuse func(reason string, remote net.Addr)) *h2Server {
+	return newH2ServerTimeouts(h, maxHeaderBytes, 30*time.Second, clientIdleTimeout, log, abuse)
+}
+
+// newH2ServerTimeouts is newH2Server with the server's head and idle
+// timeouts (an ingress listener configures them).
+func newH2ServerTimeouts(h http.Handler, maxHeaderBytes int, readHeader, idle time.Duration, log *slog.Logger, abuse func(reason string, remote net.Addr)) *h2Server {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
@@ -57,8 +63,8 @@ func newH2Server(h http.Handler, maxHeaderBytes int, log *slog.Logger, abuse fun
 			Handler:           h,
 			Protocols:         &protos,
 			MaxHeaderBytes:    maxHeaderBytes,
-			ReadHeaderTimeout: 30 * time.Second,
-			IdleTimeout:       clientIdleTimeout,
+			ReadHeaderTimeout: readHeader,
+			IdleTimeout:       idle,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 			HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 1000},
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {

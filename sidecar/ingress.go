@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/gateway/clientip"
 	"github.com/outrider-mesh/outrider/gateway/reqinfo"
+	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
 
 // ingress is one ingress listener: HTTP(S) from clients outside the mesh,
@@ -28,7 +30,8 @@ import (
 type ingress struct {
 	cfg gateway.Ingress
 	ln  net.Listener
-	srv *http.Server
+	tls *tls.Config // nil: plain HTTP
+	srv *h2Server
 	gw  gatewaySlot
 	// trust is the gateway's trusted proxies: their X-Forwarded-For is
 	// kept and extended, anyone else's replaced.
@@ -101,29 +104,39 @@ func (s *Sidecar) startIngress(cfg gateway.Ingress, tlsCfg *tls.Config, closers 
 		ln.Close()
 		return nil, err
 	}
-	ig.srv = &http.Server{
-		Handler:           ig.handler(s),
-		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(ig.log.Handler(), slog.LevelDebug),
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 250},
-	}
+	ig.tls = tlsCfg
+	ig.srv = newH2ServerTimeouts(ig.handler(s), cfg.MaxHeaderBytes, cfg.ReadHeaderTimeout, cfg.IdleTimeout, ig.log,
+		abuseReporter(s.tel, ig.log, cfg.Name))
 	go func() {
 		defer close(ig.done)
-		var err error
-		if tlsCfg != nil {
-			err = ig.srv.ServeTLS(ln, "", "")
-		} else {
-			err = ig.srv.Serve(ln)
-		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			ig.log.Error("ingress listener failed", "error", err)
-		}
+		serve(ln, s.conns, ig.log, func(c net.Conn) { ig.handle(c, s) })
 	}()
 	ig.log.Info("ingress listener up", "address", ln.Addr().String(), "tls", tlsCfg != nil, "routes", len(cfg.Routes))
 	return ig, nil
+}
+
+// handle serves one client connection: the TLS handshake (bounded by
+// ReadHeaderTimeout, before anything else is read), then HTTP/1.1 or
+// HTTP/2 (by ALPN, or the preface on plain HTTP) on the HTTP server, with
+// the HTTP/2 guard watching.
+func (ig *ingress) handle(c net.Conn, s *Sidecar) {
+	conn := c
+	if ig.tls != nil {
+		tc := tls.Server(c, ig.tls)
+		ctx, cancel := context.WithTimeout(context.Background(), ig.cfg.ReadHeaderTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.stat.handshakeFailures.Add(1)
+				s.tel.metrics.HandshakeFailure(metrics.ClassifyHandshakeError(err))
+				ig.log.Debug("ingress TLS handshake failed", "remote", c.RemoteAddr().String(), "reason", err)
+			}
+			return
+		}
+		conn = tc
+	}
+	ig.srv.serveConn(conn, connInfo{src: remoteIP(c)})
 }
 
 // handler is the listener's request path: the path normalized (a
@@ -158,7 +171,7 @@ func (ig *ingress) handler(s *Sidecar) http.Handler {
 			r.Header.Set("X-Forwarded-For", ip)
 		}
 		proto := "http"
-		if r.TLS != nil {
+		if ig.tls != nil {
 			proto = "https"
 		}
 		r.Header.Set("X-Forwarded-Proto", proto)
@@ -184,10 +197,12 @@ func (ig *ingress) handler(s *Sidecar) http.Handler {
 // close stops the listener and lets in-flight requests finish within
 // timeout.
 func (ig *ingress) close(timeout time.Duration) {
+	ig.ln.Close()
+	<-ig.done
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	ig.srv.Shutdown(ctx)
-	<-ig.done
+	ig.srv.ln.Close()
+	ig.srv.srv.Shutdown(ctx)
 	if g := ig.gw.cur.Swap(nil); g != nil {
 		g.Close()
 	}

@@ -718,14 +718,17 @@ func (s *Sidecar) shutdown() {
 		s.inbound.close()
 		app = s.inbound.cfg.Load().LocalService
 	}
+	// Ingress listeners stop accepting at once; their in-flight requests
+	// finish (within the drain timeout) before the upstreams they use
+	// close.
+	var ingresses sync.WaitGroup
 	for name, ig := range s.ingresses {
-		// Stops accepting at once; in-flight requests finish within the
-		// drain timeout, over upstreams that stay open until then.
-		go ig.close(s.opts.DrainTimeout)
+		ingresses.Go(func() { ig.close(s.opts.DrainTimeout) })
 		delete(s.ingresses, name)
 	}
 	s.mu.Unlock()
 	s.waitForApplication(app)
+	ingresses.Wait()
 	s.mu.Lock()
 	for key, r := range s.upstreams {
 		r.stop()

@@ -44,19 +44,11 @@ type ingress struct {
 }
 
 // upstreamHandler returns the request handler of the upstream named
-// name, looked up when each request arrives, so that an upstream replaced
-// by a configuration change is found.
+// name, looked up (lock-free) when each request arrives, so that an
+// upstream replaced by a configuration change is found.
 func (s *Sidecar) upstreamHandler(name string) (http.Handler, bool) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		var out *outbound
-		for _, u := range s.upstreams {
-			if u.out.name() == name {
-				out = u.out
-				break
-			}
-		}
-		s.mu.Unlock()
+		out := (*s.outbounds.Load())[name]
 		if out == nil {
 			w.Header().Set(headerError, errNoHealthyUpstream)
 			http.Error(w, "upstream "+name+" is not configured", http.StatusServiceUnavailable)
@@ -65,6 +57,16 @@ func (s *Sidecar) upstreamHandler(name string) (http.Handler, bool) {
 		out.h2Server.srv.Handler.ServeHTTP(w, r)
 	})
 	return h, s.hasUpstream(name)
+}
+
+// publishOutbounds records the running upstreams by destination name,
+// for request-time lookups. The caller holds s.mu.
+func (s *Sidecar) publishOutbounds() {
+	m := make(map[string]*outbound, len(s.upstreams))
+	for _, r := range s.upstreams {
+		m[r.out.name()] = r.out
+	}
+	s.outbounds.Store(&m)
 }
 
 // hasUpstream reports whether the current configuration has an upstream
@@ -194,14 +196,17 @@ func (ig *ingress) handler(s *Sidecar) http.Handler {
 	})
 }
 
-// close stops the listener and lets in-flight requests finish within
-// timeout.
-func (ig *ingress) close(timeout time.Duration) {
+// stop stops accepting; drain then lets in-flight requests finish
+// within timeout and releases the rest. stop must come first.
+func (ig *ingress) stop() {
 	ig.ln.Close()
 	<-ig.done
+	ig.srv.ln.Close()
+}
+
+func (ig *ingress) drain(timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	ig.srv.ln.Close()
 	ig.srv.srv.Shutdown(ctx)
 	if g := ig.gw.cur.Swap(nil); g != nil {
 		g.Close()
@@ -221,7 +226,10 @@ func (s *Sidecar) setIngresses(cfg gateway.Ingresses) error {
 	}
 	for name, ig := range s.ingresses {
 		if w, ok := want[name]; !ok || !reflect.DeepEqual(w, ig.cfg) {
-			ig.close(s.opts.DrainTimeout)
+			// The port is free again at once; the old listener's
+			// requests finish in the background.
+			ig.stop()
+			go ig.drain(s.opts.DrainTimeout)
 			delete(s.ingresses, name)
 		}
 	}

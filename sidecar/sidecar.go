@@ -136,6 +136,9 @@ type Sidecar struct {
 	inbound   *inbound
 	upstreams map[string]*upstreamRunner
 	ingresses map[string]*ingress // by name
+	// outbounds is the running upstreams by destination name, for
+	// request-time lookups (ingress routes, aggregation).
+	outbounds atomic.Pointer[map[string]*outbound]
 	ready     atomic.Bool
 
 	adminAddr chan string
@@ -212,6 +215,7 @@ func New(client *api.Client, opts Options) (*Sidecar, error) {
 		metrics:   m,
 		tel:       newTelemetry(m, opts.AccessLog),
 	}
+	s.outbounds.Store(&map[string]*outbound{})
 	s.registerGauges()
 	return s, nil
 }
@@ -561,6 +565,7 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 		}
 		s.upstreams[key] = r
 	}
+	s.publishOutbounds()
 	if s.inbound != nil {
 		if err := s.setGateway(&s.inbound.gw, cfg.Public.Gateway, "public"); err != nil {
 			errs = append(errs, fmt.Errorf("sidecar: public listener gateway (the previous one stays): %w", err))
@@ -723,7 +728,8 @@ func (s *Sidecar) shutdown() {
 	// close.
 	var ingresses sync.WaitGroup
 	for name, ig := range s.ingresses {
-		ingresses.Go(func() { ig.close(s.opts.DrainTimeout) })
+		ig.stop()
+		ingresses.Go(func() { ig.drain(s.opts.DrainTimeout) })
 		delete(s.ingresses, name)
 	}
 	s.mu.Unlock()

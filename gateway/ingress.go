@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outrider-mesh/outrider/gateway/certs"
 	"github.com/outrider-mesh/outrider/internal/confval"
 )
 
@@ -21,6 +22,10 @@ type Ingress struct {
 	Name string `yaml:"name"`
 	// Bind is host:port of the listener, e.g. 0.0.0.0:8443. Required.
 	Bind string `yaml:"bind"`
+	// TLS terminates TLS with these certificates (SNI selection, hot
+	// reload; see gateway/certs). Unset: plain HTTP, for a listener behind
+	// a load balancer that terminates TLS itself.
+	TLS *certs.Config `yaml:"tls"`
 	// Routes send requests to upstreams by host and path, first match
 	// wins; a request none matches gets 404. At least one.
 	Routes []IngressRoute `yaml:"routes"`
@@ -110,6 +115,16 @@ func (l Ingress) Validate() error {
 	}
 	if err := l.Gateway.Validate(); err != nil {
 		errs = append(errs, confval.Prefix("gateway", err))
+	}
+	if l.TLS != nil {
+		if err := l.TLS.Validate(); err != nil {
+			errs = append(errs, confval.Prefix("tls", err))
+		}
+		if r := l.TLS.RedirectHTTP; r != "" {
+			if _, _, err := net.SplitHostPort(r); err != nil {
+				errs = append(errs, confval.Errorf("tls.redirect_http", "want host:port, got %q", r))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -1,9 +1,20 @@
 package sidecar_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +125,96 @@ func TestMeshIngressPlain(t *testing.T) {
 	req.Host = "other.example.com"
 	if resp, body := do(t, c, req); resp.StatusCode != 404 {
 		t.Fatalf("unrouted host: %d %s", resp.StatusCode, body)
+	}
+}
+
+// writeServerCert issues a self-signed ECDSA certificate for names into
+// dir and returns the pool that trusts it and the file paths.
+func writeServerCert(t *testing.T, dir string, names ...string) (*x509.CertPool, string, string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, names[0]+".crt"), filepath.Join(dir, names[0]+".key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return pool, certFile, keyFile
+}
+
+// TestMeshIngressTLS terminates TLS for outside clients on an ingress
+// listener (certificate by SNI, HTTP/2 by ALPN, HSTS, an HTTP redirect
+// listener) in front of a mesh upstream.
+func TestMeshIngressTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	poolA, certA, keyA := writeServerCert(t, dir, "a.example.com")
+	poolB, certB, keyB := writeServerCert(t, dir, "b.example.com")
+	redirect := addr(consultest.FreePorts(t, 1)[0])
+	m := startGatewayMesh(t, nil, func(bind string) map[string]any {
+		return map[string]any{"ingress": []any{map[string]any{
+			"bind": bind,
+			"tls": map[string]any{
+				"certificates":  []any{map[string]any{"cert_file": certA, "key_file": keyA}, map[string]any{"cert_file": certB, "key_file": keyB}},
+				"hsts":          map[string]any{"max_age": "24h"},
+				"redirect_http": redirect,
+			},
+			"routes": []any{map[string]any{"upstream": "web"}},
+		}}}
+	})
+	for _, c := range []struct {
+		sni  string
+		pool *x509.CertPool
+	}{{"a.example.com", poolA}, {"b.example.com", poolB}} {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.pool, ServerName: c.sni}, ForceAttemptHTTP2: true}
+		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		var resp *http.Response
+		var body string
+		eventually(t, 10*time.Second, func() error {
+			req, _ := http.NewRequest("GET", "https://"+m.ingress+"/echo", nil)
+			req.Host = c.sni
+			r, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			defer r.Body.Close()
+			b, _ := io.ReadAll(r.Body)
+			if r.StatusCode != 200 {
+				return fmt.Errorf("%d %s", r.StatusCode, b)
+			}
+			resp, body = r, string(b)
+			return nil
+		})
+		tr.CloseIdleConnections()
+		if resp.Proto != "HTTP/2.0" {
+			t.Errorf("%s: %s, want HTTP/2.0 by ALPN", c.sni, resp.Proto)
+		}
+		if got := resp.Header.Get("Strict-Transport-Security"); got != "max-age=86400" {
+			t.Errorf("%s: HSTS %q", c.sni, got)
+		}
+		if !strings.Contains(body, `"X-Forwarded-Proto":["https"]`) {
+			t.Errorf("%s: the app saw %s", c.sni, body)
+		}
+	}
+	// A TLS 1.1 client is refused.
+	if _, err := tls.Dial("tcp", m.ingress, &tls.Config{RootCAs: poolA, ServerName: "a.example.com", MaxVersion: tls.VersionTLS11}); err == nil {
+		t.Error("a TLS 1.1 client was served")
+	}
+	// The redirect listener.
+	noFollow := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("GET", "http://"+redirect+"/echo?q=1", nil)
+	req.Host = "a.example.com"
+	resp, _ := do(t, noFollow, req)
+	_, port, _ := net.SplitHostPort(m.ingress)
+	if want := "https://a.example.com:" + port + "/echo?q=1"; resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
+		t.Errorf("redirect: %d %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
 	}
 }

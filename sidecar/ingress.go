@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/outrider-mesh/outrider/gateway"
+	"github.com/outrider-mesh/outrider/gateway/certs"
 	"github.com/outrider-mesh/outrider/gateway/clientip"
 	"github.com/outrider-mesh/outrider/gateway/reqinfo"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
@@ -31,8 +33,10 @@ type ingress struct {
 	cfg gateway.Ingress
 	ln  net.Listener
 	tls *tls.Config // nil: plain HTTP
-	srv *h2Server
-	gw  gatewaySlot
+	// hsts is the Strict-Transport-Security value ("" for none).
+	hsts string
+	srv  *h2Server
+	gw   gatewaySlot
 	// trust is the gateway's trusted proxies: their X-Forwarded-For is
 	// kept and extended, anyone else's replaced.
 	trust clientip.Resolver
@@ -87,7 +91,7 @@ func (s *Sidecar) hasUpstream(name string) bool {
 // startIngress listens on cfg.Bind and serves it; tlsCfg nil serves plain
 // HTTP (a listener behind a load balancer that terminates TLS). The
 // caller holds s.mu.
-func (s *Sidecar) startIngress(cfg gateway.Ingress, tlsCfg *tls.Config, closers []func()) (*ingress, error) {
+func (s *Sidecar) startIngress(cfg gateway.Ingress, tlsCfg *tls.Config, hsts string, closers []func()) (*ingress, error) {
 	router, err := gateway.NewRouter(cfg.Routes, s.upstreamHandler)
 	if err != nil {
 		return nil, err
@@ -96,8 +100,8 @@ func (s *Sidecar) startIngress(cfg gateway.Ingress, tlsCfg *tls.Config, closers 
 	if err != nil {
 		return nil, err
 	}
-	ig := &ingress{cfg: cfg, ln: ln, log: s.log.With("ingress", cfg.Name), done: make(chan struct{}), closers: closers}
-	ig.gw.inner = router
+	ig := &ingress{cfg: cfg, ln: ln, tls: tlsCfg, hsts: hsts, log: s.log.With("ingress", cfg.Name), done: make(chan struct{}), closers: closers}
+	ig.gw.inner = ig.forwarded(router)
 	if ig.trust, err = clientip.New(cfg.Gateway.TrustedProxies); err != nil {
 		ln.Close()
 		return nil, err
@@ -106,7 +110,6 @@ func (s *Sidecar) startIngress(cfg gateway.Ingress, tlsCfg *tls.Config, closers 
 		ln.Close()
 		return nil, err
 	}
-	ig.tls = tlsCfg
 	ig.srv = newH2ServerTimeouts(ig.handler(s), cfg.MaxHeaderBytes, cfg.ReadHeaderTimeout, cfg.IdleTimeout, ig.log,
 		abuseReporter(s.tel, ig.log, cfg.Name))
 	go func() {
@@ -115,6 +118,29 @@ func (s *Sidecar) startIngress(cfg gateway.Ingress, tlsCfg *tls.Config, closers 
 	}()
 	ig.log.Info("ingress listener up", "address", ln.Addr().String(), "tls", tlsCfg != nil, "routes", len(cfg.Routes))
 	return ig, nil
+}
+
+// forwarded sets X-Forwarded-For and X-Forwarded-Proto on requests the
+// gateway passed, for the upstream: a client that is not a trusted proxy
+// has its own X-Forwarded-For replaced by the address the ingress saw.
+// (The gateway sees the client's headers as sent: its cache treats
+// X-Forwarded-* as unkeyed input, its limits resolve the client itself.)
+func (ig *ingress) forwarded(next http.Handler) http.Handler {
+	proto := "http"
+	if ig.tls != nil {
+		proto = "https"
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		remote := reqinfo.From(r.Context()).Remote
+		ip := remote.String()
+		if prior := r.Header.Values("X-Forwarded-For"); len(prior) > 0 && ig.trust.Trusted(remote) {
+			r.Header.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
+		} else {
+			r.Header.Set("X-Forwarded-For", ip)
+		}
+		r.Header.Set("X-Forwarded-Proto", proto)
+		next.ServeHTTP(w, r)
+	})
 }
 
 // handle serves one client connection: the TLS handshake (bounded by
@@ -165,18 +191,6 @@ func (ig *ingress) handler(s *Sidecar) http.Handler {
 			remote = ap.Addr().Unmap()
 		}
 		ip := remote.String()
-		if prior := r.Header.Values("X-Forwarded-For"); len(prior) > 0 && ig.trust.Trusted(remote) {
-			r.Header.Set("X-Forwarded-For", joinComma(prior)+", "+ip)
-		} else {
-			// An untrusted client's own X-Forwarded-For is dropped: the
-			// upstream sees the address the ingress saw.
-			r.Header.Set("X-Forwarded-For", ip)
-		}
-		proto := "http"
-		if ig.tls != nil {
-			proto = "https"
-		}
-		r.Header.Set("X-Forwarded-Proto", proto)
 		ctx := r.Context()
 		sw := &statusWriter{ResponseWriter: w}
 		if tel.tracer != nil {
@@ -186,6 +200,9 @@ func (ig *ingress) handler(s *Sidecar) http.Handler {
 				return append(serverAttrs(r.Method, r.URL.Path, r.Host, ip, ""), attribute.String("outrider.ingress", ig.cfg.Name))
 			})
 			defer func() { endSpan(span, sw.status, "", nil) }()
+		}
+		if ig.hsts != "" {
+			sw.Header().Set("Strict-Transport-Security", ig.hsts)
 		}
 		ctx = reqinfo.With(ctx, &reqinfo.Info{Remote: remote})
 		if g := ig.gw.cur.Load(); g != nil {
@@ -238,10 +255,10 @@ func (s *Sidecar) setIngresses(cfg gateway.Ingresses) error {
 		if _, ok := s.ingresses[name]; ok {
 			continue
 		}
-		tlsCfg, closers, err := s.ingressTLS(l)
+		tlsCfg, hsts, closers, err := s.ingressTLS(l)
 		if err == nil {
 			var ig *ingress
-			if ig, err = s.startIngress(l, tlsCfg, closers); err == nil {
+			if ig, err = s.startIngress(l, tlsCfg, hsts, closers); err == nil {
 				if s.ingresses == nil {
 					s.ingresses = map[string]*ingress{}
 				}
@@ -257,16 +274,39 @@ func (s *Sidecar) setIngresses(cfg gateway.Ingresses) error {
 	return errors.Join(errs...)
 }
 
-func joinComma(vs []string) string {
-	out := vs[0]
-	for _, v := range vs[1:] {
-		out += ", " + v
+// ingressTLS builds the listener's TLS configuration (nil: plain HTTP),
+// starts its certificate watch and its HTTP-to-HTTPS redirect listener;
+// closers stop them.
+func (s *Sidecar) ingressTLS(l gateway.Ingress) (*tls.Config, string, []func(), error) {
+	if l.TLS == nil {
+		return nil, "", nil, nil
 	}
-	return out
-}
-
-// ingressTLS builds the listener's TLS configuration; nil serves plain
-// HTTP.
-func (s *Sidecar) ingressTLS(l gateway.Ingress) (*tls.Config, []func(), error) {
-	return nil, nil, nil
+	log := s.log.With("ingress", l.Name)
+	store, err := certs.New(*l.TLS, certs.WithLogger(log))
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("tls.%w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		if err := store.Watch(ctx); err != nil {
+			log.Error("ingress certificates are not watched; changes need a restart", "error", err)
+		}
+	}()
+	closers := []func(){func() { cancel(); <-watched }}
+	if r := l.TLS.RedirectHTTP; r != "" {
+		_, port, _ := net.SplitHostPort(l.Bind)
+		ln, err := net.Listen("tcp", r)
+		if err != nil {
+			closers[0]()
+			return nil, "", nil, fmt.Errorf("tls.redirect_http: %w", err)
+		}
+		srv := &http.Server{Handler: certs.RedirectHandler(port), ReadHeaderTimeout: l.ReadHeaderTimeout, IdleTimeout: l.IdleTimeout,
+			MaxHeaderBytes: l.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		go srv.Serve(ln)
+		closers = append(closers, func() { srv.Close() })
+		log.Info("ingress HTTP redirect listener up", "address", ln.Addr().String())
+	}
+	return store.TLSConfig(), store.HSTSValue(), closers, nil
 }

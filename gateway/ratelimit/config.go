@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"errors"
+	"math"
 	"net/textproto"
 	"strconv"
 	"strings"
@@ -149,6 +150,9 @@ func (l Limit) validate() error {
 		if l.Period/time.Duration(l.Requests) < min {
 			bad("requests", "%d per %s is more than one request per %s, the finest rate counted", l.Requests, l.Period, min)
 		}
+	}
+	if l.Requests >= 1 && l.Period > 0 && l.Burst > 0 && int64(l.Period)/int64(l.Requests) > math.MaxInt64/4/int64(l.Burst) {
+		bad("burst", "%d bursts of %s each is longer than the buckets can count (about 70 years)", l.Burst, l.Period/time.Duration(l.Requests))
 	}
 	if l.Burst < 0 {
 		bad("burst", "must not be negative, got %d", l.Burst)

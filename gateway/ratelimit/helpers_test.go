@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -13,21 +14,31 @@ import (
 	"time"
 
 	"github.com/outrider-mesh/outrider/gateway/reqinfo"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// go-redis logs every failed dial through a process-wide logger; the
+	// package's own warning is the rate-limited one.
+	redis.SetLogger(discardRedisLog{})
+	goleak.VerifyTestMain(m)
+}
+
+type discardRedisLog struct{}
+
+func (discardRedisLog) Printf(context.Context, string, ...any) {}
 
 // fakeClock is a settable clock for local limits.
 type fakeClock struct{ ns atomic.Int64 }
 
 var clockBase = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func (c *fakeClock) now() time.Time            { return clockBase.Add(time.Duration(c.ns.Load())) }
-func (c *fakeClock) advance(d time.Duration)   { c.ns.Add(int64(d)) }
-func withFake(c *fakeClock) Option             { return WithClock(c.now) }
-func newClock() *fakeClock                     { return &fakeClock{} }
-func discardLogger() *slog.Logger              { return slog.New(slog.DiscardHandler) }
+func (c *fakeClock) now() time.Time          { return clockBase.Add(time.Duration(c.ns.Load())) }
+func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+func withFake(c *fakeClock) Option           { return WithClock(c.now) }
+func newClock() *fakeClock                   { return &fakeClock{} }
+func discardLogger() *slog.Logger            { return slog.New(slog.DiscardHandler) }
 func mustNew(t testing.TB, cfg Config, opts ...Option) *Limiter {
 	t.Helper()
 	opts = append([]Option{WithLogger(discardLogger())}, opts...)

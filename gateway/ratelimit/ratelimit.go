@@ -27,7 +27,7 @@ type Limiter struct {
 	all           []*limit
 	redis         *Redis
 	resolver      clientip.Resolver
-	clock         func() time.Time
+	clock         func() time.Time // nil: time.Since(epoch), the monotonic clock alone
 	epoch         time.Time
 	log           *slog.Logger
 	m             *routeMetrics
@@ -99,14 +99,17 @@ func New(cfg Config, opts ...Option) (*Limiter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Limiter{clock: time.Now, headers: cfg.Headers}
+	t := &Limiter{headers: cfg.Headers}
 	for _, o := range opts {
 		o(t)
 	}
 	if t.log == nil {
 		t.log = slog.Default()
 	}
-	t.epoch = t.clock()
+	t.epoch = time.Now()
+	if t.clock != nil {
+		t.epoch = t.clock()
+	}
 	var items []string
 	for i, c := range cfg.Limits {
 		l := compile(c, i)
@@ -274,7 +277,7 @@ func (x *tightest) note(l *limit, v verdict) {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := h.t
 	info := reqinfo.From(r.Context())
-	now := int64(t.clock().Sub(t.epoch))
+	now := t.now()
 	var tight tightest
 	for _, l := range t.local {
 		v, f := l.takeLocal(r, info, t.resolver, now)
@@ -307,6 +310,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hd["Ratelimit"] = []string{item(tight.l, 0, tight.v.remaining, tight.v.full)}
 	}
 	h.next.ServeHTTP(w, r)
+}
+
+// now is the clock in nanoseconds since New. Reading the monotonic clock
+// alone (time.Since) costs half as much as time.Now.
+func (t *Limiter) now() int64 {
+	if t.clock == nil {
+		return int64(time.Since(t.epoch))
+	}
+	return int64(t.clock().Sub(t.epoch))
 }
 
 // decideGlobal asks Redis about every global limit at once and applies

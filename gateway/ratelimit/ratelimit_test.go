@@ -174,7 +174,9 @@ func TestSpoofedForwardedFor(t *testing.T) {
 }
 
 func TestJWTClaimKey(t *testing.T) {
-	claims := func(t *testing.T, org string) *jwtauth.Claims { return signedClaims(t, map[string]any{"org": map[string]any{"id": org}}) }
+	claims := func(t *testing.T, org string) *jwtauth.Claims {
+		return signedClaims(t, map[string]any{"org": map[string]any{"id": org}})
+	}
 	lim := mustNew(t, Config{Limits: []Limit{{Requests: 1, Period: time.Hour, Key: Key{JWTClaim: "org.id"}}}}, withFake(newClock()))
 	b := &backend{}
 	h := lim.Wrap(b)

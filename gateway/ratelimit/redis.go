@@ -89,6 +89,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		// A retry would be a second round trip past the timeout; the
 		// failure mode answers instead.
 		MaxRetries:               -1,
+		DialerRetries:            1,
 		DisableIdentity:          true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}

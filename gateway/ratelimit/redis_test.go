@@ -137,8 +137,8 @@ func TestGlobalOneRoundTrip(t *testing.T) {
 	if stats["evalsha"] != n || stats["eval"] != 0 {
 		t.Errorf("server counted evalsha=%d eval=%d for %d decisions (%v)", stats["evalsha"], stats["eval"], n, stats)
 	}
-	// Keys carry TTLs (here: the bucket of "k0" refills within 17 requests
-	// of an hour each... bounded by burst*interval = 30h).
+	// Keys carry TTLs: "k0" took 17 tokens of one hour each, so its key
+	// expires when the bucket is full again, within burst*interval = 30h.
 	ttl, err := admin.PTTL(context.Background(), lim.global[0].redisPrefix+keyHash("k0")).Result()
 	if err != nil || ttl <= 0 || ttl > 30*time.Hour {
 		t.Errorf("PTTL of a bucket: %v %v, want a positive TTL within 30h", ttl, err)

@@ -8,7 +8,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/outrider-mesh/outrider/gateway/clientip"
+	"github.com/outrider-mesh/outrider/gateway/ratelimit"
 	"github.com/outrider-mesh/outrider/gateway/reqinfo"
 	"github.com/outrider-mesh/outrider/internal/confval"
 	"github.com/outrider-mesh/outrider/internal/httpmatch"
@@ -24,6 +27,9 @@ type Config struct {
 	// address, for client_ip rate-limit keys and ip filters. Empty: the
 	// client is the TCP peer and X-Forwarded-For is ignored.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Redis is the server global rate limits share (see
+	// gateway/ratelimit); required by a limit with scope global.
+	Redis *ratelimit.RedisConfig `yaml:"redis"`
 	// Routes are tried in order; the first whose match fits a request
 	// applies its features. A request no route matches is proxied with
 	// none.
@@ -38,6 +44,8 @@ type Route struct {
 	Name string `yaml:"name"`
 	// Match selects requests; empty matches every request.
 	Match Match `yaml:"match"`
+	// RateLimit is the route's token-bucket limits (gateway/ratelimit).
+	RateLimit ratelimit.Config `yaml:"rate_limit"`
 }
 
 // Match selects requests by path (as normalized by the authorization
@@ -71,6 +79,19 @@ func (c Config) Validate() error {
 		}
 		if _, err := r.Match.compile(); err != nil {
 			errs = append(errs, confval.Prefix(at+".match", err))
+		}
+		if err := r.RateLimit.Validate(); err != nil {
+			errs = append(errs, confval.Prefix(at+".rate_limit", err))
+		}
+		for j, l := range r.RateLimit.Limits {
+			if l.Scope == ratelimit.ScopeGlobal && c.Redis == nil {
+				errs = append(errs, confval.Errorf(fmt.Sprintf("%s.rate_limit.limits[%d].scope", at, j), "global needs the gateway's redis section"))
+			}
+		}
+	}
+	if c.Redis != nil {
+		if err := c.Redis.Validate(); err != nil {
+			errs = append(errs, confval.Prefix("redis", err))
 		}
 	}
 	return errors.Join(errs...)
@@ -112,6 +133,7 @@ type Gateway struct {
 	routes []route
 	next   http.Handler
 	log    *slog.Logger
+	redis  *ratelimit.Redis
 }
 
 type route struct {
@@ -124,11 +146,26 @@ type route struct {
 type Option func(*options)
 
 type options struct {
-	log *slog.Logger
+	log     *slog.Logger
+	metrics *Metrics
 }
 
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithMetrics records the features' metrics, labelled by route name.
+func WithMetrics(m *Metrics) Option { return func(o *options) { o.metrics = m } }
+
+// Metrics are the gateway features' collectors, registered once per
+// process.
+type Metrics struct {
+	rateLimit *ratelimit.Metrics
+}
+
+// NewMetrics registers every feature's collectors with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	return &Metrics{rateLimit: ratelimit.NewMetrics(reg)}
+}
 
 // New compiles cfg in front of next, the listener's proxy handler.
 func New(cfg Config, next http.Handler, opts ...Option) (*Gateway, error) {
@@ -140,13 +177,36 @@ func New(cfg Config, next http.Handler, opts ...Option) (*Gateway, error) {
 		opt(&o)
 	}
 	g := &Gateway{next: next, log: o.log}
+	resolver, _ := clientip.New(cfg.TrustedProxies)
+	if cfg.Redis != nil {
+		r, err := ratelimit.NewRedis(*cfg.Redis)
+		if err != nil {
+			return nil, confval.Prefix("redis", err)
+		}
+		g.redis = r
+	}
 	for i, rc := range cfg.Routes {
 		m, _ := rc.Match.compile()
 		name := rc.Name
 		if name == "" {
 			name = fmt.Sprintf("route%d", i)
 		}
-		g.routes = append(g.routes, route{name: name, match: m, handler: next})
+		// Outermost first: limits refuse before anything is fetched.
+		h := next
+		rlOpts := []ratelimit.Option{ratelimit.WithLogger(o.log.With("route", name)), ratelimit.WithClientIP(resolver)}
+		if g.redis != nil {
+			rlOpts = append(rlOpts, ratelimit.WithRedis(g.redis))
+		}
+		if o.metrics != nil {
+			rlOpts = append(rlOpts, ratelimit.WithMetrics(o.metrics.rateLimit, name))
+		}
+		rl, err := ratelimit.New(rc.RateLimit, rlOpts...)
+		if err != nil {
+			g.Close()
+			return nil, confval.Prefix(fmt.Sprintf("routes[%d].rate_limit", i), err)
+		}
+		h = rl.Wrap(h)
+		g.routes = append(g.routes, route{name: name, match: m, handler: h})
 	}
 	return g, nil
 }
@@ -172,4 +232,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Close releases shared state (Redis connections); it is safe to call
 // while requests still run on g, and more than once.
-func (g *Gateway) Close() error { return nil }
+func (g *Gateway) Close() error {
+	if g.redis != nil {
+		return g.redis.Close()
+	}
+	return nil
+}

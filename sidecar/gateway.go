@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"reflect"
 	"sync/atomic"
+	"time"
 
 	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/gateway/reqinfo"
@@ -44,7 +45,7 @@ func (s *Sidecar) setGateway(slot *gatewaySlot, cfg gateway.Config, where string
 	}
 	var next *gateway.Gateway
 	if cfg.Enabled() {
-		g, err := gateway.New(cfg, slot.inner, gateway.WithLogger(s.log.With("gateway", where)))
+		g, err := gateway.New(cfg, slot.inner, gateway.WithLogger(s.log.With("gateway", where)), gateway.WithMetrics(s.gatewayMetrics()))
 		if err != nil {
 			return err
 		}
@@ -53,7 +54,9 @@ func (s *Sidecar) setGateway(slot *gatewaySlot, cfg gateway.Config, where string
 	old := slot.cur.Swap(next)
 	slot.cfg = cfg
 	if old != nil {
-		old.Close()
+		// Requests may still run on the old gateway: its shared state
+		// (Redis connections) goes once they are done.
+		time.AfterFunc(s.opts.DrainTimeout+time.Second, func() { old.Close() })
 	}
 	if next != nil {
 		s.log.Info("gateway configured", "listener", where, "routes", len(cfg.Routes))
@@ -61,4 +64,11 @@ func (s *Sidecar) setGateway(slot *gatewaySlot, cfg gateway.Config, where string
 		s.log.Info("gateway removed", "listener", where)
 	}
 	return nil
+}
+
+// gatewayMetrics is the process's gateway collectors, registered on
+// first use.
+func (s *Sidecar) gatewayMetrics() *gateway.Metrics {
+	s.gwMetricsOnce.Do(func() { s.gwMetrics = gateway.NewMetrics(s.metrics.Registry()) })
+	return s.gwMetrics
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/internal/testutil/redistest"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
 
@@ -30,12 +31,13 @@ import (
 // upstream and Proxy.Config edgeConfig (its ingress listeners). The
 // edge's config may name the ingress port as "{ingress}".
 type gatewayMesh struct {
-	agent   *consultest.Agent
-	app     *httpApp
-	web     *runningSidecar
-	edge    *runningSidecar
-	ingress string // host:port of the edge's first ingress listener
-	up      string // the edge's local listener for web
+	agent     *consultest.Agent
+	app       *httpApp
+	web       *runningSidecar
+	edge      *runningSidecar
+	ingress   string // host:port of the edge's first ingress listener
+	webPublic int    // web's sidecar public port
+	up        string // the edge's local listener for web
 }
 
 func startGatewayMesh(t *testing.T, webConfig map[string]any, edgeConfig func(ingressBind string) map[string]any) *gatewayMesh {
@@ -43,7 +45,7 @@ func startGatewayMesh(t *testing.T, webConfig map[string]any, edgeConfig func(in
 	a := consultest.Start(t)
 	setProtocol(t, a, "web", "http")
 	ports := consultest.FreePorts(t, 5)
-	m := &gatewayMesh{agent: a, app: startHTTPApp(t, "web-1"), ingress: addr(ports[4]), up: addr(ports[2])}
+	m := &gatewayMesh{agent: a, app: startHTTPApp(t, "web-1"), ingress: addr(ports[4]), up: addr(ports[2]), webPublic: ports[0]}
 	if webConfig == nil {
 		webConfig = map[string]any{}
 	}
@@ -216,5 +218,109 @@ func TestMeshIngressTLS(t *testing.T) {
 	_, port, _ := net.SplitHostPort(m.ingress)
 	if want := "https://a.example.com:" + port + "/echo?q=1"; resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
 		t.Errorf("redirect: %d %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+}
+
+// TestMeshGatewayRateLimit: in the sidecar role, web's Proxy.Config
+// gateway limits each peer (by SPIFFE ID) on /echo; other paths and the
+// application are untouched; a bad gateway section is refused with the
+// field named and the last good configuration kept.
+func TestMeshGatewayRateLimit(t *testing.T) {
+	t.Parallel()
+	m := startGatewayMesh(t, map[string]any{"gateway": map[string]any{"routes": []any{map[string]any{
+		"name":  "echo",
+		"match": map[string]any{"path_prefix": "/echo"},
+		"rate_limit": map[string]any{"limits": []any{map[string]any{
+			"name": "per-peer", "requests": 3, "period": "1h", "key": map[string]any{"peer": true},
+		}}},
+	}}}}, nil)
+	c := &http.Client{Timeout: 10 * time.Second}
+	statuses := map[int]int{}
+	var limited *http.Response
+	for range 6 {
+		req, _ := http.NewRequest("GET", "http://"+m.up+"/echo", nil)
+		resp, _ := do(t, c, req)
+		statuses[resp.StatusCode]++
+		if resp.StatusCode == 429 {
+			limited = resp
+		}
+	}
+	if statuses[200] != 3 || statuses[429] != 3 {
+		t.Fatalf("statuses %v, want 3 × 200 and 3 × 429", statuses)
+	}
+	if limited.Header.Get("Retry-After") == "" || !strings.Contains(limited.Header.Get("RateLimit-Policy"), `"per-peer"`) {
+		t.Errorf("429 headers: %v", limited.Header)
+	}
+	if n := m.app.count(); n != 3 {
+		t.Errorf("the application saw %d requests, want 3 (limited ones are never forwarded)", n)
+	}
+	// Another path is not limited.
+	req, _ := http.NewRequest("GET", "http://"+m.up+"/sleep?ms=1", nil)
+	if resp, body := do(t, c, req); resp.StatusCode != 200 {
+		t.Fatalf("/sleep: %d %s", resp.StatusCode, body)
+	}
+	if got := metricValue(t, m.web.admin, "outrider_gateway_ratelimit_decisions_total", "route", "echo", "outcome", "limited"); got != 3 {
+		t.Errorf("limited decisions counted: %v", got)
+	}
+	// A bad section: refused, named, and the limit stays in force.
+	registerWith(t, m.agent, service{name: "web", id: "web-1", appPort: m.app.port(), publicPort: m.webPublic},
+		map[string]any{"gateway": map[string]any{"routes": []any{map[string]any{"rate_limit": map[string]any{"limits": []any{map[string]any{"requests": 0}}}}}}})
+	time.Sleep(time.Second)
+	req, _ = http.NewRequest("GET", "http://"+m.up+"/echo", nil)
+	if resp, _ := do(t, c, req); resp.StatusCode != 429 {
+		t.Errorf("after a bad gateway section: %d, want the old limit (429)", resp.StatusCode)
+	}
+}
+
+// TestMeshIngressRateLimit: at an ingress listener, a per-client-IP
+// limit is not dodged by sending X-Forwarded-For (no trusted proxies),
+// and a global limit kept in a real redis-server holds across two
+// ingress listeners (as it would across sidecars).
+func TestMeshIngressRateLimit(t *testing.T) {
+	t.Parallel()
+	sock := redistest.Start(t)
+	second := addr(consultest.FreePorts(t, 1)[0])
+	gw := func(limit map[string]any) map[string]any {
+		return map[string]any{
+			"redis":  map[string]any{"address": sock},
+			"routes": []any{map[string]any{"name": "all", "rate_limit": map[string]any{"limits": []any{limit}}}},
+		}
+	}
+	m := startGatewayMesh(t, nil, func(bind string) map[string]any {
+		return map[string]any{"ingress": []any{
+			map[string]any{"name": "a", "bind": bind, "routes": []any{map[string]any{"upstream": "web"}},
+				"gateway": gw(map[string]any{"name": "ip", "requests": 2, "period": "1h", "key": map[string]any{"client_ip": true}})},
+			map[string]any{"name": "b", "bind": second, "routes": []any{map[string]any{"upstream": "web"}},
+				"gateway": gw(map[string]any{"name": "shared", "requests": 4, "period": "1h", "scope": "global"})},
+		}}
+	})
+	c := &http.Client{Timeout: 10 * time.Second}
+	get := func(target, xff string) int {
+		req, _ := http.NewRequest("GET", "http://"+target+"/echo", nil)
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		resp, _ := do(t, c, req)
+		return resp.StatusCode
+	}
+	eventually(t, 10*time.Second, func() error {
+		if s := get(m.ingress, ""); s != 200 {
+			return fmt.Errorf("first request: %d", s)
+		}
+		return nil
+	})
+	got := []int{get(m.ingress, "1.1.1.1"), get(m.ingress, "2.2.2.2"), get(m.ingress, "3.3.3.3")}
+	if got[0] != 200 || got[1] != 429 || got[2] != 429 {
+		t.Errorf("per-IP limit with spoofed X-Forwarded-For: %v, want [200 429 429]", got)
+	}
+	// The global limit: 4 in all through listener b, counted in Redis.
+	n := 0
+	for range 8 {
+		if get(second, "") == 200 {
+			n++
+		}
+	}
+	if n != 4 {
+		t.Errorf("global limit admitted %d of 8, want 4", n)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/discovery/consul"
+	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/mtls/consulca"
 	"github.com/outrider-mesh/outrider/policy"
@@ -136,6 +137,9 @@ type Sidecar struct {
 	inbound   *inbound
 	upstreams map[string]*upstreamRunner
 	ingresses map[string]*ingress // by name
+
+	gwMetricsOnce sync.Once
+	gwMetrics     *gateway.Metrics
 	// outbounds is the running upstreams by destination name, for
 	// request-time lookups (ingress routes, aggregation).
 	outbounds atomic.Pointer[map[string]*outbound]

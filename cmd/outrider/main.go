@@ -8,13 +8,21 @@ package main
 
 import (
 	"context"
+	"github.com/redis/go-redis/v9"
 	"os"
 	"os/signal"
 	"syscall"
 )
 
 func main() {
+	// go-redis logs every failed dial on its own; the rate limiter
+	// reports Redis failures itself, rate-limited.
+	redis.SetLogger(quietRedis{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(Main(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}

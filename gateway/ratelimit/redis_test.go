@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,48 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/outrider-mesh/outrider/internal/testutil/redistest"
 )
 
-const redisServer = "/usr/bin/redis-server"
-
-// startRedis runs a private redis-server on a Unix socket for the test
-// and returns the socket path. It skips only when the binary is missing
-// and OUTRIDER_REQUIRE_REDIS is unset.
-func startRedis(t testing.TB) string {
-	t.Helper()
-	if _, err := os.Stat(redisServer); err != nil {
-		if os.Getenv("OUTRIDER_REQUIRE_REDIS") == "" {
-			t.Skip("redis-server not installed (set OUTRIDER_REQUIRE_REDIS to make this a failure)")
-		}
-		t.Fatalf("OUTRIDER_REQUIRE_REDIS is set but %s is missing: %v", redisServer, err)
-	}
-	dir, err := os.MkdirTemp("", "rl-redis")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "redis.sock")
-	cmd := exec.Command(redisServer, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no",
-		"--dir", dir, "--enable-debug-command", "local")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		os.RemoveAll(dir)
-	})
-	c := redis.NewClient(&redis.Options{Network: "unix", Addr: sock})
-	defer c.Close()
-	for i := 0; ; i++ {
-		if c.Ping(context.Background()).Err() == nil {
-			return sock
-		}
-		if i == 500 {
-			t.Fatal("redis-server did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// startRedis runs a private redis-server for the test (see redistest).
+func startRedis(t testing.TB) string { return redistest.Start(t) }
 
 func newRedis(t testing.TB, cfg RedisConfig) *Redis {
 	t.Helper()

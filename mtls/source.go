@@ -38,14 +38,20 @@ func TLSCertificate(svid *x509svid.SVID) (*tls.Certificate, error) {
 }
 
 // describeChain names a certificate for rejection logs without dumping it.
+// URI SANs are shown as the certificate writes them, not as net/url
+// re-serializes them (SPIFFE://x would show as spiffe://x), quoted; each
+// name is cut to maxLogged bytes (a peer chooses them).
 func describeChain(certs []*x509.Certificate) string {
 	if len(certs) == 0 {
 		return "no certificate"
 	}
 	c := certs[0]
-	var uris []string
-	for _, u := range c.URIs {
-		uris = append(uris, u.String())
+	uris, err := rawURISANs(c)
+	if err != nil {
+		uris = nil
+		for _, u := range c.URIs {
+			uris = append(uris, u.String())
+		}
 	}
-	return fmt.Sprintf("subject=%q uris=%v serial=%s", c.Subject.String(), uris, c.SerialNumber.Text(16))
+	return fmt.Sprintf("subject=%q uris=%s serial=%s", bounded(c.Subject.String()), quoteBounded(uris), c.SerialNumber.Text(16))
 }

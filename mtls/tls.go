@@ -3,6 +3,7 @@ package mtls
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"sync"
@@ -18,12 +19,24 @@ type Authorizer func(peer spiffeid.ID) error
 
 // VerifyPeer checks that the peer's certificate chain verifies against the
 // source's current bundle for the peer's trust domain and carries exactly
-// one SPIFFE ID, and returns that ID.
+// one SPIFFE ID, and returns that ID. Beyond go-spiffe's x509svid.Verify
+// it enforces the rest of the X.509-SVID rules on the leaf (checkLeaf),
+// except the extended key usage, which depends on the side: ServerConfig
+// and ClientConfig check that too.
 func VerifyPeer(src Source, cs tls.ConnectionState) (spiffeid.ID, error) {
+	return verifyPeer(src, cs, x509.ExtKeyUsageAny)
+}
+
+// verifyPeer is VerifyPeer for a peer whose leaf must allow usage
+// (x509.ExtKeyUsageAny: any).
+func verifyPeer(src Source, cs tls.ConnectionState, usage x509.ExtKeyUsage) (spiffeid.ID, error) {
 	if len(cs.PeerCertificates) == 0 {
 		return spiffeid.ID{}, fmt.Errorf("mtls: peer presented no certificate")
 	}
 	id, _, err := x509svid.Verify(cs.PeerCertificates, src)
+	if err == nil {
+		err = checkLeaf(cs.PeerCertificates[0], id, usage)
+	}
 	if err != nil {
 		return spiffeid.ID{}, fmt.Errorf("mtls: peer certificate rejected (%s): %w", describeChain(cs.PeerCertificates), err)
 	}
@@ -47,6 +60,20 @@ var clientALPN = []string{ALPNOutrider, "http/1.1"}
 // (BenchmarkHandshake) on every new connection between sidecars.
 var curves = []tls.CurveID{tls.X25519, tls.CurveP256}
 
+// cipherSuites are the TLS 1.2 suites of mesh links: ECDHE (forward
+// secrecy) with an AEAD, for ECDSA and RSA leaves (Consul issues either).
+// Go's default list also has the ECDHE CBC-SHA1 suites; every mesh peer
+// (Go, Envoy) offers these first anyway. TLS 1.3 suites are not
+// configurable and all qualify.
+var cipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 // PostQuantumCurves puts the X25519MLKEM768 hybrid first, for links that
 // must resist harvest-now-decrypt-later; assign it to a config's
 // CurvePreferences, or pass it to WithCurves.
@@ -63,13 +90,14 @@ var PostQuantumCurves = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP
 func ServerConfig(src Source, authorize Authorizer, nextProtos []string) *tls.Config {
 	return &tls.Config{
 		MinVersion:       tls.VersionTLS12,
+		CipherSuites:     cipherSuites,
 		CurvePreferences: curves,
 		ClientAuth:       tls.RequireAnyClientCert,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return src.Certificate()
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			id, err := VerifyPeer(src, cs)
+			id, err := verifyPeer(src, cs, x509.ExtKeyUsageClientAuth)
 			if err != nil {
 				return err
 			}
@@ -88,6 +116,7 @@ func ServerConfig(src Source, authorize Authorizer, nextProtos []string) *tls.Co
 func ClientConfig(src Source, expected spiffeid.ID, cache tls.ClientSessionCache) *tls.Config {
 	return &tls.Config{
 		MinVersion:       tls.VersionTLS12,
+		CipherSuites:     cipherSuites,
 		CurvePreferences: curves,
 		// Consul's leaves carry no DNS name: the chain and the SPIFFE ID are
 		// verified in VerifyConnection instead of by hostname.
@@ -96,7 +125,7 @@ func ClientConfig(src Source, expected spiffeid.ID, cache tls.ClientSessionCache
 			return src.Certificate()
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			id, err := VerifyPeer(src, cs)
+			id, err := verifyPeer(src, cs, x509.ExtKeyUsageServerAuth)
 			if err != nil {
 				return err
 			}

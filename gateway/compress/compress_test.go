@@ -104,12 +104,14 @@ func TestNegotiation(t *testing.T) {
 		want   string
 	}{
 		{"gzip, deflate, br, zstd", "zstd"},
-		{"gzip, deflate, br", "br"},
+		{"gzip, deflate, br", "gzip"}, // tie: server preference
+		{"br", "br"},
 		{"gzip", "gzip"},
 		{"x-gzip", "gzip"},
 		{"br;q=0.5, gzip;q=0.9", "gzip"},
 		{"*", "zstd"},
-		{"*;q=0.1, zstd;q=0", "br"},
+		{"*;q=0.1, zstd;q=0", "gzip"},
+		{"gzip;q=0.5, br", "br"},
 		{"deflate", ""},
 		{"identity", ""},
 		{"gzip;q=0.2, identity", ""},
@@ -415,14 +417,23 @@ func TestDisabledIsNext(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	srv, client := serve(t, Config{Enabled: true}, http.HandlerFunc(pageHandler), WithMetrics(m, "api"))
+	srv, client := serve(t, Config{Enabled: true, DecompressRequests: Decompress{Enabled: true, MaxBytes: 1000}},
+		http.HandlerFunc(pageHandler), WithMetrics(m, "api"))
 	_, body := do(t, client, "GET", srv.URL, map[string]string{"Accept-Encoding": "gzip"})
 	do(t, client, "GET", srv.URL, map[string]string{"Accept-Encoding": "deflate"})
+	s := &sink{}
+	srv2, _ := serve(t, Config{DecompressRequests: Decompress{Enabled: true, MaxBytes: 1000}}, s, WithMetrics(m, "upload"))
+	post(t, client, srv2.URL, "zstd", encode(t, "zstd", make([]byte, 5000)), false)
+	post(t, client, srv2.URL, "zstd", encode(t, "zstd", make([]byte, 500)), false)
+	post(t, client, srv2.URL, "lz4", []byte("x"), false)
 	want := map[string]float64{
-		`outrider_gateway_compress_responses_total{algorithm="gzip",reason="compressed",route="api"}`: 1,
-		`outrider_gateway_compress_responses_total{algorithm="none",reason="client",route="api"}`:     1,
-		`outrider_gateway_compress_bytes_in_total{algorithm="gzip",route="api"}`:                      float64(len(page)),
-		`outrider_gateway_compress_bytes_out_total{algorithm="gzip",route="api"}`:                     float64(len(body)),
+		`outrider_gateway_compress_responses_total{algorithm="gzip",reason="compressed",route="api"}`:      1,
+		`outrider_gateway_compress_responses_total{algorithm="none",reason="client",route="api"}`:          1,
+		`outrider_gateway_compress_bytes_in_total{algorithm="gzip",route="api"}`:                           float64(len(page)),
+		`outrider_gateway_compress_bytes_out_total{algorithm="gzip",route="api"}`:                          float64(len(body)),
+		`outrider_gateway_compress_requests_total{algorithm="zstd",outcome="too_large",route="upload"}`:    1,
+		`outrider_gateway_compress_requests_total{algorithm="zstd",outcome="decompressed",route="upload"}`: 1,
+		`outrider_gateway_compress_requests_total{algorithm="none",outcome="unsupported",route="upload"}`:  1,
 	}
 	got := gather(t, reg)
 	for k, v := range want {

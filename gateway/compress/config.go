@@ -16,7 +16,9 @@ type Config struct {
 	// Algorithms are the content codings offered, in server preference
 	// order: "zstd", "br", "gzip". When a client accepts several with the
 	// same q-value (browsers send "gzip, deflate, br, zstd", all at q=1)
-	// the first one listed here wins. Default [zstd, br, gzip].
+	// the first one listed here wins. Default [zstd, gzip, br]: brotli
+	// compresses a little better than gzip but costs several times the
+	// CPU, so it goes last.
 	Algorithms []string `yaml:"algorithms"`
 
 	// Levels are the compression levels; 0 leaves an algorithm at its
@@ -81,7 +83,11 @@ const (
 	defaultMaxBytes    = 10 << 20
 )
 
-var defaultAlgorithms = []string{"zstd", "br", "gzip"}
+// defaultAlgorithms prefer zstd, then gzip over brotli: on a 10 KiB JSON
+// body brotli 4 compresses 3% better than gzip 5 at four times the CPU
+// (see BenchmarkResponse); brotli still serves clients that accept
+// nothing else.
+var defaultAlgorithms = []string{"zstd", "gzip", "br"}
 
 var defaultContentTypes = []string{
 	"text/*",

@@ -19,10 +19,10 @@ func TestValidate(t *testing.T) {
 			MinSize: 512, ContentTypes: []string{"text/*", "*/*+json", "application/json"},
 			DecompressRequests: Decompress{Enabled: true, MaxBytes: 1 << 20, Algorithms: []string{"x-gzip"}}}},
 		{name: "everything wrong", cfg: Config{
-			Algorithms:   []string{"gzip", "deflate", "GZIP"},
-			Levels:       Levels{Gzip: 10, Brotli: -1, Zstd: 23},
-			MinSize:      2 << 20,
-			ContentTypes: []string{"text/html; charset=utf-8", "*/*", "json", "text/*"},
+			Algorithms:         []string{"gzip", "deflate", "GZIP"},
+			Levels:             Levels{Gzip: 10, Brotli: -1, Zstd: 23},
+			MinSize:            2 << 20,
+			ContentTypes:       []string{"text/html; charset=utf-8", "*/*", "json", "text/*"},
 			DecompressRequests: Decompress{MaxBytes: -1, Algorithms: []string{"lz4"}},
 		}, want: []string{
 			"algorithms[1]",

@@ -53,16 +53,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 type reason uint8
 
 const (
-	compressed  reason = iota
-	rEncoded           // already has a Content-Encoding
-	rStatus            // 1xx, 204, 304: no body to compress
-	rRange             // 206 or Content-Range
-	rNoTransform       // Cache-Control: no-transform (request or response)
-	rMethod            // HEAD
-	rType              // content type not in the allow list, or gRPC
-	rClient            // Accept-Encoding accepts nothing offered
-	rSize              // below min_size
-	rUpgrade           // 101 Switching Protocols
+	compressed   reason = iota
+	rEncoded            // already has a Content-Encoding
+	rStatus             // 1xx, 204, 304: no body to compress
+	rRange              // 206 or Content-Range
+	rNoTransform        // Cache-Control: no-transform (request or response)
+	rMethod             // HEAD
+	rType               // content type not in the allow list, or gRPC
+	rClient             // Accept-Encoding accepts nothing offered
+	rSize               // below min_size
+	rUpgrade            // 101 Switching Protocols
 	numReasons
 )
 

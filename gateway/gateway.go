@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outrider-mesh/outrider/gateway/clientip"
+	"github.com/outrider-mesh/outrider/gateway/compress"
 	"github.com/outrider-mesh/outrider/gateway/ratelimit"
 	"github.com/outrider-mesh/outrider/gateway/reqinfo"
 	"github.com/outrider-mesh/outrider/internal/confval"
@@ -46,6 +47,9 @@ type Route struct {
 	Match Match `yaml:"match"`
 	// RateLimit is the route's token-bucket limits (gateway/ratelimit).
 	RateLimit ratelimit.Config `yaml:"rate_limit"`
+	// Compress is the route's response compression and request
+	// decompression (gateway/compress).
+	Compress compress.Config `yaml:"compress"`
 }
 
 // Match selects requests by path (as normalized by the authorization
@@ -82,6 +86,9 @@ func (c Config) Validate() error {
 		}
 		if err := r.RateLimit.Validate(); err != nil {
 			errs = append(errs, confval.Prefix(at+".rate_limit", err))
+		}
+		if err := r.Compress.Validate(); err != nil {
+			errs = append(errs, confval.Prefix(at+".compress", err))
 		}
 		for j, l := range r.RateLimit.Limits {
 			if l.Scope == ratelimit.ScopeGlobal && c.Redis == nil {
@@ -160,11 +167,12 @@ func WithMetrics(m *Metrics) Option { return func(o *options) { o.metrics = m } 
 // process.
 type Metrics struct {
 	rateLimit *ratelimit.Metrics
+	compress  *compress.Metrics
 }
 
 // NewMetrics registers every feature's collectors with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	return &Metrics{rateLimit: ratelimit.NewMetrics(reg)}
+	return &Metrics{rateLimit: ratelimit.NewMetrics(reg), compress: compress.NewMetrics(reg)}
 }
 
 // New compiles cfg in front of next, the listener's proxy handler.
@@ -191,8 +199,20 @@ func New(cfg Config, next http.Handler, opts ...Option) (*Gateway, error) {
 		if name == "" {
 			name = fmt.Sprintf("route%d", i)
 		}
-		// Outermost first: limits refuse before anything is fetched.
+		// Built inside out: the rate limit is outermost (it refuses before
+		// anything is read or fetched), compression innermost (nearest the
+		// upstream, so a cache above it stores encoded variants by Vary).
 		h := next
+		cOpts := []compress.Option{compress.WithLogger(o.log.With("route", name))}
+		if o.metrics != nil {
+			cOpts = append(cOpts, compress.WithMetrics(o.metrics.compress, name))
+		}
+		cz, err := compress.New(rc.Compress, cOpts...)
+		if err != nil {
+			g.Close()
+			return nil, confval.Prefix(fmt.Sprintf("routes[%d].compress", i), err)
+		}
+		h = cz.Wrap(h)
 		rlOpts := []ratelimit.Option{ratelimit.WithLogger(o.log.With("route", name)), ratelimit.WithClientIP(resolver)}
 		if g.redis != nil {
 			rlOpts = append(rlOpts, ratelimit.WithRedis(g.redis))

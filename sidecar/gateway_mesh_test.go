@@ -1,6 +1,8 @@
 package sidecar_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -323,4 +325,56 @@ func TestMeshIngressRateLimit(t *testing.T) {
 	if n != 4 {
 		t.Errorf("global limit admitted %d of 8, want 4", n)
 	}
+}
+
+// TestMeshGatewayCompress: web's sidecar compresses responses by the
+// client's Accept-Encoding (sidecar role); an ingress listener refuses a
+// decompression bomb with 413 before the application sees more than the
+// limit (ingress role).
+func TestMeshGatewayCompress(t *testing.T) {
+	t.Parallel()
+	m := startGatewayMesh(t,
+		map[string]any{"gateway": map[string]any{"routes": []any{map[string]any{
+			"name": "all", "compress": map[string]any{"enabled": true, "min_size": "16"},
+		}}}},
+		func(bind string) map[string]any {
+			return map[string]any{"ingress": []any{map[string]any{
+				"bind": bind, "routes": []any{map[string]any{"upstream": "web"}},
+				"gateway": map[string]any{"routes": []any{map[string]any{"name": "in",
+					"compress": map[string]any{"decompress_requests": map[string]any{"enabled": true, "max_bytes": "64KiB"}}}}},
+			}}}
+		})
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+	req, _ := http.NewRequest("GET", "http://"+m.up+"/echo", nil)
+	req.Header.Set("Accept-Encoding", "br;q=0.5, gzip;q=1")
+	resp, body := do(t, c, req)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "gzip" || !strings.Contains(resp.Header.Get("Vary"), "Accept-Encoding") {
+		t.Fatalf("compressed answer: %d %v", resp.StatusCode, resp.Header)
+	}
+	zr, err := gzip.NewReader(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil || !strings.Contains(string(plain), `"path":"/echo"`) {
+		t.Fatalf("decoded body %q: %v", plain, err)
+	}
+	// The bomb: 8 MiB of zeros, gzipped, to a 64 KiB limit.
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	zw.Write(make([]byte, 8<<20))
+	zw.Close()
+	eventually(t, 10*time.Second, func() error {
+		req, _ := http.NewRequest("POST", "http://"+m.ingress+"/echo", bytes.NewReader(bomb.Bytes()))
+		req.Header.Set("Content-Encoding", "gzip")
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			return fmt.Errorf("bomb answered %d, want 413", resp.StatusCode)
+		}
+		return nil
+	})
 }

@@ -120,11 +120,6 @@ func (l Ingress) Validate() error {
 		if err := l.TLS.Validate(); err != nil {
 			errs = append(errs, confval.Prefix("tls", err))
 		}
-		if r := l.TLS.RedirectHTTP; r != "" {
-			if _, _, err := net.SplitHostPort(r); err != nil {
-				errs = append(errs, confval.Errorf("tls.redirect_http", "want host:port, got %q", r))
-			}
-		}
 	}
 	return errors.Join(errs...)
 }

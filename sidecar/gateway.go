@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/outrider-mesh/outrider/gateway"
+	"github.com/outrider-mesh/outrider/gateway/certs"
 	"github.com/outrider-mesh/outrider/gateway/reqinfo"
 )
 
@@ -71,4 +72,10 @@ func (s *Sidecar) setGateway(slot *gatewaySlot, cfg gateway.Config, where string
 func (s *Sidecar) gatewayMetrics() *gateway.Metrics {
 	s.gwMetricsOnce.Do(func() { s.gwMetrics = gateway.NewMetrics(s.metrics.Registry()) })
 	return s.gwMetrics
+}
+
+// certsMetrics is the process's ingress certificate collectors.
+func (s *Sidecar) certsMetrics() *certs.Metrics {
+	s.certsMetricsOnce.Do(func() { s.certsMetricsV = certs.NewMetrics(s.metrics.Registry()) })
+	return s.certsMetricsV
 }

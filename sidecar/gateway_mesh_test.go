@@ -167,9 +167,9 @@ func TestMeshIngressTLS(t *testing.T) {
 		return map[string]any{"ingress": []any{map[string]any{
 			"bind": bind,
 			"tls": map[string]any{
-				"certificates":  []any{map[string]any{"cert_file": certA, "key_file": keyA}, map[string]any{"cert_file": certB, "key_file": keyB}},
-				"hsts":          map[string]any{"max_age": "24h"},
-				"redirect_http": redirect,
+				"certificates": []any{map[string]any{"cert_file": certA, "key_file": keyA}, map[string]any{"cert_file": certB, "key_file": keyB}},
+				"hsts":         map[string]any{"max_age": "24h"},
+				"redirect":     map[string]any{"http_address": redirect},
 			},
 			"routes": []any{map[string]any{"upstream": "web"}},
 		}}}

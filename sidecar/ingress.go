@@ -282,7 +282,7 @@ func (s *Sidecar) ingressTLS(l gateway.Ingress) (*tls.Config, string, []func(), 
 		return nil, "", nil, nil
 	}
 	log := s.log.With("ingress", l.Name)
-	store, err := certs.New(*l.TLS, certs.WithLogger(log))
+	store, err := certs.New(*l.TLS, certs.WithLogger(log), certs.WithMetrics(s.certsMetrics(), l.Name))
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("tls.%w", err)
 	}
@@ -290,23 +290,23 @@ func (s *Sidecar) ingressTLS(l gateway.Ingress) (*tls.Config, string, []func(), 
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		if err := store.Watch(ctx); err != nil {
+		if err := store.Run(ctx); err != nil {
 			log.Error("ingress certificates are not watched; changes need a restart", "error", err)
 		}
 	}()
 	closers := []func(){func() { cancel(); <-watched }}
-	if r := l.TLS.RedirectHTTP; r != "" {
+	if rd := store.Config().Redirect; rd.HTTPAddress != "" {
 		_, port, _ := net.SplitHostPort(l.Bind)
-		ln, err := net.Listen("tcp", r)
+		ln, err := net.Listen("tcp", rd.HTTPAddress)
 		if err != nil {
 			closers[0]()
-			return nil, "", nil, fmt.Errorf("tls.redirect_http: %w", err)
+			return nil, "", nil, fmt.Errorf("tls.redirect.http_address: %w", err)
 		}
-		srv := &http.Server{Handler: certs.RedirectHandler(port), ReadHeaderTimeout: l.ReadHeaderTimeout, IdleTimeout: l.IdleTimeout,
+		srv := &http.Server{Handler: certs.RedirectHandler(rd.Status, port), ReadHeaderTimeout: l.ReadHeaderTimeout, IdleTimeout: l.IdleTimeout,
 			MaxHeaderBytes: l.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 		go srv.Serve(ln)
 		closers = append(closers, func() { srv.Close() })
 		log.Info("ingress HTTP redirect listener up", "address", ln.Addr().String())
 	}
-	return store.TLSConfig(), store.HSTSValue(), closers, nil
+	return store.TLSConfig(), store.Config().HSTS.Value(), closers, nil
 }

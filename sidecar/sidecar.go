@@ -21,6 +21,7 @@ import (
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/gateway"
+	"github.com/outrider-mesh/outrider/gateway/certs"
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/mtls/consulca"
 	"github.com/outrider-mesh/outrider/policy"
@@ -138,8 +139,10 @@ type Sidecar struct {
 	upstreams map[string]*upstreamRunner
 	ingresses map[string]*ingress // by name
 
-	gwMetricsOnce sync.Once
-	gwMetrics     *gateway.Metrics
+	gwMetricsOnce    sync.Once
+	gwMetrics        *gateway.Metrics
+	certsMetricsOnce sync.Once
+	certsMetricsV    *certs.Metrics
 	// outbounds is the running upstreams by destination name, for
 	// request-time lookups (ingress routes, aggregation).
 	outbounds atomic.Pointer[map[string]*outbound]

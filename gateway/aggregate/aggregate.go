@@ -19,7 +19,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // CompletedHeader is set on every merged answer: "true" when every part
@@ -127,9 +126,6 @@ func New(cfg Config, opts ...Option) (*Aggregator, error) {
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
-	}
-	if a.tracer == nil {
-		a.tracer = noop.NewTracerProvider().Tracer("")
 	}
 	for _, ec := range cfg.Endpoints {
 		a.endpoints[ec.Path] = newEndpoint(ec)
@@ -289,8 +285,11 @@ func (a *Aggregator) serve(w http.ResponseWriter, r *http.Request, ep *endpoint)
 		a.metrics.request(reqRejected)
 		return
 	}
-	ctx, span := a.tracer.Start(r.Context(), ep.spanName, trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(attribute.String("outrider.aggregate.endpoint", ep.path)))
+	ctx, span := r.Context(), noSpan
+	if a.tracer != nil {
+		ctx, span = a.tracer.Start(ctx, ep.spanName, trace.WithSpanKind(trace.SpanKindInternal),
+			trace.WithAttributes(attribute.String("outrider.aggregate.endpoint", ep.path)))
+	}
 	defer span.End()
 	ctx, cancel := context.WithTimeout(ctx, ep.timeout)
 	defer cancel()
@@ -314,9 +313,11 @@ func (a *Aggregator) serve(w http.ResponseWriter, r *http.Request, ep *endpoint)
 	x.abandon()
 	out := x.respond(w)
 	a.metrics.request(out)
-	span.SetAttributes(attribute.String("outrider.aggregate.outcome", reqOutcomeNames[out]))
-	if out == reqFailed {
-		span.SetStatus(codes.Error, x.res[x.fatal].msg)
+	if a.tracer != nil {
+		span.SetAttributes(attribute.String("outrider.aggregate.outcome", reqOutcomeNames[out]))
+		if out == reqFailed {
+			span.SetStatus(codes.Error, x.res[x.fatal].msg)
+		}
 	}
 	if x.live.Load() > 0 {
 		// Parts still unwinding after their context ended: send the answer
@@ -385,8 +386,7 @@ func ctxOutcome(ctx context.Context) outcome {
 // target that cannot be built resolves the part at once.
 func (x *exchange) start(i int) {
 	p := x.ep.parts[i]
-	ctx, span := x.a.tracer.Start(x.ctx, p.spanName, trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(attribute.String("outrider.aggregate.part", p.name), attribute.String("outrider.upstream", p.upstream)))
+	ctx, span := x.partSpan(i)
 	x.spans[i] = span
 	x.state[i] = running
 	target, f := p.tmpl.render(x.lookup)
@@ -475,17 +475,11 @@ func (x *exchange) resolve(i int, o outcome) {
 	x.res[i] = o
 	span := x.spans[i]
 	if span == nil {
-		_, span = x.a.tracer.Start(x.ctx, p.spanName, trace.WithSpanKind(trace.SpanKindInternal),
-			trace.WithAttributes(attribute.String("outrider.aggregate.part", p.name), attribute.String("outrider.upstream", p.upstream)))
+		_, span = x.partSpan(i)
 	}
-	span.SetAttributes(
-		attribute.Int("http.response.status_code", o.status),
-		attribute.String("outrider.aggregate.outcome", o.class.String()),
-		attribute.Int("outrider.aggregate.bytes", len(o.body)))
-	if !o.ok() {
-		span.SetStatus(codes.Error, o.msg)
+	if x.a.tracer != nil {
+		x.endSpan(span, &o)
 	}
-	span.End()
 	x.a.metrics.part(o.class)
 	if o.ok() {
 		for _, d := range p.dependents {
@@ -511,6 +505,31 @@ func (x *exchange) resolve(i int, o outcome) {
 			x.resolve(d, fail(http.StatusFailedDependency, classDependency, fmt.Sprintf("part %q failed", p.name)))
 		}
 	}
+}
+
+// noSpan stands for the spans not made when tracing is off.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// partSpan starts part i's span under the endpoint's, or returns noSpan.
+func (x *exchange) partSpan(i int) (context.Context, trace.Span) {
+	if x.a.tracer == nil {
+		return x.ctx, noSpan
+	}
+	p := x.ep.parts[i]
+	return x.a.tracer.Start(x.ctx, p.spanName, trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(attribute.String("outrider.aggregate.part", p.name), attribute.String("outrider.upstream", p.upstream)))
+}
+
+// endSpan records a part's outcome on its span and ends it.
+func (x *exchange) endSpan(span trace.Span, o *outcome) {
+	span.SetAttributes(
+		attribute.Int("http.response.status_code", o.status),
+		attribute.String("outrider.aggregate.outcome", o.class.String()),
+		attribute.Int("outrider.aggregate.bytes", len(o.body)))
+	if !o.ok() {
+		span.SetStatus(codes.Error, o.msg)
+	}
+	span.End()
 }
 
 // lookup gives a placeholder's value from the inbound request or an

@@ -85,6 +85,9 @@ func (c *capture) outcome() outcome {
 // ones, and the generic text/plain and application/octet-stream some
 // services send it with (the body is checked anyway).
 func jsonish(ct string) bool {
+	if ct == "application/json" || ct == "application/json; charset=utf-8" {
+		return true
+	}
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return false

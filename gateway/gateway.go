@@ -10,6 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outrider-mesh/outrider/gateway/aggregate"
 	"github.com/outrider-mesh/outrider/gateway/clientip"
 	"github.com/outrider-mesh/outrider/gateway/compress"
 	"github.com/outrider-mesh/outrider/gateway/ratelimit"
@@ -31,6 +34,11 @@ type Config struct {
 	// Redis is the server global rate limits share (see
 	// gateway/ratelimit); required by a limit with scope global.
 	Redis *ratelimit.RedisConfig `yaml:"redis"`
+	// Aggregate declares composite endpoints, each fanning out to several
+	// upstream calls whose JSON answers are merged (gateway/aggregate).
+	// A route whose match covers an endpoint's path applies its features
+	// to it too.
+	Aggregate aggregate.Config `yaml:"aggregate"`
 	// Routes are tried in order; the first whose match fits a request
 	// applies its features. A request no route matches is proxied with
 	// none.
@@ -64,7 +72,9 @@ type Match struct {
 }
 
 // Enabled reports whether c configures anything.
-func (c *Config) Enabled() bool { return c != nil && len(c.Routes) > 0 }
+func (c *Config) Enabled() bool {
+	return c != nil && (len(c.Routes) > 0 || len(c.Aggregate.Endpoints) > 0)
+}
 
 // Validate reports every problem, with paths relative to Config.
 func (c Config) Validate() error {
@@ -95,6 +105,9 @@ func (c Config) Validate() error {
 				errs = append(errs, confval.Errorf(fmt.Sprintf("%s.rate_limit.limits[%d].scope", at, j), "global needs the gateway's redis section"))
 			}
 		}
+	}
+	if err := c.Aggregate.Validate(); err != nil {
+		errs = append(errs, confval.Prefix("aggregate", err))
 	}
 	if c.Redis != nil {
 		if err := c.Redis.Validate(); err != nil {
@@ -153,9 +166,22 @@ type route struct {
 type Option func(*options)
 
 type options struct {
-	log     *slog.Logger
-	metrics *Metrics
+	log      *slog.Logger
+	metrics  *Metrics
+	resolve  func(string) (http.Handler, bool)
+	tracer   trace.Tracer
+	upstream []string
 }
+
+// WithUpstreams gives the handlers composite endpoints call: resolve
+// returns the handler of a named upstream; names are the known ones,
+// checked when the gateway is built.
+func WithUpstreams(resolve func(name string) (http.Handler, bool), names []string) Option {
+	return func(o *options) { o.resolve, o.upstream = resolve, names }
+}
+
+// WithTracer gives composite endpoints a tracer for their spans.
+func WithTracer(t trace.Tracer) Option { return func(o *options) { o.tracer = t } }
 
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
@@ -168,11 +194,13 @@ func WithMetrics(m *Metrics) Option { return func(o *options) { o.metrics = m } 
 type Metrics struct {
 	rateLimit *ratelimit.Metrics
 	compress  *compress.Metrics
+	aggregate *aggregate.Metrics
 }
 
 // NewMetrics registers every feature's collectors with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	return &Metrics{rateLimit: ratelimit.NewMetrics(reg), compress: compress.NewMetrics(reg)}
+	return &Metrics{rateLimit: ratelimit.NewMetrics(reg), compress: compress.NewMetrics(reg),
+		aggregate: aggregate.NewMetrics(reg)}
 }
 
 // New compiles cfg in front of next, the listener's proxy handler.
@@ -192,6 +220,29 @@ func New(cfg Config, next http.Handler, opts ...Option) (*Gateway, error) {
 			return nil, confval.Prefix("redis", err)
 		}
 		g.redis = r
+	}
+	if len(cfg.Aggregate.Endpoints) > 0 {
+		if o.resolve == nil {
+			g.Close()
+			return nil, confval.Errorf("aggregate", "composite endpoints need upstreams to call")
+		}
+		aOpts := []aggregate.Option{aggregate.WithResolver(o.resolve), aggregate.WithUpstreams(o.upstream),
+			aggregate.WithLogger(o.log.With("feature", "aggregate"))}
+		if o.tracer != nil {
+			aOpts = append(aOpts, aggregate.WithTracer(o.tracer))
+		}
+		if o.metrics != nil {
+			aOpts = append(aOpts, aggregate.WithMetrics(o.metrics.aggregate, "aggregate"))
+		}
+		agg, err := aggregate.New(cfg.Aggregate, aOpts...)
+		if err != nil {
+			g.Close()
+			return nil, confval.Prefix("aggregate", err)
+		}
+		// Composite endpoints sit innermost: routes apply their features
+		// to them as to any request.
+		next = agg.Wrap(next)
+		g.next = next
 	}
 	for i, rc := range cfg.Routes {
 		m, _ := rc.Match.compile()

@@ -1,7 +1,10 @@
 package sidecar
 
 import (
+	"context"
 	"net/http"
+
+	"go.opentelemetry.io/otel/propagation"
 	"reflect"
 	"sync/atomic"
 	"time"
@@ -46,7 +49,12 @@ func (s *Sidecar) setGateway(slot *gatewaySlot, cfg gateway.Config, where string
 	}
 	var next *gateway.Gateway
 	if cfg.Enabled() {
-		g, err := gateway.New(cfg, slot.inner, gateway.WithLogger(s.log.With("gateway", where)), gateway.WithMetrics(s.gatewayMetrics()))
+		opts := []gateway.Option{gateway.WithLogger(s.log.With("gateway", where)), gateway.WithMetrics(s.gatewayMetrics()),
+			gateway.WithUpstreams(s.partResolver(slot, where == "public"))}
+		if s.tel.tracer != nil {
+			opts = append(opts, gateway.WithTracer(s.tel.tracer))
+		}
+		g, err := gateway.New(cfg, slot.inner, opts...)
 		if err != nil {
 			return err
 		}
@@ -78,4 +86,47 @@ func (s *Sidecar) gatewayMetrics() *gateway.Metrics {
 func (s *Sidecar) certsMetrics() *certs.Metrics {
 	s.certsMetricsOnce.Do(func() { s.certsMetricsV = certs.NewMetrics(s.metrics.Registry()) })
 	return s.certsMetricsV
+}
+
+// localApp names the local application as a composite endpoint's
+// upstream (public listener only).
+const localApp = "local_app"
+
+// partResolver returns what composite endpoints call: the sidecar's
+// upstreams by destination name (each call balanced, retried and traced
+// as the application's own calls are: the part's span context goes into
+// its headers, where the upstream handler finds its parent) and, on the
+// public listener, local_app, the application itself (the composite
+// request was authorized already). names are the known ones.
+func (s *Sidecar) partResolver(slot *gatewaySlot, public bool) (func(string) (http.Handler, bool), []string) {
+	var names []string
+	if cfg := s.config.Load(); cfg != nil {
+		for _, u := range cfg.Upstreams {
+			names = append(names, u.DestinationName)
+		}
+	}
+	if public {
+		names = append(names, localApp)
+	}
+	resolve := func(name string) (http.Handler, bool) {
+		if public && name == localApp {
+			// Parts run concurrently: each gets its own record, not the
+			// composite request's.
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				slot.inner.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), h2RecordKey{}, &h2Record{upstreamDur: -1})))
+			}), true
+		}
+		h, ok := s.upstreamHandler(name)
+		if !ok {
+			return nil, false
+		}
+		if s.tel.tracer == nil {
+			return h, true
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.tel.inject(r.Context(), propagation.HeaderCarrier(r.Header))
+			h.ServeHTTP(w, r)
+		}), true
+	}
+	return resolve, names
 }

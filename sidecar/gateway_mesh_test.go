@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -377,4 +378,62 @@ func TestMeshGatewayCompress(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestMeshGatewayAggregate: a composite endpoint merges several calls,
+// in the sidecar role (parts to the local application, one using a field
+// of an earlier answer) and in the ingress role (parts over the mesh to
+// web).
+func TestMeshGatewayAggregate(t *testing.T) {
+	t.Parallel()
+	m := startGatewayMesh(t,
+		map[string]any{"gateway": map[string]any{"aggregate": map[string]any{"endpoints": []any{map[string]any{
+			"path": "/composite",
+			"parts": []any{
+				map[string]any{"name": "first", "upstream": "local_app", "path": "/echo?part=1"},
+				map[string]any{"name": "second", "upstream": "local_app", "path": "/echo?from={parts.first.body.instance}", "after": []any{"first"}},
+			},
+		}}}}},
+		func(bind string) map[string]any {
+			return map[string]any{"ingress": []any{map[string]any{
+				"bind": bind, "routes": []any{map[string]any{"upstream": "web"}},
+				"gateway": map[string]any{"aggregate": map[string]any{"endpoints": []any{map[string]any{
+					"path": "/both", "failure": "partial",
+					"parts": []any{
+						map[string]any{"name": "a", "upstream": "web", "path": "/echo?n=a"},
+						map[string]any{"name": "b", "upstream": "web", "path": "/echo?n=b"},
+						map[string]any{"name": "gone", "upstream": "web", "path": "/nothing-here"},
+					},
+				}}}},
+			}}}
+		})
+	c := &http.Client{Timeout: 10 * time.Second}
+	req, _ := http.NewRequest("GET", "http://"+m.up+"/composite", nil)
+	resp, body := do(t, c, req)
+	var merged map[string]seen
+	if err := json.Unmarshal([]byte(body), &merged); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("sidecar-role composite: %d %s (%v)", resp.StatusCode, body, err)
+	}
+	if merged["first"].Path != "/echo?part=1" || merged["second"].Path != "/echo?from=web-1" {
+		t.Errorf("parts saw %q and %q", merged["first"].Path, merged["second"].Path)
+	}
+	var at map[string]json.RawMessage
+	eventually(t, 10*time.Second, func() error {
+		req, _ := http.NewRequest("GET", "http://"+m.ingress+"/both", nil)
+		resp, body := do(t, c, req)
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%d %s", resp.StatusCode, body)
+		}
+		at = nil
+		return json.Unmarshal([]byte(body), &at)
+	})
+	var a, b seen
+	json.Unmarshal(at["a"], &a)
+	json.Unmarshal(at["b"], &b)
+	if a.Path != "/echo?n=a" || b.Path != "/echo?n=b" {
+		t.Errorf("ingress parts: %s", at)
+	}
+	if _, ok := at["gone"]; ok || !strings.Contains(string(at["_parts"]), `"gone"`) {
+		t.Errorf("the failed part should be absent with a status in _parts: %s", at)
+	}
 }

@@ -87,12 +87,12 @@ type entry struct {
 	vary     []string // selecting header names (canonical)
 	varyVals []string // their normalized values in the request that filled it
 
-	status int
-	header http.Header // cloned, slices clipped: safe to share read-only
-	body   []byte
-	etag   string
+	status  int
+	header  http.Header // cloned, slices clipped: safe to share read-only
+	body    []byte
+	etag    string
 	lastMod string
-	cc     directives
+	cc      directives
 
 	responseTime time.Time     // when the response (or the 304 that refreshed it) arrived
 	initialAge   time.Duration // corrected_initial_age, RFC 9111 §4.2.3

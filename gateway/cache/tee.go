@@ -21,9 +21,9 @@ type tee struct {
 	requestTime time.Time
 	respTime    time.Time
 
-	notModified bool // 304 to the cache's conditional request: nothing sent yet
-	failed      bool // error replaced by the stale response: nothing sent yet
-	clientBody  bool // body bytes go to the client
+	notModified bool  // 304 to the cache's conditional request: nothing sent yet
+	failed      bool  // error replaced by the stale response: nothing sent yet
+	clientBody  bool  // body bytes go to the client
 	clientErr   error // the client went away; recording goes on while it can
 
 	record   bool // still recording

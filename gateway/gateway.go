@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outrider-mesh/outrider/gateway/aggregate"
+	"github.com/outrider-mesh/outrider/gateway/cache"
 	"github.com/outrider-mesh/outrider/gateway/clientip"
 	"github.com/outrider-mesh/outrider/gateway/compress"
 	"github.com/outrider-mesh/outrider/gateway/ratelimit"
@@ -34,6 +36,10 @@ type Config struct {
 	// Redis is the server global rate limits share (see
 	// gateway/ratelimit); required by a limit with scope global.
 	Redis *ratelimit.RedisConfig `yaml:"redis"`
+	// CacheSize bounds the response cache the listener's routes share
+	// (their cache sections turn caching on), in bytes of headers and
+	// bodies, least recently used evicted first. Default 64MiB.
+	CacheSize confval.ByteSize `yaml:"cache_size"`
 	// Aggregate declares composite endpoints, each fanning out to several
 	// upstream calls whose JSON answers are merged (gateway/aggregate).
 	// A route whose match covers an endpoint's path applies its features
@@ -55,10 +61,15 @@ type Route struct {
 	Match Match `yaml:"match"`
 	// RateLimit is the route's token-bucket limits (gateway/ratelimit).
 	RateLimit ratelimit.Config `yaml:"rate_limit"`
+	// Cache is the route's response caching (gateway/cache, RFC 9111).
+	Cache cache.Config `yaml:"cache"`
 	// Compress is the route's response compression and request
 	// decompression (gateway/compress).
 	Compress compress.Config `yaml:"compress"`
 }
+
+// DefaultCacheSize is the shared cache's bound when cache_size is unset.
+const DefaultCacheSize = 64 << 20
 
 // Match selects requests by path (as normalized by the authorization
 // layer) and method.
@@ -97,6 +108,9 @@ func (c Config) Validate() error {
 		if err := r.RateLimit.Validate(); err != nil {
 			errs = append(errs, confval.Prefix(at+".rate_limit", err))
 		}
+		if err := r.Cache.Validate(); err != nil {
+			errs = append(errs, confval.Prefix(at+".cache", err))
+		}
 		if err := r.Compress.Validate(); err != nil {
 			errs = append(errs, confval.Prefix(at+".compress", err))
 		}
@@ -105,6 +119,9 @@ func (c Config) Validate() error {
 				errs = append(errs, confval.Errorf(fmt.Sprintf("%s.rate_limit.limits[%d].scope", at, j), "global needs the gateway's redis section"))
 			}
 		}
+	}
+	if c.CacheSize < 0 {
+		errs = append(errs, confval.Errorf("cache_size", "negative"))
 	}
 	if err := c.Aggregate.Validate(); err != nil {
 		errs = append(errs, confval.Prefix("aggregate", err))
@@ -166,6 +183,7 @@ type route struct {
 type Option func(*options)
 
 type options struct {
+	name     string
 	log      *slog.Logger
 	metrics  *Metrics
 	resolve  func(string) (http.Handler, bool)
@@ -183,6 +201,9 @@ func WithUpstreams(resolve func(name string) (http.Handler, bool), names []strin
 // WithTracer gives composite endpoints a tracer for their spans.
 func WithTracer(t trace.Tracer) Option { return func(o *options) { o.tracer = t } }
 
+// WithName names the listener in the shared cache's metrics.
+func WithName(name string) Option { return func(o *options) { o.name = name } }
+
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
@@ -195,12 +216,13 @@ type Metrics struct {
 	rateLimit *ratelimit.Metrics
 	compress  *compress.Metrics
 	aggregate *aggregate.Metrics
+	cache     *cache.Metrics
 }
 
 // NewMetrics registers every feature's collectors with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return &Metrics{rateLimit: ratelimit.NewMetrics(reg), compress: compress.NewMetrics(reg),
-		aggregate: aggregate.NewMetrics(reg)}
+		aggregate: aggregate.NewMetrics(reg), cache: cache.NewMetrics(reg)}
 }
 
 // New compiles cfg in front of next, the listener's proxy handler.
@@ -244,6 +266,17 @@ func New(cfg Config, next http.Handler, opts ...Option) (*Gateway, error) {
 		next = agg.Wrap(next)
 		g.next = next
 	}
+	var store *cache.Store
+	for _, rc := range cfg.Routes {
+		if rc.Cache.Enabled && store == nil {
+			size := cmp.Or(cfg.CacheSize, DefaultCacheSize)
+			var sOpts []cache.StoreOption
+			if o.metrics != nil {
+				sOpts = append(sOpts, cache.WithStoreMetrics(o.metrics.cache, o.name))
+			}
+			store = cache.NewStore(size, sOpts...)
+		}
+	}
 	for i, rc := range cfg.Routes {
 		m, _ := rc.Match.compile()
 		name := rc.Name
@@ -264,6 +297,16 @@ func New(cfg Config, next http.Handler, opts ...Option) (*Gateway, error) {
 			return nil, confval.Prefix(fmt.Sprintf("routes[%d].compress", i), err)
 		}
 		h = cz.Wrap(h)
+		chOpts := []cache.Option{cache.WithStore(store), cache.WithLogger(o.log.With("route", name))}
+		if o.metrics != nil {
+			chOpts = append(chOpts, cache.WithMetrics(o.metrics.cache, name))
+		}
+		ch, err := cache.New(rc.Cache, chOpts...)
+		if err != nil {
+			g.Close()
+			return nil, confval.Prefix(fmt.Sprintf("routes[%d].cache", i), err)
+		}
+		h = ch.Wrap(h)
 		rlOpts := []ratelimit.Option{ratelimit.WithLogger(o.log.With("route", name)), ratelimit.WithClientIP(resolver)}
 		if g.redis != nil {
 			rlOpts = append(rlOpts, ratelimit.WithRedis(g.redis))

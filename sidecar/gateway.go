@@ -49,7 +49,7 @@ func (s *Sidecar) setGateway(slot *gatewaySlot, cfg gateway.Config, where string
 	}
 	var next *gateway.Gateway
 	if cfg.Enabled() {
-		opts := []gateway.Option{gateway.WithLogger(s.log.With("gateway", where)), gateway.WithMetrics(s.gatewayMetrics()),
+		opts := []gateway.Option{gateway.WithName(where), gateway.WithLogger(s.log.With("gateway", where)), gateway.WithMetrics(s.gatewayMetrics()),
 			gateway.WithUpstreams(s.partResolver(slot, where == "public"))}
 		if s.tel.tracer != nil {
 			opts = append(opts, gateway.WithTracer(s.tel.tracer))

@@ -437,3 +437,51 @@ func TestMeshGatewayAggregate(t *testing.T) {
 		t.Errorf("the failed part should be absent with a status in _parts: %s", at)
 	}
 }
+
+// TestMeshGatewayCache: web's sidecar serves a cacheable answer from its
+// cache (sidecar role), once per key, and an ingress listener does too
+// (ingress role); an unkeyed X-Forwarded-Host does not poison the entry.
+func TestMeshGatewayCache(t *testing.T) {
+	t.Parallel()
+	gw := map[string]any{"cache_size": "4MiB", "routes": []any{map[string]any{
+		"name": "echo", "match": map[string]any{"path_prefix": "/echo"},
+		"cache": map[string]any{"enabled": true, "x_cache_header": "X-Cache"},
+	}}}
+	m := startGatewayMesh(t, map[string]any{"gateway": gw}, func(bind string) map[string]any {
+		return map[string]any{"ingress": []any{map[string]any{"bind": bind, "routes": []any{map[string]any{"upstream": "web"}}, "gateway": gw}}}
+	})
+	c := &http.Client{Timeout: 10 * time.Second}
+	get := func(target, path string, hdr ...string) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", "http://"+target+path, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		return do(t, c, req)
+	}
+	const path = "/echo?cc=public,max-age=60"
+	r1, _ := get(m.up, path)
+	r2, _ := get(m.up, path)
+	if r1.Header.Get("X-Cache") != "MISS" || r2.Header.Get("X-Cache") != "HIT" || m.app.count() != 1 {
+		t.Fatalf("sidecar role: %s then %s, the application saw %d", r1.Header.Get("X-Cache"), r2.Header.Get("X-Cache"), m.app.count())
+	}
+	// Ingress role, with a poisoning attempt first.
+	var p1 *http.Response
+	eventually(t, 10*time.Second, func() error {
+		p1, _ = get(m.ingress, path+"&k=2", "X-Forwarded-Host", "evil.example")
+		if p1.StatusCode != 200 {
+			return fmt.Errorf("%d", p1.StatusCode)
+		}
+		return nil
+	})
+	r3, b3 := get(m.ingress, path+"&k=2")
+	r4, b4 := get(m.ingress, path+"&k=2")
+	if r3.Header.Get("X-Cache") != "MISS" || r4.Header.Get("X-Cache") != "HIT" || b3 != b4 {
+		t.Errorf("ingress role after a poisoning attempt: %s then %s\n%v\n%v", r3.Header.Get("X-Cache"), r4.Header.Get("X-Cache"), r3.Header, r4.Header)
+	}
+	if strings.Contains(b4, "evil.example") {
+		t.Errorf("a clean client got the poisoned answer: %s", b4)
+	}
+	if got := metricValue(t, m.web.admin, "outrider_gateway_cache_lookups_total", "route", "echo", "result", "hit"); got != 1 {
+		t.Errorf("web's cache hits counted: %v", got)
+	}
+}

@@ -133,6 +133,10 @@ func (ig *ingress) forwarded(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		remote := reqinfo.From(r.Context()).Remote
 		ip := remote.String()
+		// A copy: the filters above (the cache) still judge the request
+		// the client sent.
+		r = r.WithContext(r.Context())
+		r.Header = r.Header.Clone()
 		if prior := r.Header.Values("X-Forwarded-For"); len(prior) > 0 && ig.trust.Trusted(remote) {
 			r.Header.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
 		} else {

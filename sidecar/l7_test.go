@@ -68,6 +68,9 @@ func startHTTPApp(t *testing.T, name string) *httpApp {
 		h := sha256.New()
 		n, _ := io.Copy(h, r.Body)
 		w.Header().Set("Content-Type", "application/json")
+		if cc := r.URL.Query().Get("cc"); cc != "" {
+			w.Header().Set("Cache-Control", cc) // for the cache tests
+		}
 		json.NewEncoder(w).Encode(seen{Instance: name, Method: r.Method, Path: r.URL.RequestURI(), Proto: r.Proto,
 			Header: r.Header, BodyLen: n, BodySHA: hex.EncodeToString(h.Sum(nil)), Trailer: r.Trailer})
 	})

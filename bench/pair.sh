@@ -447,7 +447,7 @@ for p in "${PAIR_LIST[@]}"; do
 	outrider) setup_consul_pair outrider outrider $OUTRIDER_ENV ;;
 	outrider-gomaxprocs*) setup_consul_pair "$p" outrider $OUTRIDER_ENV "GOMAXPROCS=${p#outrider-gomaxprocs}" ;;
 	outrider-goroutines) setup_consul_pair "$p" outrider $OUTRIDER_ENV "OUTRIDER_DATA_PATH=goroutines" ;;
-	outrider-l7 | outrider-l7-policy20 | outrider-l7-route10) setup_consul_pair "$p" outrider $OUTRIDER_ENV ;;
+	outrider-l7 | outrider-l7-policy20 | outrider-l7-route10 | outrider-l7-gateway | outrider-l7-cachehit) setup_consul_pair "$p" outrider $OUTRIDER_ENV ;;
 	outrider-l7-trace1) start_collector && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$COLLECTOR_OTLP" \
 		OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 ;;
 	outrider-l7-trace100) start_collector && setup_consul_pair "$p" outrider $OUTRIDER_ENV "OTEL_EXPORTER_OTLP_ENDPOINT=http://$COLLECTOR_OTLP" \

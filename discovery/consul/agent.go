@@ -25,6 +25,10 @@ func ProxyRegistration(client *api.Client, proxyID string) Fetch[*api.AgentServi
 			}
 			return nil, nil, fmt.Errorf("consul: agent/service/%s: %w", proxyID, err)
 		}
+		if svc == nil {
+			// A 200 whose body is "null": not an answer the agent gives.
+			return nil, nil, fmt.Errorf("consul: agent/service/%s: malformed answer: no service", proxyID)
+		}
 		if svc.Kind != api.ServiceKindConnectProxy || svc.Proxy == nil {
 			return nil, nil, fmt.Errorf("consul: service %q is of kind %q, not a connect-proxy: %w", proxyID, svc.Kind, ErrNoSidecar)
 		}

@@ -70,45 +70,59 @@ func ConnectEndpointsWith(client *api.Client, service, dc string, ids IdentityFu
 	}
 }
 
-// snapshotOf turns health entries into an immutable snapshot. An instance
-// whose identity cannot be formed fails the whole answer; an empty list is
-// a valid answer (no healthy instance).
+// maxWeight caps an instance's weight: Consul sets no upper bound on
+// Weights.Passing, and the balancer sums weights; 65536 keeps the sum of
+// thousands of instances far from overflowing while leaving every weight
+// Consul users set in practice (Envoy accepts at most 128) unchanged.
+const maxWeight = 1 << 16
+
+// snapshotOf turns health entries into an immutable snapshot. An empty
+// list is a valid answer (no healthy instance: the service scaled to zero)
+// and gives a snapshot with no endpoints. An entry Consul never sends (null,
+// without its Node or Service, a proxy without its destination, a port
+// outside 0-65535, no address at all) is a malformed answer, and so is an
+// instance whose identity cannot be formed: both fail the whole answer,
+// naming the instance, and the last good snapshot stays in use. An instance
+// with port 0 (not reachable over TCP, e.g. registered with a unix socket)
+// is skipped.
 func snapshotOf(service, dc string, ids IdentityFunc, entries []*api.ServiceEntry) (*discovery.Snapshot, error) {
 	snap := &discovery.Snapshot{Service: service, Datacenter: dc, Received: time.Now()}
-	for _, e := range entries {
-		if e == nil || e.Service == nil {
-			continue
+	for i, e := range entries {
+		if e == nil || e.Service == nil || e.Node == nil {
+			return nil, fmt.Errorf("consul: health/connect/%s: malformed answer: entry %d has no Node or Service", service, i)
 		}
 		svc := e.Service
 		dest := svc.Service
 		if svc.Kind == api.ServiceKindConnectProxy {
+			if svc.Proxy == nil {
+				return nil, fmt.Errorf("consul: health/connect/%s: malformed answer: proxy %q has no Proxy block", service, svc.ID)
+			}
 			dest = svc.Proxy.DestinationServiceName
 		}
-		host := svc.Address
-		if host == "" && e.Node != nil {
-			host = e.Node.Address
+		if dest == "" {
+			return nil, fmt.Errorf("consul: health/connect/%s: malformed answer: instance %q names no service", service, svc.ID)
 		}
-		if host == "" || svc.Port <= 0 {
+		if svc.Port < 0 || svc.Port > 65535 {
+			return nil, fmt.Errorf("consul: health/connect/%s: malformed answer: instance %q has port %d", service, svc.ID, svc.Port)
+		}
+		host := cmp.Or(svc.Address, e.Node.Address)
+		if host == "" {
+			return nil, fmt.Errorf("consul: health/connect/%s: malformed answer: instance %q has no address", service, svc.ID)
+		}
+		if svc.Port == 0 {
 			continue
 		}
-		nodeDC := dc
-		node := ""
-		if e.Node != nil {
-			node = e.Node.Node
-			if e.Node.Datacenter != "" {
-				nodeDC = e.Node.Datacenter
-			}
-		}
+		nodeDC := cmp.Or(e.Node.Datacenter, dc)
 		id, err := ids(Instance{Service: dest, Namespace: cmp.Or(svc.Namespace, "default"), Partition: svc.Partition,
-			Datacenter: nodeDC, Node: node, Meta: svc.Meta})
+			Datacenter: nodeDC, Node: e.Node.Node, Meta: svc.Meta})
 		if err != nil {
 			return nil, fmt.Errorf("consul: health/connect/%s: instance %s: %w", service, svc.ID, err)
 		}
 		snap.Endpoints = append(snap.Endpoints, discovery.Endpoint{
 			Address:   net.JoinHostPort(host, strconv.Itoa(svc.Port)),
-			Weight:    max(svc.Weights.Passing, 1),
+			Weight:    min(max(svc.Weights.Passing, 1), maxWeight),
 			Identity:  id,
-			Node:      node,
+			Node:      e.Node.Node,
 			ServiceID: svc.ID,
 		})
 	}
@@ -163,7 +177,7 @@ func TargetEndpoints(client *api.Client, t Target, ids IdentityFunc) Fetch[*disc
 // "critical").
 func anyCritical(checks api.HealthChecks) bool {
 	for _, c := range checks {
-		if c.Status == api.HealthCritical {
+		if c != nil && c.Status == api.HealthCritical {
 			return true
 		}
 	}

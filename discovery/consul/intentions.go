@@ -9,6 +9,12 @@ import (
 // Intentions returns a Fetch of the intentions that apply to connections
 // into destination (those naming it or "*"), as the agent's
 // /v1/connect/intentions/match?by=destination answers, with blocking.
+//
+// Consul's answer has a key for every name asked about (its value null or
+// [] when no intention applies). An answer without destination's key (such
+// as "null" or "{}") or with a null intention is malformed and fails: read as
+// "no intentions", it would drop every deny intention and leave only the
+// default decision, which is allow when ACLs are off.
 func Intentions(client *api.Client, destination string) Fetch[[]*api.Intention] {
 	return func(opts *api.QueryOptions) ([]*api.Intention, *api.QueryMeta, error) {
 		m, meta, err := client.Connect().IntentionMatch(&api.IntentionMatch{
@@ -18,8 +24,26 @@ func Intentions(client *api.Client, destination string) Fetch[[]*api.Intention] 
 		if err != nil {
 			return nil, nil, fmt.Errorf("consul: intentions for %q: %w", destination, err)
 		}
-		return m[destination], meta, nil
+		list, err := matched(m, destination)
+		if err != nil {
+			return nil, nil, err
+		}
+		return list, meta, nil
 	}
+}
+
+// matched checks an intention-match answer and returns destination's list.
+func matched(m map[string][]*api.Intention, destination string) ([]*api.Intention, error) {
+	list, ok := m[destination]
+	if !ok {
+		return nil, fmt.Errorf("consul: intentions for %q: malformed answer: it does not list %q", destination, destination)
+	}
+	for i, ixn := range list {
+		if ixn == nil {
+			return nil, fmt.Errorf("consul: intentions for %q: malformed answer: intention %d is null", destination, i)
+		}
+	}
+	return list, nil
 }
 
 // DefaultAllow reports what happens to a connection no intention matches:

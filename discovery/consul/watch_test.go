@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,7 +25,7 @@ func TestNextIndex(t *testing.T) {
 		{5, 5, 5},
 		{7, 3, 0}, // went backwards: reset
 		{0, 0, 1}, // never wait on 0
-		{4, 0, 0}, // backwards to zero: reset, the next answer sets it
+		{4, 0, 1}, // no index at all: wait on 1, which is always safe
 	}
 	for _, tt := range tests {
 		if got := nextIndex(tt.prev, tt.got); got != tt.want {
@@ -121,7 +122,7 @@ func TestWatchKeepsLastGoodAndResetsIndex(t *testing.T) {
 		mu.Lock()
 		got = append(got, s)
 		mu.Unlock()
-	}, WithBackoff(time.Millisecond, 5*time.Millisecond))
+	}, withClock(newFakeClock()))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- w.Run(ctx) }()
@@ -157,8 +158,19 @@ func TestWatchKeepsLastGoodAndResetsIndex(t *testing.T) {
 			t.Fatalf("call %d used index %q, want %q (all: %q)", i, f.indexes[i], w, f.indexes)
 		}
 	}
-	if st := w.Status(); st.Stale() || st.Index != 12 {
-		t.Fatalf("status after recovery = %+v", st)
+	if st := w.Status(); st.Stale() || st.Index != 12 || st.IndexResets != 1 || st.Warning != "" {
+		t.Fatalf("status after recovery = %+v, want index 12, one reset counted, no warning", st)
+	}
+}
+
+// Right after an index went backwards, Status says so.
+func TestWatchStatusReportsIndexReset(t *testing.T) {
+	f, client := newFake(t, fakeAnswer{index: 10, ports: []int{21000}}, fakeAnswer{index: 4, ports: []int{21000}})
+	w := NewWatch("health/connect/web", ConnectEndpoints(client, "web", "", spiffeid.RequireTrustDomainFromString("example.org")),
+		func(*discovery.Snapshot) {}, withClock(newFakeClock()))
+	runWatch(t, w, "the query after the reset", func() bool { return f.calls.Load() >= 3 })
+	if st := w.Status(); st.IndexResets != 1 || st.Index != 0 || !strings.Contains(st.Warning, "went backwards (4 after 10)") {
+		t.Fatalf("status = %+v, want the reset reported", st)
 	}
 }
 
@@ -166,7 +178,7 @@ func TestWatchStatusReportsStaleness(t *testing.T) {
 	_, client := newFake(t, fakeAnswer{index: 3, ports: []int{21000}}, fakeAnswer{status: 500}, fakeAnswer{status: 500}, fakeAnswer{status: 500})
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	w := NewWatch("health/connect/web", ConnectEndpoints(client, "web", "", td), func(*discovery.Snapshot) {},
-		WithBackoff(time.Millisecond, 2*time.Millisecond))
+		withClock(newFakeClock()))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go w.Run(ctx)
@@ -192,5 +204,25 @@ func TestWatchStopsOnHungQuery(t *testing.T) {
 	defer cancel()
 	if err := w.Run(ctx); err != context.DeadlineExceeded {
 		t.Fatalf("Run = %v, want DeadlineExceeded", err)
+	}
+}
+
+// A query that outlives its wait time, Consul's jitter and the grace
+// (an agent that accepted the request and never answers) is given up: the
+// watch reports the failure, keeps the last good snapshot and asks again,
+// rather than staying silently stale for ever.
+func TestWatchGivesUpOnHungQuery(t *testing.T) {
+	f, client := newFake(t, fakeAnswer{index: 10, ports: []int{21000}}) // then every call hangs
+	var published atomic.Int64
+	w := NewWatch("health/connect/web", ConnectEndpoints(client, "web", "", spiffeid.RequireTrustDomainFromString("example.org")),
+		func(*discovery.Snapshot) { published.Add(1) },
+		WithWaitTime(16*time.Millisecond), withQueryGrace(20*time.Millisecond), withClock(newFakeClock()))
+	runWatch(t, w, "two hung queries given up", func() bool { return w.Status().Failures >= 2 && f.calls.Load() >= 4 })
+	st := w.Status()
+	if !strings.Contains(st.LastError, "no answer within 37ms (blocking wait 16ms)") || st.Index != 10 {
+		t.Fatalf("status = %+v, want the timeout reported and the last good index kept", st)
+	}
+	if published.Load() != 1 {
+		t.Fatalf("published %d times, want only the good answer", published.Load())
 	}
 }

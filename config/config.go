@@ -18,6 +18,7 @@ const (
 	DefaultHandshakeTimeout    = 10 * time.Second
 	DefaultLocalRequestTimeout = 15 * time.Second
 	DefaultMaxHeaderBytes      = 64 << 10
+	DefaultMaxHeaders          = 100
 	DefaultConnectTimeout      = 5 * time.Second
 	DefaultL4BalancePolicy     = RoundRobin   // upstreams with protocol tcp
 	DefaultL7BalancePolicy     = LeastRequest // http, http2 and grpc
@@ -31,6 +32,7 @@ const (
 const (
 	minHeaderBytes = 1 << 10
 	maxHeaderBytes = 1 << 20
+	maxHeaders     = 10000
 	maxWeight      = 1000
 )
 
@@ -187,6 +189,10 @@ type Public struct {
 	// MaxHeaderBytes bounds an HTTP request head; larger heads get 431.
 	// Default 65536, between 1024 and 1048576.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxHeaders bounds the header fields of an HTTP request (431
+	// beyond) and of the application's response (502). Default 100, as
+	// Envoy's max_headers_count; between 1 and 10000.
+	MaxHeaders int `yaml:"max_headers"`
 	// Gateway applies API-gateway features (rate limits, caching,
 	// compression, aggregation, filtering) to requests for the local
 	// service, after authorization; needs an HTTP protocol. See

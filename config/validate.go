@@ -67,6 +67,7 @@ func (f *File) applyDefaults() {
 		dur(&p.HandshakeTimeout, DefaultHandshakeTimeout, "public.handshake_timeout")
 		dur(&p.LocalRequestTimeout, DefaultLocalRequestTimeout, "public.local_request_timeout")
 		num(&p.MaxHeaderBytes, DefaultMaxHeaderBytes, "public.max_header_bytes")
+		num(&p.MaxHeaders, DefaultMaxHeaders, "public.max_headers")
 	}
 	for i := range f.Upstreams {
 		u := &f.Upstreams[i]
@@ -360,6 +361,9 @@ func (c *checker) public() []listener {
 	c.positive("public.local_request_timeout", p.LocalRequestTimeout)
 	if n := p.MaxHeaderBytes; n < minHeaderBytes || n > maxHeaderBytes {
 		c.errorf("public.max_header_bytes", "%d is not between %d and %d", n, minHeaderBytes, maxHeaderBytes)
+	}
+	if n := p.MaxHeaders; n < 1 || n > maxHeaders {
+		c.errorf("public.max_headers", "%d is not between 1 and %d", n, maxHeaders)
 	}
 	return out
 }

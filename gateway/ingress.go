@@ -35,6 +35,9 @@ type Ingress struct {
 	// MaxHeaderBytes bounds a request head (default 65536, 1024 to
 	// 1048576); larger heads get 431.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxHeaders bounds a request's header fields (default 100, as
+	// Envoy's max_headers_count; 1 to 10000); more get 431.
+	MaxHeaders int `yaml:"max_headers"`
 	// ReadHeaderTimeout bounds the TLS handshake and the reading of each
 	// request head (slowloris). Default 10s.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
@@ -62,6 +65,7 @@ const (
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxHeaders        = 100
 )
 
 // ApplyDefaults fills in the documented defaults of fields left zero.
@@ -78,6 +82,9 @@ func (l *Ingress) ApplyDefaults(i int) {
 	if l.MaxHeaderBytes == 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if l.MaxHeaders == 0 {
+		l.MaxHeaders = DefaultMaxHeaders
+	}
 }
 
 // Validate reports every problem, with paths relative to the listener.
@@ -89,6 +96,9 @@ func (l Ingress) Validate() error {
 	}
 	if l.MaxHeaderBytes != 0 && (l.MaxHeaderBytes < 1024 || l.MaxHeaderBytes > 1<<20) {
 		errs = append(errs, confval.Errorf("max_header_bytes", "want 1024 to 1048576, got %d", l.MaxHeaderBytes))
+	}
+	if l.MaxHeaders != 0 && (l.MaxHeaders < 1 || l.MaxHeaders > 10000) {
+		errs = append(errs, confval.Errorf("max_headers", "want 1 to 10000, got %d", l.MaxHeaders))
 	}
 	if l.ReadHeaderTimeout < 0 {
 		errs = append(errs, confval.Errorf("read_header_timeout", "negative"))

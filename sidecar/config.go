@@ -86,6 +86,10 @@ type PublicListener struct {
 	// MaxHeaderBytes bounds an HTTP request head (Proxy.Config
 	// max_header_bytes, default 64 KiB); larger heads get 431.
 	MaxHeaderBytes int `json:"max_header_bytes"`
+	// MaxHeaders bounds the header fields of a request, and of the
+	// application's response (Proxy.Config max_headers, default 100 as
+	// Envoy's max_headers_count); more get 431 (502 for a response).
+	MaxHeaders int `json:"max_headers"`
 	// LocalRequestTimeout bounds how long an HTTP request waits for the
 	// application's response head (Proxy.Config local_request_timeout_ms,
 	// default 15s as Envoy's route timeout); then the caller gets 504.
@@ -147,6 +151,9 @@ type Upstream struct {
 	// MaxHeaderBytes bounds HTTP heads on this listener (the proxy's
 	// max_header_bytes).
 	MaxHeaderBytes int `json:"max_header_bytes"`
+	// MaxHeaders bounds header fields on this listener (the proxy's
+	// max_headers).
+	MaxHeaders int `json:"max_headers"`
 	// Limits is the upstream's circuit breaking (Config.limits, from the
 	// source's service-defaults UpstreamConfig). A change applies live.
 	Limits Limits `json:"limits"`
@@ -259,6 +266,12 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 			return Config{}, fmt.Errorf("sidecar: %s: want an integer between 1024 and 1048576, got %v", field("max_header_bytes"), p.Config["max_header_bytes"])
 		}
 	}
+	maxHeaders := http1.DefaultMaxFields
+	if _, ok := p.Config["max_headers"]; ok {
+		if maxHeaders, err = intValue(p.Config["max_headers"]); err != nil || maxHeaders < 1 || maxHeaders > 10000 {
+			return Config{}, fmt.Errorf("sidecar: %s: want an integer between 1 and 10000, got %v", field("max_headers"), p.Config["max_headers"])
+		}
+	}
 	if c.Tracing, err = tracingValue(p.Config, field); err != nil {
 		return Config{}, err
 	}
@@ -269,6 +282,7 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 		HandshakeTimeout:    handshake,
 		Protocol:            protocol,
 		MaxHeaderBytes:      maxHeader,
+		MaxHeaders:          maxHeaders,
 		LocalRequestTimeout: requestTimeout,
 	}
 	if v, ok := p.Config["gateway"]; ok && v != nil {
@@ -333,6 +347,7 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 			ConnectTimeout:  ct,
 			Protocol:        upProto,
 			MaxHeaderBytes:  maxHeader,
+			MaxHeaders:      maxHeaders,
 			Limits:          limits,
 			Outlier:         outlier,
 			HealthCheck:     hc,
@@ -443,12 +458,14 @@ func (c Config) WithDefaults() Config {
 	p.HandshakeTimeout = cmp.Or(p.HandshakeTimeout, 10*time.Second)
 	p.LocalRequestTimeout = cmp.Or(p.LocalRequestTimeout, 15*time.Second)
 	p.MaxHeaderBytes = cmp.Or(p.MaxHeaderBytes, http1.DefaultMaxHeaderBytes)
+	p.MaxHeaders = cmp.Or(p.MaxHeaders, http1.DefaultMaxFields)
 	p.Protocol = cmp.Or(p.Protocol, TCP)
 	c.Namespace = cmp.Or(c.Namespace, "default")
 	ups := make([]Upstream, len(c.Upstreams))
 	for i, u := range c.Upstreams {
 		u.ConnectTimeout = cmp.Or(u.ConnectTimeout, 5*time.Second)
 		u.MaxHeaderBytes = cmp.Or(u.MaxHeaderBytes, p.MaxHeaderBytes)
+		u.MaxHeaders = cmp.Or(u.MaxHeaders, p.MaxHeaders)
 		u.Protocol = cmp.Or(u.Protocol, TCP)
 		u.Namespace = cmp.Or(u.Namespace, "default")
 		ups[i] = u

@@ -37,10 +37,10 @@ func TestFromRegistration(t *testing.T) {
 		Public: PublicListener{
 			BindAddress: "10.0.0.5:21000", LocalService: "127.0.0.1:8080",
 			LocalConnectTimeout: time.Second, HandshakeTimeout: 10 * time.Second,
-			Protocol: TCP, MaxHeaderBytes: 64 << 10, LocalRequestTimeout: 15 * time.Second,
+			Protocol: TCP, MaxHeaderBytes: 64 << 10, MaxHeaders: 100, LocalRequestTimeout: 15 * time.Second,
 		},
 		Upstreams: []Upstream{{DestinationName: "api", Namespace: "default", BindAddress: "127.0.0.1:9191", ConnectTimeout: 5 * time.Second,
-			Protocol: TCP, MaxHeaderBytes: 64 << 10, RetryBudget: RetryBudget{Percent: 20, MinRetries: 3}}},
+			Protocol: TCP, MaxHeaderBytes: 64 << 10, MaxHeaders: 100, RetryBudget: RetryBudget{Percent: 20, MinRetries: 3}}},
 	}
 	if !reflect.DeepEqual(c.Public, want.Public) || c.Service != want.Service || c.ProxyID != want.ProxyID || !reflect.DeepEqual(c.Upstreams, want.Upstreams) {
 		t.Fatalf("FromRegistration =\n%+v\nwant\n%+v", c, want)

@@ -88,6 +88,7 @@ type h1Proxy struct {
 	log             *slog.Logger
 	stat            *counters
 	maxHeaderBytes  int
+	maxHeaders      int           // header fields per request or response
 	responseTimeout time.Duration // 0: none
 	inbound         bool          // set X-Forwarded-For/-Proto on requests
 	tel             *telemetry
@@ -267,7 +268,7 @@ func (hc *h1Conn) serveOne() bool {
 	// Draining may begin from here on: the request is still served, and
 	// its response says Connection: close (relayResponse checks).
 	hc.drain.serving(deadline)
-	err := hc.req.Read(hc.br, p.maxHeaderBytes)
+	err := hc.req.ReadLimits(hc.br, p.maxHeaderBytes, p.maxHeaders)
 	if err == nil && (hc.req.Body != http1.BodyNone || hc.req.Upgrade != nil) {
 		hc.c.SetReadDeadline(time.Time{})
 	}
@@ -357,6 +358,10 @@ func (hc *h1Conn) forwardAttempts() bool {
 		// HTTP2-Settings fields dropped as hop-by-hop (as Envoy strips it).
 		req.Upgrade = nil
 	}
+	// Before the sidecar adds fields of its own (X-Forwarded-*, the
+	// request ID, traceparent): a client's Connection may name them, and
+	// hop-by-hop removal must not take them away.
+	req.DropConnectionFields()
 	var path string
 	if p.authz != nil {
 		// Before anything reads the target: the span, the log and the
@@ -703,7 +708,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 	if req.Expect100 && !bodySent {
 		// Wait briefly for the upstream's verdict before sending the body.
 		uc.Conn.SetReadDeadline(time.Now().Add(continueTimeout))
-		err := resp.Read(uc.br, req.Method, p.maxHeaderBytes)
+		err := resp.ReadLimits(uc.br, req.Method, p.maxHeaderBytes, p.maxHeaders)
 		uc.Conn.SetReadDeadline(time.Time{})
 		switch {
 		case err == nil && resp.Status == 100:
@@ -789,7 +794,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 		uc.idle.timeout = rt.IdleTimeout
 	}
 	for {
-		err := resp.Read(uc.br, req.Method, p.maxHeaderBytes)
+		err := resp.ReadLimits(uc.br, req.Method, p.maxHeaderBytes, p.maxHeaders)
 		if err != nil {
 			uc.Conn.Close()
 			if uc.reused && hc.resendable() && (errors.Is(err, io.EOF) || isReset(err)) {

@@ -24,6 +24,7 @@ import (
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/http1"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
@@ -48,19 +49,19 @@ type h2Server struct {
 // Its HTTP/2 accepts prior-knowledge connections (h2c from applications,
 // and h2 over the sidecar's TLS, which the server sees as plaintext because
 // the handshake is done before hand-over).
-func newH2Server(h http.Handler, maxHeaderBytes int, log *slog.Logger, abuse func(reason string, remote net.Addr)) *h2Server {
-	return newH2ServerTimeouts(h, maxHeaderBytes, 30*time.Second, clientIdleTimeout, log, abuse)
+func newH2Server(h http.Handler, maxHeaderBytes, maxHeaders int, log *slog.Logger, abuse func(reason string, remote net.Addr)) *h2Server {
+	return newH2ServerTimeouts(h, maxHeaderBytes, maxHeaders, 30*time.Second, clientIdleTimeout, log, abuse)
 }
 
 // newH2ServerTimeouts is newH2Server with the server's head and idle
 // timeouts (an ingress listener configures them).
-func newH2ServerTimeouts(h http.Handler, maxHeaderBytes int, readHeader, idle time.Duration, log *slog.Logger, abuse func(reason string, remote net.Addr)) *h2Server {
+func newH2ServerTimeouts(h http.Handler, maxHeaderBytes, maxHeaders int, readHeader, idle time.Duration, log *slog.Logger, abuse func(reason string, remote net.Addr)) *h2Server {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	s := &h2Server{
 		srv: &http.Server{
-			Handler:           h,
+			Handler:           limitHeaders(h, maxHeaders, log),
 			Protocols:         &protos,
 			MaxHeaderBytes:    maxHeaderBytes,
 			ReadHeaderTimeout: readHeader,
@@ -79,6 +80,32 @@ func newH2ServerTimeouts(h http.Handler, maxHeaderBytes int, readHeader, idle ti
 	}
 	go s.srv.Serve(s.ln)
 	return s
+}
+
+// limitHeaders answers 431 to a request with more than max header fields
+// (<= 0: http1.DefaultMaxFields), the bound the HTTP/1.1 fast path applies
+// while parsing; net/http bounds only the bytes.
+func limitHeaders(h http.Handler, max int, log *slog.Logger) http.Handler {
+	if max <= 0 {
+		max = http1.DefaultMaxFields
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := 0
+		if r.Host != "" {
+			n++
+		}
+		for _, vv := range r.Header {
+			n += len(vv)
+		}
+		if n > max {
+			log.Warn("malformed request rejected", "remote", r.RemoteAddr, "status", http.StatusRequestHeaderFieldsTooLarge,
+				"reason", "too many header fields", "fields", n)
+			w.Header().Set("Connection", "close")
+			http.Error(w, "too many header fields", http.StatusRequestHeaderFieldsTooLarge)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // connInfo is what a handler may know about the connection a request came on.

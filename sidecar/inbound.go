@@ -85,7 +85,7 @@ func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 		}
 	}
 	in.appH1, in.appH2C = transport(false), transport(true)
-	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log, in.tel, in.route, &in.gw), cfg.MaxHeaderBytes, in.log, abuseReporter(in.tel, in.log, "public"))
+	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log, in.tel, in.route, &in.gw), cfg.MaxHeaderBytes, cfg.MaxHeaders, in.log, abuseReporter(in.tel, in.log, "public"))
 	return in
 }
 
@@ -226,7 +226,7 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 			return
 		}
 		if string(first) != "PRI" {
-			p := &h1Proxy{target: in, log: in.log, stat: in.stat, maxHeaderBytes: cfg.MaxHeaderBytes,
+			p := &h1Proxy{target: in, log: in.log, stat: in.stat, maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders,
 				responseTimeout: cfg.LocalRequestTimeout, inbound: true, tel: in.tel, route: in.route, peer: peer,
 				authz: az, norm: in.norm, jwt: in.jwt}
 			p.serve(tc, br, in.conns, tracked)

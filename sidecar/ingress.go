@@ -110,7 +110,7 @@ func (s *Sidecar) startIngress(cfg gateway.Ingress, tlsCfg *tls.Config, hsts str
 		ln.Close()
 		return nil, err
 	}
-	ig.srv = newH2ServerTimeouts(ig.handler(s), cfg.MaxHeaderBytes, cfg.ReadHeaderTimeout, cfg.IdleTimeout, ig.log,
+	ig.srv = newH2ServerTimeouts(ig.handler(s), cfg.MaxHeaderBytes, cfg.MaxHeaders, cfg.ReadHeaderTimeout, cfg.IdleTimeout, ig.log,
 		abuseReporter(s.tel, ig.log, cfg.Name))
 	go func() {
 		defer close(ig.done)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -140,6 +141,31 @@ func TestInteropWithBuiltinProxyHTTP(t *testing.T) {
 				}
 				return nil
 			})
+			if !tc.outriderInbound {
+				return
+			}
+			// The built-in proxy relays the client's bytes as they are: the
+			// fields Outrider's inbound sets survive a Connection that
+			// names them (hop-by-hop removal runs before they are added).
+			req, _ := http.NewRequest("GET", "http://"+upstream+"/echo", nil)
+			req.Header.Set("Connection", "X-Forwarded-For, X-Forwarded-Proto, X-Request-Id, X-Hop")
+			req.Header.Set("X-Forwarded-For", "10.9.9.9")
+			req.Header.Set("X-Hop", "dropped")
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var s seen
+			if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+				t.Fatal(err)
+			}
+			if got := s.Header.Get("X-Forwarded-For"); got != "127.0.0.1" {
+				t.Errorf("X-Forwarded-For %q, want only the hop the sidecar saw (the client's was named in Connection)", got)
+			}
+			if s.Header.Get("X-Forwarded-Proto") != "https" || s.Header.Get("X-Request-Id") == "" || s.Header.Get("X-Hop") != "" {
+				t.Errorf("application saw %v", s.Header)
+			}
 		})
 	}
 }

@@ -162,7 +162,7 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 			return c, nil
 		},
 	}
-	o.h2Server = newH2Server(reverseProxy(&meshTransport{o: o}, u.DestinationName, false, o.stat, o.log, o.tel, o.route, nil), u.MaxHeaderBytes, o.log, abuseReporter(o.tel, o.log, u.DestinationName))
+	o.h2Server = newH2Server(reverseProxy(&meshTransport{o: o}, u.DestinationName, false, o.stat, o.log, o.tel, o.route, nil), u.MaxHeaderBytes, u.MaxHeaders, o.log, abuseReporter(o.tel, o.log, u.DestinationName))
 	return o
 }
 
@@ -253,7 +253,7 @@ func (o *outbound) handle(c net.Conn) {
 		o.h2Server.serveConn(&bufferedConn{Conn: c, r: br}, connInfo{src: remoteIP(c)})
 		return
 	}
-	p := &h1Proxy{target: o, retryBudget: o.budget, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, tel: o.tel, route: o.route, brk: o.brk}
+	p := &h1Proxy{target: o, retryBudget: o.budget, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders, tel: o.tel, route: o.route, brk: o.brk}
 	p.serve(c, br, o.conns, c)
 	putReader(br)
 }

@@ -93,6 +93,7 @@ func fromFile(f *config.File, log *slog.Logger) (*static, error) {
 			BindAddress: p.Bind, LocalService: p.LocalService, Protocol: sidecar.Protocol(p.Protocol),
 			LocalConnectTimeout: p.LocalConnectTimeout, HandshakeTimeout: p.HandshakeTimeout,
 			LocalRequestTimeout: p.LocalRequestTimeout, MaxHeaderBytes: p.MaxHeaderBytes,
+			MaxHeaders: p.MaxHeaders,
 		}
 		if p.Gateway != nil {
 			s.cfg.Public.Gateway = *p.Gateway

@@ -66,6 +66,23 @@ package http1
 //     framings at once is how CL.TE and TE.CL smuggling starts, and RFC
 //     9112 section 6.1 lets a server reject it (Envoy does). Responses
 //     framed both ways are still read as chunked.
+//  7. In a request every line must end in CRLF: a bare LF is a 400 (RFC
+//     9112 section 2.2 lets a server accept it; a proxy that does reads
+//     the head differently from a next hop that does not). Responses still
+//     accept bare LF, as http.ReadResponse does.
+//  8. An obs-fold continuation line in a request is a 400 (RFC 9112
+//     section 5.2); net/http unfolds it. Responses are still unfolded.
+//  9. A request line without a version ("GET /", HTTP/0.9) is a 400 as
+//     soon as its line ends; net/http waits for more head.
+//  10. Two Content-Length fields are a 400 even when equal (RFC 9110
+//     section 8.6 allows merging them; a proxy need not, Envoy does not).
+//  11. Transfer-Encoding on an HTTP/1.0 request is a 400 (RFC 9112 section
+//     6.1: a 1.0 recipient cannot have framed by it); net/http reads chunks.
+//  12. An absolute-form target must be http or https with an authority
+//     that has no userinfo and is a valid host, and Host must equal it
+//     (case-insensitively); net/http prefers the target's authority.
+//  13. More than maxFields header fields (ReadLimits; DefaultMaxFields is
+//     100, Envoy's default) is a 431; net/http counts only bytes.
 //
 // ResponseHead.Read follows http.ReadResponse, which FuzzResponseHead
 // checks, and is stricter where a proxy must not pass ambiguity on: a

@@ -48,6 +48,10 @@ var (
 	errInitialSpace = errors.New("whitespace before the first field")
 	errFieldName    = errors.New("invalid field name or no colon")
 	errFieldValue   = errors.New("invalid field value")
+	// Request-only strictness (see compat.go): net/http accepts these.
+	errBareLF      = errors.New("line ending without CR")
+	errRequestLine = errors.New("malformed request line")
+	errObsFold     = errors.New("obsolete line folding")
 )
 
 // readHead appends one head (start line up to and including the empty
@@ -57,7 +61,13 @@ var (
 // io.ErrUnexpectedEOF if it ends inside the head, errEmptyLine if the
 // first line is empty (net/http rejects it before reading on), and
 // errTooLarge once the head exceeds limit bytes.
-func readHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
+//
+// A request head (request set) is held to RFC 9112 strictly: every line
+// ends in CRLF (a bare LF is errBareLF), and the request line must hold
+// its two spaces once it ends (else errRequestLine, returned at once: an
+// HTTP/0.9 "GET /" line is refused without waiting for a head that will
+// never come).
+func readHead(br *bufio.Reader, buf []byte, limit int, request bool) ([]byte, error) {
 	buf = buf[:0]
 	lineStart := 0 // offset of the current line in the head
 	first := true
@@ -83,12 +93,23 @@ func readHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 			}
 			nl := base + i + j
 			n := nl - lineStart
+			if request && (n == 0 || byteAt(buf, b, nl-1) != '\r') {
+				if first && n == 0 {
+					return buf, errEmptyLine
+				}
+				return buf, errBareLF
+			}
 			if n == 0 || n == 1 && byteAt(buf, b, lineStart) == '\r' {
 				if first {
 					return buf, errEmptyLine
 				}
 				end = i + j + 1
 				break
+			}
+			if first && request && bytes.Count(buf, sp)+bytes.Count(b[:i+j], sp) < 2 {
+				// While first is set buf holds only the request line's
+				// start and b[:i] is empty.
+				return buf, errRequestLine
 			}
 			first = false
 			lineStart = nl + 1
@@ -142,6 +163,8 @@ func cutLine(p []byte) (line, rest []byte) {
 type fieldScanner struct {
 	p   []byte
 	pos int
+	// noFold makes obs-fold errObsFold (requests, RFC 9112 section 5.2).
+	noFold bool
 }
 
 // next parses the next field into f. done is set at the empty line,
@@ -188,6 +211,9 @@ func (s *fieldScanner) next(f *Field) (space, done bool, err error) {
 		w--
 	}
 	s.pos = nl + 1
+	if s.noFold && isOWS(p[s.pos]) {
+		return false, false, errObsFold
+	}
 	for isOWS(p[s.pos]) {
 		// obs-fold: join the continuation line with one SP.
 		i := s.pos
@@ -275,13 +301,14 @@ type headFacts struct {
 	connClose  bool   // Connection lists close
 	connKeep   bool   // Connection lists keep-alive
 	connUpg    bool   // Connection lists upgrade
+	conns      int    // Connection fields
 	space      bool   // a field name contains SP
 }
 
 // parseFields parses the field section p (ending with its empty line)
 // into fields and the facts about them.
-func parseFields(p []byte, fields []Field, hf *headFacts) ([]Field, error) {
-	s := fieldScanner{p: p}
+func parseFields(p []byte, fields []Field, hf *headFacts, noFold bool) ([]Field, error) {
+	s := fieldScanner{p: p, noFold: noFold}
 	for {
 		var f Field
 		space, done, err := s.next(&f)
@@ -319,6 +346,7 @@ func (hf *headFacts) note(n, v []byte) {
 		}
 	case len("connection"):
 		if equalFold(n, "connection") {
+			hf.conns++
 			hf.connClose = hf.connClose || hasListToken(v, "close")
 			hf.connKeep = hf.connKeep || hasListToken(v, "keep-alive")
 			hf.connUpg = hf.connUpg || hasListToken(v, "upgrade")

@@ -25,9 +25,15 @@ import "errors"
 // limit.
 const DefaultMaxHeaderBytes = 64 << 10
 
+// DefaultMaxFields bounds the number of header fields of a request or
+// response when the caller gives no limit: Envoy's default
+// max_headers_count.
+const DefaultMaxFields = 100
+
 // Error is a malformed or unacceptable message. Status is the response a
 // proxy answers it with. For requests: 400, 417 (an Expect other than
-// 100-continue, as net/http answers), 431 (head too large), 501
+// 100-continue, as net/http answers), 431 (head too large or too many
+// fields), 501
 // (unsupported Transfer-Encoding) or 505 (unsupported version). For
 // responses it is always 502.
 type Error struct {
@@ -104,7 +110,8 @@ type RequestHead struct {
 	// expectation is rejected with 417, as net/http does.
 	Expect100 bool
 
-	raw []byte // the head as read; the slices above point into it
+	raw   []byte // the head as read; the slices above point into it
+	conns int    // Connection fields in Header, for DropConnectionFields
 }
 
 // ResponseHead is a parsed status line and header section. The zero value

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"net/url"
 	"strconv"
+	"strings"
+	"unsafe"
 )
 
 // Read parses one request head from br into h, reusing h's buffers: h's
@@ -23,8 +25,17 @@ import (
 // Read blocks until a whole head has arrived; callers bound it with a
 // read deadline on the connection.
 func (h *RequestHead) Read(br *bufio.Reader, maxHeaderBytes int) error {
+	return h.ReadLimits(br, maxHeaderBytes, 0)
+}
+
+// ReadLimits is Read with a bound on the number of header fields too:
+// more than maxFields (<= 0 means DefaultMaxFields) is a 431.
+func (h *RequestHead) ReadLimits(br *bufio.Reader, maxHeaderBytes, maxFields int) error {
 	if maxHeaderBytes <= 0 {
 		maxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if maxFields <= 0 {
+		maxFields = DefaultMaxFields
 	}
 	// net/http tolerates up to four stray CR/LF bytes after a POST body
 	// (RFC 9112 section 2.2: clients that add a CRLF after the body).
@@ -36,7 +47,7 @@ func (h *RequestHead) Read(br *bufio.Reader, maxHeaderBytes int) error {
 		}
 		_, _ = br.Discard(n)
 	}
-	raw, err := readHead(br, h.raw, maxHeaderBytes)
+	raw, err := readHead(br, h.raw, maxHeaderBytes, true)
 	*h = RequestHead{raw: raw, Header: Header{Fields: h.Header.Fields[:0], arena: h.Header.arena[:0]}}
 	switch err {
 	case nil:
@@ -44,10 +55,12 @@ func (h *RequestHead) Read(br *bufio.Reader, maxHeaderBytes int) error {
 		return &Error{Status: 431, Reason: "request head too large"}
 	case errEmptyLine:
 		return &Error{Status: 400, Reason: "empty request line"}
+	case errBareLF, errRequestLine:
+		return badRequest(err.Error())
 	default:
 		return err
 	}
-	if err := h.parse(raw); err != nil {
+	if err := h.parse(raw, maxFields); err != nil {
 		h.Header.Fields = h.Header.Fields[:0]
 		return err
 	}
@@ -59,7 +72,7 @@ func badRequest(reason string) *Error { return &Error{Status: 400, Reason: reaso
 // parse parses the head in raw, applying net/http's checks in the order
 // net/http applies them, so a request with several faults gets the same
 // status.
-func (h *RequestHead) parse(raw []byte) error {
+func (h *RequestHead) parse(raw []byte, maxFields int) error {
 	line, fields := cutLine(raw)
 	method, rest, ok1 := bytes.Cut(line, sp)
 	target, proto, ok2 := bytes.Cut(rest, sp)
@@ -81,15 +94,45 @@ func (h *RequestHead) parse(raw []byte) error {
 	if !validTarget(method, target) {
 		return badRequest("invalid request target")
 	}
+	var authority []byte
+	if len(target) > 0 && target[0] != '/' && string(target) != "*" && string(method) != "CONNECT" {
+		if authority, ok = absoluteAuthority(target); !ok {
+			return badRequest(reasonAbsoluteForm)
+		}
+	}
 
 	var hf headFacts
 	var err error
-	h.Header.Fields, err = parseFields(fields, h.Header.Fields, &hf)
+	h.Header.Fields, err = parseFields(fields, h.Header.Fields, &hf, true)
 	if err != nil {
 		return badRequest(err.Error())
 	}
+	if len(h.Header.Fields) > maxFields {
+		return &Error{Status: 431, Reason: reasonTooManyFields}
+	}
 	if hf.hosts > 1 {
 		return badRequest("too many Host fields")
+	}
+	if authority != nil && hf.hosts == 1 && !equalFold(trimOWS(hf.host), unsafeString(authority)) {
+		// RFC 9112 section 3.2.2 makes the target's authority the one that
+		// counts; a Host that names another lets a request be routed or
+		// authorized by one and served by the other.
+		return badRequest(reasonHostMismatch)
+	}
+	if authority != nil && hf.hosts == 0 && major == 1 && minor == 0 {
+		// HTTP/1.0 without Host: the authority becomes the Host the next
+		// hop (which speaks HTTP/1.1) needs.
+		h.Header.Add("Host", string(authority))
+		hf.hosts, hf.host = 1, h.Header.Fields[len(h.Header.Fields)-1].Value
+	}
+	if hf.cls > 1 {
+		// net/http merges identical values; a proxy that forwards what an
+		// ambiguous message means to it is how smuggling starts.
+		return badRequest(reasonDuplicateLength)
+	}
+	if hf.tes > 0 && major == 1 && minor == 0 {
+		// RFC 9112 section 6.1: faulty framing, whatever Content-Length says.
+		return badRequest(reasonTE10)
 	}
 	h.Close = hf.shouldClose(major, minor)
 	chunked, cl, err := hf.transfer(major, minor)
@@ -141,6 +184,7 @@ func (h *RequestHead) parse(raw []byte) error {
 	h.Target = target[:len(target):len(target)]
 	h.Minor = min(minor, 1) // HTTP/1.2 and up are served as 1.1 (RFC 9110 section 2.5)
 	h.Host = hf.host
+	h.conns = hf.conns
 	if hf.connUpg && minor >= 1 && len(hf.upgrade) > 0 {
 		h.Upgrade = hf.upgrade
 	}
@@ -148,6 +192,15 @@ func (h *RequestHead) parse(raw []byte) error {
 }
 
 var sp = []byte{' '}
+
+// Reasons for the checks that are stricter than net/http (compat.go).
+const (
+	reasonAbsoluteForm    = "absolute-form target without an http or https authority"
+	reasonTooManyFields   = "too many header fields"
+	reasonHostMismatch    = "Host disagrees with the request target's authority"
+	reasonDuplicateLength = "more than one Content-Length field"
+	reasonTE10            = "Transfer-Encoding in an HTTP/1.0 request"
+)
 
 // validTarget reports whether net/http accepts target as a request-target:
 // url.ParseRequestURI, on "http://"+target for CONNECT's authority form.
@@ -181,6 +234,40 @@ func validTarget(method, target []byte) bool {
 	}
 	_, err := url.ParseRequestURI(string(target))
 	return err == nil
+}
+
+// absoluteAuthority returns the authority of an absolute-form target, as
+// sent; ok is false unless the scheme is http or https and an authority
+// without userinfo is present (RFC 9110 section 4.2.4 deprecates
+// userinfo in http URIs).
+func absoluteAuthority(target []byte) (authority []byte, ok bool) {
+	u, err := url.ParseRequestURI(string(target))
+	if err != nil || u.Host == "" || u.Opaque != "" || u.User != nil ||
+		!strings.EqualFold(u.Scheme, "http") && !strings.EqualFold(u.Scheme, "https") {
+		return nil, false
+	}
+	// The authority as sent (u.Host has it unescaped).
+	if len(target) < len(u.Scheme)+3 || string(target[len(u.Scheme):len(u.Scheme)+3]) != "://" {
+		return nil, false
+	}
+	rest := target[len(u.Scheme)+len("://"):]
+	if i := bytes.IndexAny(rest, "/?"); i >= 0 {
+		rest = rest[:i]
+	}
+	for _, c := range rest {
+		if !hostByte[c] {
+			return nil, false // what a Host field may not hold
+		}
+	}
+	return rest, true
+}
+
+// unsafeString views b as a string for a call that does not keep it.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 func isHex(c byte) bool {
@@ -307,6 +394,38 @@ func (h *RequestHead) AppendWire(dst []byte) []byte {
 		dst = append(dst, "Connection: close\r\n"...)
 	}
 	return append(dst, "\r\n"...)
+}
+
+// DropConnectionFields removes the Connection fields and the fields they
+// name (never Host), as AppendWire would leave them out. A proxy calls it
+// before adding fields of its own, so a client cannot make it drop them
+// by naming them in Connection ("Connection: X-Forwarded-For"). Framing
+// already read (Close, Upgrade) is kept; AppendWire writes it.
+func (h *RequestHead) DropConnectionFields() {
+	if h.conns == 0 {
+		return
+	}
+	// The Connection fields are kept aside (views into the head) so the
+	// fields can be filtered in place.
+	var buf [4]Field
+	conns := buf[:0]
+	for _, f := range h.Header.Fields {
+		if equalFold(f.Name, "connection") {
+			conns = append(conns, f)
+		}
+	}
+	kept := h.Header.Fields[:0]
+	for _, f := range h.Header.Fields {
+		// Hop-by-hop names stay for AppendWire to drop (it forwards
+		// "TE: trailers" from them).
+		if equalFold(f.Name, "connection") ||
+			!hopByHop(f.Name) && !equalFold(f.Name, "host") && namedByConnection(conns, f.Name) {
+			continue
+		}
+		kept = append(kept, f)
+	}
+	h.Header.Fields = kept
+	h.conns = 0
 }
 
 // appendField appends "name: value\r\n".

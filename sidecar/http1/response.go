@@ -19,10 +19,19 @@ import (
 // other I/O failures, and *Error with Status 502 for a malformed, too
 // large or unacceptable response.
 func (h *ResponseHead) Read(br *bufio.Reader, method []byte, maxHeaderBytes int) error {
+	return h.ReadLimits(br, method, maxHeaderBytes, 0)
+}
+
+// ReadLimits is Read with a bound on the number of header fields too:
+// more than maxFields (<= 0 means DefaultMaxFields) is a 502.
+func (h *ResponseHead) ReadLimits(br *bufio.Reader, method []byte, maxHeaderBytes, maxFields int) error {
 	if maxHeaderBytes <= 0 {
 		maxHeaderBytes = DefaultMaxHeaderBytes
 	}
-	raw, err := readHead(br, h.raw, maxHeaderBytes)
+	if maxFields <= 0 {
+		maxFields = DefaultMaxFields
+	}
+	raw, err := readHead(br, h.raw, maxHeaderBytes, false)
 	*h = ResponseHead{raw: raw, Header: Header{Fields: h.Header.Fields[:0], arena: h.Header.arena[:0]}}
 	switch err {
 	case nil:
@@ -33,7 +42,7 @@ func (h *ResponseHead) Read(br *bufio.Reader, method []byte, maxHeaderBytes int)
 	default:
 		return err
 	}
-	if err := h.parse(raw, string(method) == "HEAD"); err != nil {
+	if err := h.parse(raw, string(method) == "HEAD", maxFields); err != nil {
 		h.Header.Fields = h.Header.Fields[:0]
 		return err
 	}
@@ -44,7 +53,7 @@ func badResponse(reason string) *Error { return &Error{Status: 502, Reason: reas
 
 // parse follows http.ReadResponse and readTransfer, a little stricter
 // where a proxy must be (see compat.go).
-func (h *ResponseHead) parse(raw []byte, toHead bool) error {
+func (h *ResponseHead) parse(raw []byte, toHead bool, maxFields int) error {
 	line, fields := cutLine(raw)
 	proto, rest, ok := bytes.Cut(line, sp)
 	if !ok {
@@ -68,9 +77,12 @@ func (h *ResponseHead) parse(raw []byte, toHead bool) error {
 
 	var hf headFacts
 	var err error
-	h.Header.Fields, err = parseFields(fields, h.Header.Fields, &hf)
+	h.Header.Fields, err = parseFields(fields, h.Header.Fields, &hf, false)
 	if err != nil {
 		return badResponse(err.Error())
+	}
+	if len(h.Header.Fields) > maxFields {
+		return badResponse(reasonTooManyFields)
 	}
 	if hf.space {
 		// net/textproto keeps "Name : value" as a field named "Name ";

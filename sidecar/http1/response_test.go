@@ -106,6 +106,7 @@ func TestResponseHeadReadErrors(t *testing.T) {
 		{"CL conflict", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", nil},
 		{"CL bad on HEAD", "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", nil},
 		{"Trailer names CL", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Content-Length\r\n\r\n", nil},
+		{"101 fields", "HTTP/1.1 200 OK\r\n" + strings.Repeat("Set-Cookie: a=b\r\n", 101) + "\r\n", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -130,6 +131,9 @@ func TestResponseHeadReadErrors(t *testing.T) {
 	var he *Error
 	if err := h.Read(bufio.NewReader(strings.NewReader(long)), nil, 50); !errors.As(err, &he) || he.Status != 502 {
 		t.Errorf("too large: err = %v, want status 502", err)
+	}
+	if err := h.ReadLimits(bufio.NewReader(strings.NewReader(long)), nil, 0, 1); err != nil {
+		t.Errorf("one field, limit 1: %v", err)
 	}
 }
 

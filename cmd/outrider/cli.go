@@ -387,7 +387,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		if st.reload != nil {
 			onHUP = append(onHUP, st.reload)
 		}
-	} else if client, err = api.NewClient(cfg); err != nil {
+	} else if client, err = consul.NewClient(cfg); err != nil {
 		fmt.Fprintln(stderr, "outrider run: consul client:", err)
 		return exitFail
 	}

@@ -185,7 +185,7 @@ func consulClient(c *config.Consul) (*api.Client, string, bool, error) {
 			cfg.Scheme = "https"
 		}
 	}
-	client, err := api.NewClient(cfg)
+	client, err := consul.NewClient(cfg)
 	if err != nil {
 		return nil, "", false, fmt.Errorf("consul: %w", err)
 	}

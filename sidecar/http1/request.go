@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"unsafe"
 )
 
 // Read parses one request head from br into h, reusing h's buffers: h's
@@ -113,7 +112,7 @@ func (h *RequestHead) parse(raw []byte, maxFields int) error {
 	if hf.hosts > 1 {
 		return badRequest("too many Host fields")
 	}
-	if authority != nil && hf.hosts == 1 && !equalFold(trimOWS(hf.host), unsafeString(authority)) {
+	if authority != nil && hf.hosts == 1 && !equalFold(trimOWS(hf.host), authority) {
 		// RFC 9112 section 3.2.2 makes the target's authority the one that
 		// counts; a Host that names another lets a request be routed or
 		// authorized by one and served by the other.
@@ -260,14 +259,6 @@ func absoluteAuthority(target []byte) (authority []byte, ok bool) {
 		}
 	}
 	return rest, true
-}
-
-// unsafeString views b as a string for a call that does not keep it.
-func unsafeString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
 }
 
 func isHex(c byte) bool {

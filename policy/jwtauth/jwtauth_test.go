@@ -304,7 +304,12 @@ func TestRemoteKeySet(t *testing.T) {
 	go func() { v.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	tok := sign(t, is, "k1", time.Now(), nil)
-	waitFor(t, func() bool { return is.hits.Load() > 0 })
+	// The issuer counts the hit before the fetcher has read the answer and
+	// recorded the failure: wait for the failure itself, not the hit.
+	waitFor(t, func() bool {
+		_, err := v.Verify("r", tok)
+		return err != nil && strings.Contains(err.Error(), "500")
+	})
 	if _, err := v.Verify("r", tok); kindOf(err) != NoKeys || !strings.Contains(err.Error(), "500") {
 		t.Fatalf("before the first fetch: %v, want no_keys naming the failure", err)
 	}

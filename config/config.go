@@ -9,6 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
+	"github.com/outrider-mesh/outrider/sidecar/overload"
 )
 
 // Defaults filled in by Load and Parse for keys the file leaves out.
@@ -64,6 +65,11 @@ type File struct {
 	// Telemetry configures traces and the access log. The process's OTEL_*
 	// environment variables and command-line flags win over it.
 	Telemetry Telemetry `yaml:"telemetry"`
+	// Overload is the process's budget of connections, requests and
+	// memory beyond which it refuses work (sidecar/overload). The run
+	// command's -max-connections, -max-requests and -max-memory flags win
+	// over it.
+	Overload overload.Config `yaml:"overload"`
 
 	// name and keys come from Parse: the file name and each key path
 	// written in the file, for error messages and for telling a value

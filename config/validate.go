@@ -199,6 +199,7 @@ func (f *File) validate(failed func(path string) bool) []*fieldError {
 	c.authorization()
 	c.gateway()
 	c.ingress()
+	c.overload()
 	if f.Admin.Bind != "-" {
 		if c.hostPort("admin.bind", f.Admin.Bind, false) {
 			binds = append(binds, listener{"admin.bind", f.Admin.Bind})
@@ -1276,6 +1277,13 @@ func (c *checker) gateway() {
 	}
 	if p.Gateway.Enabled() && !p.Protocol.L7() {
 		c.errorf("public.gateway", "needs public.protocol http, http2 or grpc (got %s)", p.Protocol)
+	}
+}
+
+// overload checks the overload section.
+func (c *checker) overload() {
+	for _, fe := range confval.Fields(confval.Prefix("overload", c.f.Overload.Validate())) {
+		c.errorf(fe.Path, "%s", fe.Msg)
 	}
 }
 

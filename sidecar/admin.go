@@ -19,6 +19,7 @@ import (
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/health"
+	"github.com/outrider-mesh/outrider/sidecar/overload"
 )
 
 func (s *Sidecar) listenAdmin() (net.Listener, error) {
@@ -134,6 +135,8 @@ type ConfigDump struct {
 	Stats        map[string]int64         `json:"stats"`
 	// DrainTimeout is how long shutdown waits for open connections.
 	DrainTimeout string `json:"drain_timeout"`
+	// Overload is the overload manager's budget and state.
+	Overload overload.Status `json:"overload"`
 }
 
 // ConsulDump describes the agent connection.
@@ -205,6 +208,7 @@ func (s *Sidecar) Dump() ConfigDump {
 			"http_bad_requests":         s.stat.badRequests.Load(),
 		},
 		DrainTimeout: s.opts.DrainTimeout.String(),
+		Overload:     s.overload.Status(),
 		Upstreams:    []UpstreamDump{},
 		Watches:      []consul.Status{},
 	}

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"github.com/outrider-mesh/outrider/sidecar/route"
@@ -25,6 +26,7 @@ import (
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
+	"github.com/outrider-mesh/outrider/sidecar/overload"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
@@ -40,6 +42,13 @@ const (
 	// nothing for this long (above poolIdleTimeout, so a peer's pool drops
 	// the connection first).
 	clientIdleTimeout = 90 * time.Second
+	// bodyIdleTimeout bounds each wait for more of a request body, as
+	// nginx's client_body_timeout (slow POST); a timed-out body gets 408.
+	bodyIdleTimeout = 60 * time.Second
+	// maxInterim bounds the interim (1xx) responses relayed before the
+	// final one; more make the response invalid (502), so an upstream
+	// cannot keep a request busy with an endless stream of them.
+	maxInterim = 10
 	// continueTimeout is how long a request with Expect: 100-continue waits
 	// for the upstream's interim answer before its body is sent anyway
 	// (curl waits 1 s).
@@ -60,7 +69,13 @@ const (
 	errBadRequest        = "bad_request"
 	errDenied            = "denied"
 	errUpstreamOverflow  = "upstream_overflow"
+	errOverloaded        = "overloaded"
+	errBodyTimeout       = "request_timeout"
 )
+
+// errTooManyInterim is an upstream that sent more than maxInterim 1xx
+// responses: a bad response (502).
+var errTooManyInterim = &http1.Error{Status: 502, Reason: "more than 10 interim (1xx) responses"}
 
 // headerError names the header on every response the sidecar generates.
 const headerError = "x-outrider-error"
@@ -104,6 +119,11 @@ type h1Proxy struct {
 	jwt   *jwtauth.Verifier
 	// brk, outbound, is the upstream's circuit breaker (Limits).
 	brk *breaker
+	// overload admits each request (nil: all).
+	overload *overload.Manager
+	// bodyIdle bounds each wait for more of a request body (0:
+	// bodyIdleTimeout).
+	bodyIdle time.Duration
 }
 
 // h1Conn is the per-connection state; its heads and buffers are reused for
@@ -120,6 +140,7 @@ type h1Conn struct {
 	resp    http1.ResponseHead
 	wire    []byte // head being written
 	drain   *drainState
+	ir      *idleReader // under br; nil: no body idle timeout
 	// clientClose: the client connection closes after this exchange. The
 	// request's own Close is cleared before forwarding: it is hop-by-hop
 	// and must not close the pooled upstream connection.
@@ -239,8 +260,11 @@ var h1BufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &
 // serve runs the loop for client connection c (already past any TLS
 // handshake); br may hold bytes already read from c. It returns when the
 // connection is done; the caller closes c.
-func (p *h1Proxy) serve(c net.Conn, br *bufio.Reader, conns *tracker, tracked net.Conn) {
-	hc := &h1Conn{p: p, c: c, br: br, bw: getWriter(c), src: remoteIP(c)}
+//
+// ir, when not nil, is the reader under br: it bounds the wait for each
+// piece of a request body (slow POST).
+func (p *h1Proxy) serve(c net.Conn, br *bufio.Reader, ir *idleReader, conns *tracker, tracked net.Conn) {
+	hc := &h1Conn{p: p, c: c, br: br, ir: ir, bw: getWriter(c), src: remoteIP(c)}
 	defer func() { putWriter(hc.bw) }()
 	hc.drain = &drainState{c: c}
 	conns.onDrain(tracked, hc.drain.graceful)
@@ -271,6 +295,13 @@ func (hc *h1Conn) serveOne() bool {
 	err := hc.req.ReadLimits(hc.br, p.maxHeaderBytes, p.maxHeaders)
 	if err == nil && (hc.req.Body != http1.BodyNone || hc.req.Upgrade != nil) {
 		hc.c.SetReadDeadline(time.Time{})
+		if hc.ir != nil && hc.req.Upgrade == nil {
+			// From here each read of the body must make progress within
+			// bodyIdleTimeout; the next request's wait re-arms the idle
+			// deadline.
+			hc.ir.timeout = cmp.Or(p.bodyIdle, bodyIdleTimeout)
+			defer func() { hc.ir.timeout = 0 }()
+		}
 	}
 	if err != nil {
 		var he *http1.Error
@@ -296,10 +327,19 @@ func (hc *h1Conn) fail(status int, body, code string, close bool) {
 func (hc *h1Conn) forward() bool {
 	p := hc.p
 	hc.rec.reset(time.Now())
+	if reason := p.overload.AdmitRequest(); reason != overload.ReasonNone {
+		if p.overload.LogRefusal() {
+			p.log.Warn("overloaded: requests shed", "listener", p.target.name(), "reason", string(reason))
+		}
+		hc.fail(503, "overloaded", errOverloaded, true)
+		hc.finish()
+		return false
+	}
 	p.route.InFlight(1)
 	keep := hc.forwardAttempts()
 	hc.finish()
 	p.route.InFlight(-1)
+	p.overload.RequestDone()
 	return keep
 }
 
@@ -760,6 +800,13 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 					hc.fail(400, "malformed request body", errBadRequest, true)
 					return false, exchangeDone
 				}
+				if isTimeout(err) {
+					// Slow POST: the client stopped sending its body.
+					p.log.Warn("request body timed out", "upstream", p.target.name(), "remote", hc.c.RemoteAddr().String(),
+						"idle", cmp.Or(p.bodyIdle, bodyIdleTimeout), "received", n)
+					hc.fail(408, "request body timeout", errBodyTimeout, true)
+					return false, exchangeDone
+				}
 				hc.rec.flag = "DC"
 				p.log.Debug("client request body aborted", "upstream", p.target.name(), "error", err)
 				return false, exchangeDone
@@ -793,8 +840,11 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 		// the body cuts the response.
 		uc.idle.timeout = rt.IdleTimeout
 	}
-	for {
+	for interim := 0; ; interim++ {
 		err := resp.ReadLimits(uc.br, req.Method, p.maxHeaderBytes, p.maxHeaders)
+		if err == nil && resp.Status < 200 && resp.Status != 101 && interim == maxInterim {
+			err = errTooManyInterim
+		}
 		if err != nil {
 			uc.Conn.Close()
 			if uc.reused && hc.resendable() && (errors.Is(err, io.EOF) || isReset(err)) {
@@ -847,7 +897,7 @@ func (hc *h1Conn) relayResponse(uc *upConn, cookie *balance.SetCookie, bodyUnrea
 		d.rt.ApplyResponse(d.sp, &resp.Header)
 	}
 	out := resp.Body
-	closeClient := hc.clientClose || req.Minor == 0 || hc.drain.isDraining()
+	closeClient := hc.clientClose || req.Minor == 0 || hc.drain.isDraining() || !p.overload.KeepAlive()
 	if out == http1.BodyUntilClose {
 		if req.Minor >= 1 {
 			out = http1.BodyChunked

@@ -140,7 +140,10 @@ func startH1ProxyWith(tb testing.TB, backend string, tr *tracing.Tracing, ep *ba
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		serve(ln, conns, p.log, func(c net.Conn) { p.serve(c, bufio.NewReaderSize(c, bufSize), conns, c) })
+		serve(ln, conns, nil, p.log, func(c net.Conn) {
+			ir := &idleReader{c: c}
+			p.serve(c, bufio.NewReaderSize(ir, bufSize), ir, conns, c)
+		})
 	}()
 	tb.Cleanup(func() {
 		ln.Close()
@@ -556,5 +559,81 @@ func TestH1ProxyUpstreamRestartDropsPool(t *testing.T) {
 	defer c.Close()
 	if status, _ := exchange(t, c, bufio.NewReader(c), getReq); status != 200 {
 		t.Fatalf("after the restart: status %d, want 200", status)
+	}
+}
+
+// Slow POST: a client that stops sending its body gets 408 after the body
+// idle timeout and its connection closes; one that keeps sending slowly,
+// each piece within the timeout, is served whatever the total time.
+func TestH1ProxySlowBody(t *testing.T) {
+	b := startRawBackend(t, hello)
+	addr, _ := startH1ProxyWith(t, b.ln.Addr().String(), nil, nil, func(p *h1Proxy) { p.bodyIdle = 300 * time.Millisecond })
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c, bufio.NewReader(c)
+	}
+	c, br := dial()
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+	var resp http1.ResponseHead
+	if err := resp.Read(br, []byte("POST"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != 408 {
+		t.Errorf("stalled body: %d, want 408", resp.Status)
+	}
+	http1.CopyBody(bufio.NewWriter(io.Discard), br, resp.Body, resp.ContentLength, http1.BodyUntilClose)
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("the connection stayed open after 408")
+	}
+
+	// 10 pieces 100ms apart (1s in all, over three timeouts): served.
+	c, br = dial()
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+	for i := range 10 {
+		time.Sleep(100 * time.Millisecond)
+		fmt.Fprint(c, i)
+	}
+	if err := resp.Read(br, []byte("POST"), 0); err != nil || resp.Status != 200 {
+		t.Errorf("slow but steady body: %d %v, want 200", resp.Status, err)
+	}
+}
+
+// An upstream that answers with an endless stream of 1xx responses gets
+// the client a 502 after maxInterim of them, not a request held forever.
+func TestH1ProxyBoundsInterimResponses(t *testing.T) {
+	b := startRawBackend(t, func(_ *http1.RequestHead, _ *bufio.Reader, w *bufio.Writer) bool {
+		for range 1000 {
+			w.WriteString("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+		}
+		w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return false
+	})
+	addr, _ := startH1Proxy(t, b.ln.Addr().String())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	var resp http1.ResponseHead
+	interim := 0
+	for {
+		if err := resp.Read(br, []byte("GET"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if resp.Status >= 200 {
+			break
+		}
+		interim++
+	}
+	if resp.Status != 502 || interim != maxInterim {
+		t.Errorf("got %d after %d interim responses, want 502 after %d", resp.Status, interim, maxInterim)
 	}
 }

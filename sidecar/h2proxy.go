@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
+	"github.com/outrider-mesh/outrider/sidecar/overload"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
@@ -45,29 +47,43 @@ type h2Server struct {
 	abuse func(reason string, remote net.Addr)
 }
 
+// h2ServerConfig is what newH2Server needs besides the handler.
+type h2ServerConfig struct {
+	maxHeaderBytes, maxHeaders int
+	// readHeader and idle are the server's head and idle timeouts
+	// (defaults 30s and clientIdleTimeout; an ingress configures them).
+	readHeader, idle time.Duration
+	// edge selects Envoy's edge values for HTTP/2 (an ingress): 100
+	// concurrent streams per connection, 64 KiB stream and 1 MiB
+	// connection windows; otherwise 1000 streams, as mesh peers multiplex
+	// a whole service's traffic on few connections.
+	edge bool
+	// overload admits each request (nil: all).
+	overload *overload.Manager
+	log      *slog.Logger
+	// abuse is told when the HTTP/2 guard closes a connection.
+	abuse func(reason string, remote net.Addr)
+}
+
 // newH2Server starts a server for h whose connections come from serveConn.
 // Its HTTP/2 accepts prior-knowledge connections (h2c from applications,
 // and h2 over the sidecar's TLS, which the server sees as plaintext because
 // the handshake is done before hand-over).
-func newH2Server(h http.Handler, maxHeaderBytes, maxHeaders int, log *slog.Logger, abuse func(reason string, remote net.Addr)) *h2Server {
-	return newH2ServerTimeouts(h, maxHeaderBytes, maxHeaders, 30*time.Second, clientIdleTimeout, log, abuse)
-}
-
-// newH2ServerTimeouts is newH2Server with the server's head and idle
-// timeouts (an ingress listener configures them).
-func newH2ServerTimeouts(h http.Handler, maxHeaderBytes, maxHeaders int, readHeader, idle time.Duration, log *slog.Logger, abuse func(reason string, remote net.Addr)) *h2Server {
+func newH2Server(h http.Handler, cfg h2ServerConfig) *h2Server {
+	readHeader, idle, log := cmp.Or(cfg.readHeader, 30*time.Second), cmp.Or(cfg.idle, clientIdleTimeout), cfg.log
+	maxHeaderBytes := cfg.maxHeaderBytes
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	s := &h2Server{
 		srv: &http.Server{
-			Handler:           limitHeaders(h, maxHeaders, log),
+			Handler:           admit(limitHeaders(h, cfg.maxHeaders, log), cfg.overload, log),
 			Protocols:         &protos,
 			MaxHeaderBytes:    maxHeaderBytes,
 			ReadHeaderTimeout: readHeader,
 			IdleTimeout:       idle,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-			HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 1000},
+			HTTP2:             h2Settings(cfg.edge),
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 				if hc, ok := c.(*handedConn); ok {
 					ctx = context.WithValue(ctx, connInfoKey{}, hc.info)
@@ -76,7 +92,7 @@ func newH2ServerTimeouts(h http.Handler, maxHeaderBytes, maxHeaders int, readHea
 			},
 		},
 		ln:    newConnListener(),
-		abuse: abuse,
+		abuse: cfg.abuse,
 	}
 	go s.srv.Serve(s.ln)
 	return s
@@ -103,6 +119,42 @@ func limitHeaders(h http.Handler, max int, log *slog.Logger) http.Handler {
 			w.Header().Set("Connection", "close")
 			http.Error(w, "too many header fields", http.StatusRequestHeaderFieldsTooLarge)
 			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// h2Settings are the HTTP/2 server settings (see h2ServerConfig.edge).
+func h2Settings(edge bool) *http.HTTP2Config {
+	if edge {
+		return &http.HTTP2Config{MaxConcurrentStreams: 100, MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 1 << 20}
+	}
+	return &http.HTTP2Config{MaxConcurrentStreams: 1000}
+}
+
+// admit sheds a request the overload manager refuses with 503, closing
+// the connection (HTTP/1.1; an HTTP/2 stream just ends); while
+// shedding, admitted HTTP/1.1 requests are answered with Connection:
+// close too, so clients reconnect and meet the connection budget.
+func admit(h http.Handler, ov *overload.Manager, log *slog.Logger) http.Handler {
+	if ov == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if reason := ov.AdmitRequest(); reason != overload.ReasonNone {
+			if ov.LogRefusal() {
+				log.Warn("overloaded: requests shed", "reason", string(reason), "remote", r.RemoteAddr)
+			}
+			w.Header().Set(headerError, errOverloaded)
+			if r.ProtoMajor == 1 {
+				w.Header().Set("Connection", "close")
+			}
+			http.Error(w, "overloaded", http.StatusServiceUnavailable)
+			return
+		}
+		defer ov.RequestDone()
+		if !ov.KeepAlive() && r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
 		}
 		h.ServeHTTP(w, r)
 	})

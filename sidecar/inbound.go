@@ -20,6 +20,7 @@ import (
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/overload"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
 
@@ -51,12 +52,13 @@ type inbound struct {
 	jwt     *jwtauth.Verifier // nil: no JWT providers
 	// dryRunLog rate-limits the "would be denied" log lines.
 	dryRunLog logLimiter
+	overload  *overload.Manager
 }
 
 func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 	in := &inbound{ln: ln, log: s.log, stat: &s.stat, loops: s.loops, conns: s.conns,
 		tel: s.tel, route: s.tel.metrics.Route(metrics.Inbound, "local_app"), metrics: s.tel.metrics, authz: &s.authz,
-		norm: s.opts.PathNormalization, jwt: s.opts.JWT}
+		norm: s.opts.PathNormalization, jwt: s.opts.JWT, overload: s.overload}
 	in.cfg.Store(cfg)
 	dial := func(ctx context.Context) (net.Conn, error) {
 		cfg := in.cfg.Load()
@@ -85,7 +87,8 @@ func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 		}
 	}
 	in.appH1, in.appH2C = transport(false), transport(true)
-	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log, in.tel, in.route, &in.gw), cfg.MaxHeaderBytes, cfg.MaxHeaders, in.log, abuseReporter(in.tel, in.log, "public"))
+	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log, in.tel, in.route, &in.gw), h2ServerConfig{
+		maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders, overload: s.overload, log: in.log, abuse: abuseReporter(in.tel, in.log, "public")})
 	return in
 }
 
@@ -214,7 +217,8 @@ func (in *inbound) handle(c net.Conn) {
 func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener, peer string, peerID spiffeid.ID) {
 	in.route.Connection(1)
 	defer in.route.Connection(-1)
-	br := getReader(tc)
+	ir := &idleReader{c: tc}
+	br := getReader(ir)
 	az := &connAuthz{in: in, peer: peerID}
 	info := connInfo{src: remoteIP(tracked), peer: peer, authz: az, norm: in.norm, jwt: in.jwt}
 	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
@@ -228,8 +232,8 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 		if string(first) != "PRI" {
 			p := &h1Proxy{target: in, log: in.log, stat: in.stat, maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders,
 				responseTimeout: cfg.LocalRequestTimeout, inbound: true, tel: in.tel, route: in.route, peer: peer,
-				authz: az, norm: in.norm, jwt: in.jwt}
-			p.serve(tc, br, in.conns, tracked)
+				authz: az, norm: in.norm, jwt: in.jwt, overload: in.overload}
+			p.serve(tc, br, ir, in.conns, tracked)
 			putReader(br)
 			return
 		}

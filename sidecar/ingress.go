@@ -110,11 +110,11 @@ func (s *Sidecar) startIngress(cfg gateway.Ingress, tlsCfg *tls.Config, hsts str
 		ln.Close()
 		return nil, err
 	}
-	ig.srv = newH2ServerTimeouts(ig.handler(s), cfg.MaxHeaderBytes, cfg.MaxHeaders, cfg.ReadHeaderTimeout, cfg.IdleTimeout, ig.log,
-		abuseReporter(s.tel, ig.log, cfg.Name))
+	ig.srv = newH2Server(ig.handler(s), h2ServerConfig{maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders,
+		readHeader: cfg.ReadHeaderTimeout, idle: cfg.IdleTimeout, edge: true, overload: s.overload, log: ig.log, abuse: abuseReporter(s.tel, ig.log, cfg.Name)})
 	go func() {
 		defer close(ig.done)
-		serve(ln, s.conns, ig.log, func(c net.Conn) { ig.handle(c, s) })
+		serve(ln, s.conns, s.overload, ig.log, func(c net.Conn) { ig.handle(c, s) })
 	}()
 	ig.log.Info("ingress listener up", "address", ln.Addr().String(), "tls", tlsCfg != nil, "routes", len(cfg.Routes))
 	return ig, nil

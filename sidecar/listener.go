@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/outrider-mesh/outrider/sidecar/overload"
 )
 
 // workerIdle is how long a connection goroutine waits for another
@@ -29,7 +31,11 @@ type accepted struct {
 // workerIdle for the next one. A new goroutine starts with a small stack
 // that grows (copying) on every connection; a reused one has grown already,
 // which matters when every request comes on a new connection.
-func serve(ln net.Listener, conns *tracker, log *slog.Logger, handle func(net.Conn)) {
+//
+// Each accepted connection is first admitted by ov (the overload
+// manager): one beyond its budget is closed at once, before any byte is
+// read.
+func serve(ln net.Listener, conns *tracker, ov *overload.Manager, log *slog.Logger, handle func(net.Conn)) {
 	work := make(chan accepted)
 	// Idle workers exit at once; busy ones after their connection, which
 	// the tracker owns (drained on shutdown), so serve does not wait.
@@ -47,7 +53,15 @@ func serve(ln net.Listener, conns *tracker, log *slog.Logger, handle func(net.Co
 			continue
 		}
 		delay = 0
-		a := accepted{c: c, release: conns.add(c)}
+		if reason := ov.AdmitConnection(); reason != overload.ReasonNone {
+			c.Close()
+			if ov.LogRefusal() {
+				log.Warn("overloaded: new connections refused", "listener", ln.Addr().String(), "reason", string(reason))
+			}
+			continue
+		}
+		release := conns.add(c)
+		a := accepted{c: c, release: func() { release(); ov.ConnectionDone() }}
 		select {
 		case work <- a: // an idle worker took it
 		default:

@@ -25,6 +25,7 @@ import (
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
+	"github.com/outrider-mesh/outrider/sidecar/overload"
 	"github.com/outrider-mesh/outrider/sidecar/route"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
@@ -44,6 +45,8 @@ type outbound struct {
 	stat   *counters
 	loops  *loops
 	conns  *tracker
+	// overload admits each request (nil: all).
+	overload *overload.Manager
 
 	// cfg is the listener's configuration; fields other than the key
 	// (protocol, timeouts) change in place and apply to new connections.
@@ -86,16 +89,17 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 	// connection under TLS to be a loopConn.
 	l4 := append([]mtls.DialerOption{mtls.WithConnWrapper(func(c net.Conn) net.Conn { return newLoopConn(c) })}, common...)
 	o := &outbound{
-		ln:     ln,
-		dialer: mtls.NewDialer(src, u.ConnectTimeout, l4...),
-		log:    s.log,
-		stat:   &s.stat,
-		loops:  s.loops,
-		conns:  s.conns,
-		tel:    s.tel,
-		route:  s.tel.metrics.Route(metrics.Outbound, u.DestinationName),
-		brk:    newBreaker(u.Limits),
-		budget: newRetryBudget(u.RetryBudget),
+		ln:       ln,
+		dialer:   mtls.NewDialer(src, u.ConnectTimeout, l4...),
+		log:      s.log,
+		stat:     &s.stat,
+		loops:    s.loops,
+		conns:    s.conns,
+		overload: s.overload,
+		tel:      s.tel,
+		route:    s.tel.metrics.Route(metrics.Outbound, u.DestinationName),
+		brk:      newBreaker(u.Limits),
+		budget:   newRetryBudget(u.RetryBudget),
 	}
 	o.cfg.Store(&u)
 	// Pooled L7 connections are long-lived: no session resumption.
@@ -162,7 +166,8 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 			return c, nil
 		},
 	}
-	o.h2Server = newH2Server(reverseProxy(&meshTransport{o: o}, u.DestinationName, false, o.stat, o.log, o.tel, o.route, nil), u.MaxHeaderBytes, u.MaxHeaders, o.log, abuseReporter(o.tel, o.log, u.DestinationName))
+	o.h2Server = newH2Server(reverseProxy(&meshTransport{o: o}, u.DestinationName, false, o.stat, o.log, o.tel, o.route, nil), h2ServerConfig{
+		maxHeaderBytes: u.MaxHeaderBytes, maxHeaders: u.MaxHeaders, overload: s.overload, log: o.log, abuse: abuseReporter(o.tel, o.log, u.DestinationName)})
 	return o
 }
 
@@ -240,7 +245,8 @@ func (o *outbound) handle(c net.Conn) {
 	}
 	o.route.Connection(1)
 	defer o.route.Connection(-1)
-	br := getReader(c)
+	ir := &idleReader{c: c}
+	br := getReader(ir)
 	c.SetReadDeadline(time.Now().Add(clientIdleTimeout))
 	first, err := br.Peek(3)
 	if err != nil {
@@ -253,8 +259,8 @@ func (o *outbound) handle(c net.Conn) {
 		o.h2Server.serveConn(&bufferedConn{Conn: c, r: br}, connInfo{src: remoteIP(c)})
 		return
 	}
-	p := &h1Proxy{target: o, retryBudget: o.budget, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders, tel: o.tel, route: o.route, brk: o.brk}
-	p.serve(c, br, o.conns, c)
+	p := &h1Proxy{target: o, retryBudget: o.budget, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders, tel: o.tel, route: o.route, brk: o.brk, overload: o.overload}
+	p.serve(c, br, ir, o.conns, c)
 	putReader(br)
 }
 

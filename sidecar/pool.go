@@ -104,7 +104,9 @@ func (p *connPool) get(ctx context.Context, connectTimeout time.Duration) (*upCo
 	return uc, nil
 }
 
-// idleReader reads an upstream connection for its bufio.Reader. Under a
+// idleReader reads a connection for its bufio.Reader: an upstream one
+// (upConn), or a client one in the HTTP/1.1 loop, where timeout is set
+// while a request body is read (slow POST). Under a
 // route's IdleTimeout (timeout > 0) every read first re-arms the read
 // deadline to now + timeout, capped at limit (the exchange's absolute
 // deadline, if any): the response may take as long as it likes as long as

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
+	"github.com/outrider-mesh/outrider/sidecar/overload"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
 	"github.com/outrider-mesh/outrider/telemetry/tracing"
@@ -86,6 +88,10 @@ type Options struct {
 	LogLevel *slog.LevelVar
 	// Pprof serves Go's profiler under /debug/pprof/ on the admin port.
 	Pprof bool
+	// Overload is the overload manager every listener admits connections
+	// and requests through (nil: one with the default budget, see
+	// sidecar/overload). Run samples its memory reading.
+	Overload *overload.Manager
 
 	// Config, when set, is the whole configuration (static mode, `outrider
 	// run -config`): no registration is looked up and SidecarFor and
@@ -128,7 +134,8 @@ type Sidecar struct {
 	authzW   atomic.Pointer[consul.Watch[*policy.Intentions]]
 	regW     atomic.Pointer[consul.Watch[*api.AgentService]]
 
-	loops *loops // nil unless Options.EventLoop
+	loops    *loops // nil unless Options.EventLoop
+	overload *overload.Manager
 
 	metrics *metrics.Metrics
 	tel     *telemetry // what the data path records into
@@ -222,6 +229,13 @@ func New(client *api.Client, opts Options) (*Sidecar, error) {
 		metrics:   m,
 		tel:       newTelemetry(m, opts.AccessLog),
 	}
+	s.overload = opts.Overload
+	if s.overload == nil {
+		s.overload = overload.New(overload.Config{}.Resolve(debug.SetMemoryLimit(-1)))
+	}
+	if err := s.overload.Register(m.Registry()); err != nil {
+		s.log.Warn("overload metrics not registered", "error", err)
+	}
 	s.outbounds.Store(&map[string]*outbound{})
 	s.registerGauges()
 	return s, nil
@@ -291,7 +305,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if adminLn != nil {
 		g.Go(func() error { return s.serveAdmin(gctx, adminLn) })
 	}
-	g.Go(func() error { return s.run(gctx) })
+	octx, stopOverload := context.WithCancel(gctx)
+	g.Go(func() error { defer stopOverload(); return s.run(gctx) })
+	g.Go(func() error { s.overload.Run(octx, 0); return nil })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		err = nil
@@ -542,7 +558,7 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 			in.tls.CurvePreferences = mtls.PostQuantumCurves
 		}
 		s.inbound = in
-		go serve(ln, s.conns, s.log, in.handle)
+		go serve(ln, s.conns, s.overload, s.log, in.handle)
 		s.log.Info("public listener up", "address", ln.Addr().String())
 	default:
 		s.inbound.cfg.Store(&cfg.Public)
@@ -678,7 +694,7 @@ func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source
 		r.chainW.Store(cw)
 		wg.Go(func() { cw.Run(wctx) })
 	}
-	wg.Go(func() { serve(ln, s.conns, s.log, out.handle) })
+	wg.Go(func() { serve(ln, s.conns, s.overload, s.log, out.handle) })
 	go func() { wg.Wait(); close(r.done) }()
 	s.log.Info("upstream listener up", "upstream", u.DestinationName, "address", ln.Addr().String(), "static_endpoints", len(u.Endpoints))
 	return r, nil

@@ -69,6 +69,10 @@ func flagFor(code string) string {
 		return "DI"
 	case errUpstreamOverflow:
 		return "UO"
+	case errOverloaded:
+		return "OM"
+	case errBodyTimeout:
+		return "SI"
 	}
 	return ""
 }

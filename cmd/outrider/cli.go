@@ -23,9 +23,11 @@ import (
 
 	"github.com/outrider-mesh/outrider/config"
 	"github.com/outrider-mesh/outrider/discovery/consul"
+	"github.com/outrider-mesh/outrider/internal/confval"
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar"
+	"github.com/outrider-mesh/outrider/sidecar/overload"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/tracing"
 )
@@ -120,6 +122,7 @@ type runFlags struct {
 	accessLogFormat string
 	accessLogSample float64
 	pprof           bool
+	overload        overload.Config // flags; non-zero fields win over the file's
 
 	// Self-registration (-register).
 	register    bool
@@ -175,6 +178,15 @@ func runFlagSet(f *runFlags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.accessLogFormat, "access-log-format", "json", "json or text")
 	fs.Float64Var(&f.accessLogSample, "access-log-sampling", 1, "fraction of successful requests logged, 0 to 1; 0 logs errors only (errors are always logged)")
 	fs.BoolVar(&f.pprof, "enable-pprof", false, "serve Go's profiler under /debug/pprof/ on the admin port")
+	fs.IntVar(&f.overload.MaxConnections, "max-connections", 0,
+		"client connections open at once, every listener together; more are closed at accept (default: 90% of the open-files limit; -1: none)")
+	fs.IntVar(&f.overload.MaxRequests, "max-requests", 0, "HTTP requests in flight; more are answered 503 (default 10000; -1: none)")
+	fs.Func("max-memory", "memory budget, e.g. 512MiB: requests shed from 95%, connections refused from 98% (default: GOMEMLIMIT, else 90% of the cgroup limit, else 2GiB; -1: none)",
+		func(s string) error {
+			n, err := confval.ParseByteSize(s)
+			f.overload.MaxMemory = n
+			return err
+		})
 	fs.BoolVar(&f.register, "register", false,
 		"register the sidecar (and, with -service-name and -service-port, the application) in Consul, and deregister on exit; needs -sidecar-for and -public-port")
 	fs.StringVar(&f.serviceName, "service-name", "", "with -register: register the application under this name, with the -sidecar-for value as its ID")
@@ -405,7 +417,13 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 		norm, started = a.PathNormalization.Options(), a
 	}
+	ov, err := overloadManager(f.overload, file, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "outrider run:", err)
+		return exitUsage
+	}
 	opts := sidecar.Options{
+		Overload:      ov,
 		SidecarFor:    f.sidecarFor,
 		ProxyID:       f.proxyID,
 		AdminBind:     f.adminBind,
@@ -571,4 +589,27 @@ func (f *runFlags) fromFile(file *config.File) {
 			f.accessLogSample = *a.Sampling
 		}
 	}
+}
+
+// overloadManager builds the process's overload manager from the flags,
+// over the file's overload section, and makes its memory budget the
+// runtime's soft memory limit unless GOMEMLIMIT set one.
+func overloadManager(flags overload.Config, file *config.File, log *slog.Logger) (*overload.Manager, error) {
+	var cfg overload.Config
+	if file != nil {
+		cfg = file.Overload
+	}
+	cfg.MaxConnections = cmp.Or(flags.MaxConnections, cfg.MaxConnections)
+	cfg.MaxRequests = cmp.Or(flags.MaxRequests, cfg.MaxRequests)
+	cfg.MaxMemory = cmp.Or(flags.MaxMemory, cfg.MaxMemory)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("overload: %w", err)
+	}
+	b := cfg.Resolve(debug.SetMemoryLimit(-1))
+	if b.MaxMemory > 0 && b.MemorySource != "GOMEMLIMIT" {
+		debug.SetMemoryLimit(b.MaxMemory)
+	}
+	log.Info("overload budget", "max_connections", b.MaxConnections, "max_requests", b.MaxRequests,
+		"max_memory", b.MaxMemory, "memory_source", b.MemorySource, "shed_at", b.ShedAt, "refuse_at", b.RefuseAt)
+	return overload.New(b), nil
 }

@@ -134,8 +134,9 @@ type h1Conn struct {
 	br  *bufio.Reader
 	bw  *bufio.Writer
 	src netip.Addr
-	// srcText is src formatted, for X-Forwarded-For.
-	srcText string
+	// srcText is src formatted, for X-Forwarded-For; xfcc is the peer's
+	// X-Forwarded-Client-Cert value.
+	srcText, xfcc string
 	req     http1.RequestHead
 	resp    http1.ResponseHead
 	wire    []byte // head being written
@@ -1013,7 +1014,20 @@ func (hc *h1Conn) setForwarded() {
 	if !h.Has("X-Forwarded-Proto") {
 		h.Add("X-Forwarded-Proto", "https")
 	}
+	// The peer's identity, as Envoy's forward_client_cert_details
+	// SANITIZE_SET writes it: whatever the client sent is replaced, so an
+	// application reading it cannot be told another identity.
+	h.Del(headerClientCert)
+	if hc.p.peer != "" {
+		if hc.xfcc == "" {
+			hc.xfcc = "URI=" + hc.p.peer // once per connection
+		}
+		h.Add(headerClientCert, hc.xfcc)
+	}
 }
+
+// headerClientCert carries the mesh peer's identity to the application.
+const headerClientCert = "X-Forwarded-Client-Cert"
 
 // newRequestID returns a random UUIDv4 string (not cryptographic: it
 // correlates logs and traces).

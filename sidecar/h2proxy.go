@@ -283,6 +283,10 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 				if out.Header.Get("X-Forwarded-Proto") == "" {
 					out.Header.Set("X-Forwarded-Proto", "https")
 				}
+				out.Header.Del(headerClientCert)
+				if ci.peer != "" {
+					out.Header.Set(headerClientCert, "URI="+ci.peer)
+				}
 			}
 			if out.Header.Get("X-Request-Id") == "" {
 				out.Header.Set("X-Request-Id", newRequestID())

@@ -143,6 +143,9 @@ func (ig *ingress) forwarded(next http.Handler) http.Handler {
 			r.Header.Set("X-Forwarded-For", ip)
 		}
 		r.Header.Set("X-Forwarded-Proto", proto)
+		// Never an identity from outside the mesh (the upstream sidecar
+		// sets the ingress's own).
+		r.Header.Del(headerClientCert)
 		next.ServeHTTP(w, r)
 	})
 }

@@ -306,6 +306,19 @@ func TestMeshHTTP1(t *testing.T) {
 		if len(s.Header.Get("X-Request-Id")) != 36 {
 			t.Fatalf("X-Request-Id %q, want a generated UUID", s.Header.Get("X-Request-Id"))
 		}
+		// The peer identity header: a client's own is replaced by the
+		// mesh peer's SPIFFE ID, over HTTP/1.1 and HTTP/2 (h2c).
+		var h2c http.Protocols
+		h2c.SetUnencryptedHTTP2(true)
+		for name, cl := range map[string]*http.Client{"HTTP/1.1": c, "HTTP/2": {Transport: &http.Transport{Protocols: &h2c}, Timeout: 10 * time.Second}} {
+			req, _ := http.NewRequest("GET", base+"/echo", nil)
+			req.Header.Set("X-Forwarded-Client-Cert", "URI=spiffe://evil.example/admin")
+			s, _ := getSeen(t, cl, req)
+			if got := s.Header.Values("X-Forwarded-Client-Cert"); len(got) != 1 || !strings.HasPrefix(got[0], "URI=spiffe://") ||
+				!strings.HasSuffix(got[0], "/ns/default/dc/dc1/svc/client") {
+				t.Fatalf("%s: X-Forwarded-Client-Cert %q, want the client sidecar's SPIFFE ID only", name, got)
+			}
+		}
 		req, _ = http.NewRequest("GET", base+"/echo", nil)
 		req.Header.Set("X-Request-Id", "caller-chosen")
 		if s, _ := getSeen(t, c, req); s.Header.Get("X-Request-Id") != "caller-chosen" {

@@ -37,7 +37,10 @@
 //     "/admin%2F.." stays one segment "admin%2F.." and never becomes a
 //     traversal here.
 //  5. Reject a raw backslash with ErrBackslash unless Options.AllowBackslash;
-//     when allowed it is data, not a separator.
+//     when allowed it is data, not a separator. Reject a "." or ".."
+//     segment with parameters ("/..;/admin", "%2e" counting as '.') with
+//     ErrDotParams: servlet containers apply such a segment after dropping
+//     its parameters, a traversal rules would not see.
 //  6. Merge runs of "/" into one "/" unless Options.KeepSlashes (RFC 3986
 //     gives empty segments a meaning, but most applications and routers
 //     ignore them, so matching must too).

@@ -23,6 +23,13 @@ var (
 	ErrEncodedSlash = errors.New("pathnorm: encoded slash or backslash in path")
 	// ErrBackslash: a raw '\' without Options.AllowBackslash.
 	ErrBackslash = errors.New(`pathnorm: backslash in path`)
+	// ErrDotParams: a "." or ".." segment with parameters ("/..;/admin",
+	// "/%2e%2e;x/admin"). RFC 3986 reads "..;" as an ordinary segment,
+	// but servlet containers (Tomcat, Jetty) and Spring drop the
+	// parameters first and then apply the "..": the application would
+	// route "/public/..;/admin" to "/admin" while rules see a path under
+	// "/public". Always refused.
+	ErrDotParams = errors.New(`pathnorm: dot segment with parameters (";") in path`)
 )
 
 // Options changes how paths are normalized. The zero value is the safe
@@ -122,6 +129,9 @@ func scan[T ~string | ~[]byte](p T, o Options) (normal bool, err error) {
 		case cData:
 		case cSlash:
 			if seg >= 0 {
+				if dotParams(p[seg:i]) {
+					return false, ErrDotParams
+				}
 				if (i == seg && !o.KeepSlashes) || isDotSegment(p[seg:i]) {
 					normal = false
 				}
@@ -162,10 +172,41 @@ func scan[T ~string | ~[]byte](p T, o Options) (normal bool, err error) {
 	if len(p) == 0 || p[0] != '/' {
 		return false, ErrNotAbsolute
 	}
+	if dotParams(p[seg:]) {
+		return false, ErrDotParams
+	}
 	if isDotSegment(p[seg:]) {
 		normal = false
 	}
 	return normal, nil
+}
+
+// dotParams reports whether segment s has parameters (a ';') and what
+// comes before them is "." or ".." once "%2E" is read as '.'.
+func dotParams[T ~string | ~[]byte](s T) bool {
+	k := -1
+	for i := 0; i < len(s); i++ {
+		if s[i] == ';' {
+			k = i
+			break
+		}
+	}
+	if k < 0 {
+		return false
+	}
+	dots := 0
+	for i := 0; i < k; {
+		switch {
+		case s[i] == '.':
+			i++
+		case s[i] == '%' && i+2 < k && s[i+1] == '2' && (s[i+2] == 'e' || s[i+2] == 'E'):
+			i += 3
+		default:
+			return false
+		}
+		dots++
+	}
+	return dots == 1 || dots == 2
 }
 
 // rewrite normalizes p, which scan accepted, into dst[:0]. Every step of

@@ -48,6 +48,12 @@ func TestBypassAdmin(t *testing.T) {
 		{name: "encoded dot", in: "/x/%2e/admin", want: "/x/admin"},
 		{name: "double-encoded dot-dot is not decoded", in: "/%252e%252e/admin", want: "/%252e%252e/admin"},
 		{name: "double-encoded dot-dot lower hex", in: "/%252E/%2e%32e/admin", want: "/%252E/.2e/admin"},
+		{name: "dot-dot with parameters", in: "/public/..;/admin", err: ErrDotParams},
+		{name: "dot-dot with parameters at the end", in: "/admin/..;x", err: ErrDotParams},
+		{name: "dot with parameters", in: "/.;jsessionid=1/admin", err: ErrDotParams},
+		{name: "encoded dot-dot with parameters", in: "/public/%2e%2E;/admin", err: ErrDotParams},
+		{name: "parameters on a name are data", in: "/a;b/..x;/c;d", want: "/a;b/..x;/c;d"},
+		{name: "three dots with parameters are data", in: "/...;/x", want: "/...;/x"},
 		{name: "leading backslash", in: `\admin`, err: ErrBackslash},
 		{name: "leading backslash allowed is still not absolute", in: `\admin`, o: allowBackslash, err: ErrNotAbsolute},
 		{name: "backslash traversal", in: `/x\..\admin`, err: ErrBackslash},
@@ -77,7 +83,7 @@ func TestBypassAdmin(t *testing.T) {
 		{name: "encoded tilde and unreserved", in: "/%7Euser/%2D%5f%2e%41%7a%30", want: "/~user/-_.Az0"},
 		{name: "encoded percent kept", in: "/%25", want: "/%25"},
 		{name: "reserved sub-delims kept encoded", in: "/a%3bb%3D", want: "/a%3Bb%3D"},
-		{name: "path parameter is data", in: "/..;/admin", want: "/..;/admin"},
+		{name: "path parameter on a name is data", in: "/x;v=1/admin", want: "/x;v=1/admin"},
 		{name: "three dots are a name", in: "/.../admin", want: "/.../admin"},
 		{name: "relative", in: "admin", err: ErrNotAbsolute},
 		{name: "relative dot-dot", in: "../admin", err: ErrNotAbsolute},
@@ -213,7 +219,7 @@ func checkAgreement(t *testing.T, in string, o Options) {
 	}
 	if serr != nil {
 		switch serr {
-		case ErrNotAbsolute, ErrControl, ErrInvalidChar, ErrInvalidEscape, ErrEncodedSlash, ErrBackslash:
+		case ErrNotAbsolute, ErrControl, ErrInvalidChar, ErrInvalidEscape, ErrEncodedSlash, ErrBackslash, ErrDotParams:
 		default:
 			t.Fatalf("String(%q): unexpected error %v", in, serr)
 		}

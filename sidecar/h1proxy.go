@@ -137,11 +137,11 @@ type h1Conn struct {
 	// srcText is src formatted, for X-Forwarded-For; xfcc is the peer's
 	// X-Forwarded-Client-Cert value.
 	srcText, xfcc string
-	req     http1.RequestHead
-	resp    http1.ResponseHead
-	wire    []byte // head being written
-	drain   *drainState
-	ir      *idleReader // under br; nil: no body idle timeout
+	req           http1.RequestHead
+	resp          http1.ResponseHead
+	wire          []byte // head being written
+	drain         *drainState
+	ir            *idleReader // under br; nil: no body idle timeout
 	// clientClose: the client connection closes after this exchange. The
 	// request's own Close is cleared before forwarding: it is hop-by-hop
 	// and must not close the pooled upstream connection.

@@ -265,14 +265,25 @@ var h1BufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &
 // ir, when not nil, is the reader under br: it bounds the wait for each
 // piece of a request body (slow POST).
 func (p *h1Proxy) serve(c net.Conn, br *bufio.Reader, ir *idleReader, conns *tracker, tracked net.Conn) {
-	hc := &h1Conn{p: p, c: c, br: br, ir: ir, bw: getWriter(c), src: remoteIP(c)}
-	defer func() { putWriter(hc.bw) }()
+	hc := &h1Conn{p: p, c: c, br: br, ir: ir, src: remoteIP(c)}
 	hc.drain = &drainState{c: c}
 	conns.onDrain(tracked, hc.drain.graceful)
 	bp := h1BufPool.Get().(*[]byte)
 	hc.wire = (*bp)[:0]
 	defer func() { *bp = hc.wire[:0]; h1BufPool.Put(bp) }()
-	for hc.serveOne() {
+	for {
+		keep := hc.serveOne()
+		// The writer is pooled between requests (serveOne takes one once a
+		// request arrives): an idle keep-alive connection holds no write
+		// buffer. Everything written was flushed; Flush is a no-op then.
+		if hc.bw != nil {
+			hc.bw.Flush()
+			putWriter(hc.bw)
+			hc.bw = nil
+		}
+		if !keep {
+			return
+		}
 	}
 }
 
@@ -290,6 +301,7 @@ func (hc *h1Conn) serveOne() bool {
 	if _, err := hc.br.Peek(1); err != nil {
 		return false // closed, idle timeout or draining
 	}
+	hc.bw = getWriter(hc.c)
 	// Draining may begin from here on: the request is still served, and
 	// its response says Connection: close (relayResponse checks).
 	hc.drain.serving(deadline)

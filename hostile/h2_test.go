@@ -441,12 +441,7 @@ func (m *mesh) runH2(t *testing.T, e h2Entry, c h2Case) {
 	conn, scheme := m.dialH2(t, e)
 	res := h2Exchange(conn, scheme, c.frames, !c.closed, c.goAway)
 	m.h2Barrier(t, e)
-	var got []*received
-	for _, r := range rec.requests() {
-		if r.target() != barrierPath {
-			got = append(got, r)
-		}
-	}
+	got := rec.caseRequests()
 	defer func() {
 		if t.Failed() {
 			t.Logf("client read %d frames: %s\nupstream received %v", len(res.frames), strings.Join(res.frames[:min(len(res.frames), 20)], ", "), got)
@@ -467,13 +462,7 @@ func (m *mesh) runH2(t *testing.T, e h2Entry, c h2Case) {
 	if c.closed && !res.closed {
 		t.Errorf("connection not closed")
 	}
-	if c.upstream == nil {
-		if len(got) != 0 {
-			t.Errorf("upstream received %d requests, want none: %v", len(got), got)
-		}
-		return
-	}
-	c.upstream(t, got)
+	checkUpstream(t, c.upstream, got)
 }
 
 // h2Barrier is barrier for HTTP/2 entries.

@@ -451,12 +451,7 @@ func (m *mesh) runH1(t *testing.T, e entry, c h1Case) {
 	send := strings.ReplaceAll(c.send, "{host}", host)
 	res := exchange(m.dial(t, e), send, c.keep&e != 0)
 	m.barrier(t, e)
-	var got []*received
-	for _, r := range m.rec.requests() {
-		if r.target() != barrierPath {
-			got = append(got, r)
-		}
-	}
+	got := m.rec.caseRequests()
 	defer func() {
 		if t.Failed() {
 			t.Logf("sent %q\nclient received %q\nupstream received %v\nupstream connections' bytes (barrier included): %q",
@@ -476,16 +471,35 @@ func (m *mesh) runH1(t *testing.T, e entry, c h1Case) {
 	if !res.closed {
 		t.Errorf("connection not closed")
 	}
-	if c.upstream == nil {
+	checkUpstream(t, c.upstream, got)
+}
+
+const barrierPath = "/__barrier"
+
+// caseRequests are the requests recorded since the last reset, barriers
+// left out.
+func (r *recorder) caseRequests() []*received {
+	var got []*received
+	for _, q := range r.requests() {
+		if q.target() != barrierPath {
+			got = append(got, q)
+		}
+	}
+	return got
+}
+
+// checkUpstream runs a case's check on what the upstream got; a nil check
+// wants nothing at all.
+func checkUpstream(t *testing.T, check func(t *testing.T, got []*received), got []*received) {
+	t.Helper()
+	if check == nil {
 		if len(got) != 0 {
 			t.Errorf("upstream received %d requests, want none: %v", len(got), got)
 		}
 		return
 	}
-	c.upstream(t, got)
+	check(t, got)
 }
-
-const barrierPath = "/__barrier"
 
 // barrier sends a clean request through e and waits for its answer: what
 // the case made any sidecar forward has reached the recorder by then (the

@@ -238,6 +238,8 @@ func atMost(n int, complete bool) func(t *testing.T, got []*received) {
 		t.Helper()
 		if len(got) > n {
 			t.Errorf("upstream received %d requests, want at most %d", len(got), n)
+		} else {
+			t.Logf("upstream received %d requests (at most %d allowed)", len(got), n)
 		}
 		for _, r := range got {
 			if r.complete && !complete {

@@ -272,7 +272,7 @@ func validValue(s string) bool {
 			return false
 		}
 	}
-	return strings.TrimSpace(s) == s || s == ""
+	return true
 }
 
 // origin is one compiled allow_origins entry.
@@ -289,6 +289,11 @@ type origin struct {
 // parseOrigin compiles an allow_origins entry other than "*": an exact
 // origin or one with a single leading wildcard label.
 func parseOrigin(s string) (origin, error) {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return origin{}, errors.New(strconv.Quote(s) + ": write an internationalized host name in its ASCII (punycode) form, as browsers send it")
+		}
+	}
 	l := strings.ToLower(s)
 	scheme, rest, ok := strings.Cut(l, "://")
 	if !ok || !validScheme(scheme) {
@@ -368,16 +373,17 @@ func validLabel(l string) bool {
 }
 
 // match reports whether the request's Origin value o is allowed by p,
-// and the value to echo in Access-Control-Allow-Origin.
+// and the value to echo in Access-Control-Allow-Origin. Case is ignored
+// for ASCII letters only: no other byte matches a letter.
 func (p *origin) match(o string) ([]string, bool) {
 	if p.exact != "" {
-		if len(o) == len(p.exact) && strings.EqualFold(o, p.exact) {
+		if foldEqual(o, p.exact) {
 			return p.echo, true
 		}
 		return nil, false
 	}
 	n := len(o) - len(p.prefix) - len(p.suffix)
-	if n < 1 || !strings.EqualFold(o[:len(p.prefix)], p.prefix) || !strings.EqualFold(o[len(o)-len(p.suffix):], p.suffix) {
+	if n < 1 || !foldEqual(o[:len(p.prefix)], p.prefix) || !foldEqual(o[len(o)-len(p.suffix):], p.suffix) {
 		return nil, false
 	}
 	if !validLabelFold(o[len(p.prefix) : len(p.prefix)+n]) {
@@ -386,13 +392,31 @@ func (p *origin) match(o string) ([]string, bool) {
 	return []string{o}, true
 }
 
+// foldEqual reports whether s equals lower, which is lower case, with
+// ASCII letters of s compared without case.
+func foldEqual(s, lower string) bool {
+	if len(s) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // validLabelFold is validLabel without case.
 func validLabelFold(l string) bool {
 	if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
 		return false
 	}
 	for i := 0; i < len(l); i++ {
-		if c := l[i] | 0x20; !(c >= 'a' && c <= 'z' || l[i] >= '0' && l[i] <= '9' || l[i] == '-') {
+		if c := l[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
 			return false
 		}
 	}

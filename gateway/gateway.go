@@ -31,7 +31,7 @@ type Config struct {
 	// TrustedProxies are the addresses (CIDR prefixes or single
 	// addresses) of proxies in front of this listener whose
 	// X-Forwarded-For entries are believed when finding a client's
-	// address, for client_ip rate-limit keys and ip filters. Empty: the
+	// address, for client_ip rate-limit keys and the filter's CIDR lists. Empty: the
 	// client is the TCP peer and X-Forwarded-For is ignored.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Redis is the server global rate limits share (see

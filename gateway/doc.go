@@ -24,4 +24,8 @@
 // middleware. State shared between routes (a cache store, a Redis client)
 // is built once per listener and passed in. Metrics are registered once
 // per process and labelled by route name only: never by path, key or ID.
+//
+// A route's features run outermost first: filter (what it refuses costs
+// nothing further), rate limit, cache, compress, then the listener's
+// proxy (composite endpoints in front of it).
 package gateway

@@ -17,6 +17,7 @@ import (
 	"github.com/outrider-mesh/outrider/gateway/cache"
 	"github.com/outrider-mesh/outrider/gateway/clientip"
 	"github.com/outrider-mesh/outrider/gateway/compress"
+	"github.com/outrider-mesh/outrider/gateway/filter"
 	"github.com/outrider-mesh/outrider/gateway/ratelimit"
 	"github.com/outrider-mesh/outrider/gateway/reqinfo"
 	"github.com/outrider-mesh/outrider/internal/confval"
@@ -30,7 +31,7 @@ type Config struct {
 	// TrustedProxies are the addresses (CIDR prefixes or single
 	// addresses) of proxies in front of this listener whose
 	// X-Forwarded-For entries are believed when finding a client's
-	// address, for client_ip rate-limit keys and ip filters. Empty: the
+	// address, for client_ip rate-limit keys and the filter's CIDR lists. Empty: the
 	// client is the TCP peer and X-Forwarded-For is ignored.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Redis is the server global rate limits share (see
@@ -66,6 +67,11 @@ type Route struct {
 	// Compress is the route's response compression and request
 	// decompression (gateway/compress).
 	Compress compress.Config `yaml:"compress"`
+	// Filter is the route's security filtering (gateway/filter): client
+	// CIDR lists, size limits, CORS, response header edits. It runs
+	// first: a request it refuses takes no rate-limit token and is
+	// neither cached nor forwarded.
+	Filter filter.Config `yaml:"filter"`
 }
 
 // DefaultCacheSize is the shared cache's bound when cache_size is unset.
@@ -113,6 +119,9 @@ func (c Config) Validate() error {
 		}
 		if err := r.Compress.Validate(); err != nil {
 			errs = append(errs, confval.Prefix(at+".compress", err))
+		}
+		if err := r.Filter.Validate(); err != nil {
+			errs = append(errs, confval.Prefix(at+".filter", err))
 		}
 		for j, l := range r.RateLimit.Limits {
 			if l.Scope == ratelimit.ScopeGlobal && c.Redis == nil {
@@ -217,12 +226,13 @@ type Metrics struct {
 	compress  *compress.Metrics
 	aggregate *aggregate.Metrics
 	cache     *cache.Metrics
+	filter    *filter.Metrics
 }
 
 // NewMetrics registers every feature's collectors with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return &Metrics{rateLimit: ratelimit.NewMetrics(reg), compress: compress.NewMetrics(reg),
-		aggregate: aggregate.NewMetrics(reg), cache: cache.NewMetrics(reg)}
+		aggregate: aggregate.NewMetrics(reg), cache: cache.NewMetrics(reg), filter: filter.NewMetrics(reg)}
 }
 
 // New compiles cfg in front of next, the listener's proxy handler.
@@ -283,9 +293,11 @@ func New(cfg Config, next http.Handler, opts ...Option) (*Gateway, error) {
 		if name == "" {
 			name = fmt.Sprintf("route%d", i)
 		}
-		// Built inside out: the rate limit is outermost (it refuses before
-		// anything is read or fetched), compression innermost (nearest the
-		// upstream, so a cache above it stores encoded variants by Vary).
+		// Built inside out: the filter is outermost (what it refuses costs
+		// nothing further: no token, no cache lookup), then the rate limit
+		// (it refuses before anything is read or fetched), compression
+		// innermost (nearest the upstream, so a cache above it stores
+		// encoded variants by Vary).
 		h := next
 		cOpts := []compress.Option{compress.WithLogger(o.log.With("route", name))}
 		if o.metrics != nil {
@@ -320,6 +332,16 @@ func New(cfg Config, next http.Handler, opts ...Option) (*Gateway, error) {
 			return nil, confval.Prefix(fmt.Sprintf("routes[%d].rate_limit", i), err)
 		}
 		h = rl.Wrap(h)
+		fOpts := []filter.Option{filter.WithLogger(o.log.With("route", name)), filter.WithClientIP(resolver)}
+		if o.metrics != nil {
+			fOpts = append(fOpts, filter.WithMetrics(o.metrics.filter, name))
+		}
+		fl, err := filter.New(rc.Filter, fOpts...)
+		if err != nil {
+			g.Close()
+			return nil, confval.Prefix(fmt.Sprintf("routes[%d].filter", i), err)
+		}
+		h = fl.Wrap(h)
 		g.routes = append(g.routes, route{name: name, match: m, handler: h})
 	}
 	return g, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -518,5 +519,23 @@ func TestZeroConfig(t *testing.T) {
 	next := &recorder{}
 	if h, ok := f.Wrap(next).(*recorder); !ok || h != next || (Config{}).Enabled() {
 		t.Fatal("zero config: Wrap did not return next")
+	}
+}
+
+// TestRefusalLogged: a refusal is logged at debug level with its reason
+// (and the client address the lists judged); nothing is logged above it.
+func TestRefusalLogged(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b := build(t, Config{DenyCIDRs: []string{"198.51.100.0/24"}}, WithLogger(log))
+	serve(b.h, request("GET", "/x", "198.51.100.4", nil))
+	if out := buf.String(); !strings.Contains(out, "level=DEBUG") || !strings.Contains(out, "reason=ip_denied") || !strings.Contains(out, "client=198.51.100.4") {
+		t.Errorf("log: %q", out)
+	}
+	buf.Reset()
+	quiet := build(t, Config{DenyCIDRs: []string{"198.51.100.0/24"}}, WithLogger(slog.New(slog.NewTextHandler(&buf, nil))))
+	serve(quiet.h, request("GET", "/x", "198.51.100.4", nil))
+	if buf.Len() != 0 {
+		t.Errorf("logged above debug: %q", buf.String())
 	}
 }

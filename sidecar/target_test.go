@@ -3,9 +3,14 @@ package sidecar
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
@@ -147,4 +152,82 @@ func FuzzRequestTarget(f *testing.F) {
 			t.Fatalf("%q: forwarded as %q (path %q), rules saw %q", target, fwd, p2, np)
 		}
 	})
+}
+
+// FuzzFromRegistration decodes an /v1/agent/service answer as consul/api
+// does (into api.AgentService, Proxy.Config and each upstream's Config as
+// the opaque maps JSON gives) and derives the sidecar's Config from it,
+// gateway, ingress, limits, passive health and health-check sections
+// included. An accepted registration has listener addresses that split
+// into a host and a port in 1-65535, positive timeouts, header limits in
+// their documented ranges, and upstreams on distinct bind addresses; an
+// error names the registration.
+func FuzzFromRegistration(f *testing.F) {
+	for _, s := range []string{
+		`{"Kind":"connect-proxy","ID":"web-sidecar-proxy","Service":"web-sidecar-proxy","Port":21000,"Proxy":{"DestinationServiceName":"web","DestinationServiceID":"web","LocalServicePort":8080}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":21000,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Config":{"protocol":"http","bind_address":"127.0.0.1","bind_port":"21001","local_connect_timeout_ms":250,"handshake_timeout_ms":"1000","max_header_bytes":4096,"max_headers":50,"otlp_endpoint":"http://jaeger:4317","trace_sampling":0.5}}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":21000,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Config":{"protocol":"HTTP","gateway":{"cors":{"allow_origins":["*"]}}}}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":21000,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Config":{"gateway":{}}}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":21000,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Upstreams":[{"DestinationName":"db","LocalBindPort":5432,"Config":{"protocol":"tcp","connect_timeout_ms":1000,"limits":{"max_connections":10,"max_pending_requests":5,"max_concurrent_requests":3},"passive_health_check":{"interval":"10s","max_failures":5},"health_check":{"interval":"5s"}}}]}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":21000,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Upstreams":[{"DestinationName":"db","LocalBindPort":5432},{"DestinationName":"cache","LocalBindPort":5432}]}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":21000,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Upstreams":[{"DestinationName":"api","LocalBindPort":9000,"Config":{"protocol":"http","retry_budget":{"percent":0.5,"min_retry_concurrency":1}}}],"Config":{"protocol":"http","ingress":[{"port":8443,"routes":[{"path_prefix":"/","upstream":"api"}]}]}}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":0,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Config":{"bind_port":1e30}}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":1,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Config":{"local_request_timeout_ms":1.5,"max_header_bytes":"x"}}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":1,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Config":{"bind_address":""}}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":1,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Config":{"connect_timeout_ms":9223372036854775807}}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":1,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Upstreams":[{"DestinationType":"prepared_query","DestinationName":"q","LocalBindPort":1}]}}`,
+		`{"Kind":"connect-proxy","ID":"p","Port":1,"Proxy":{"DestinationServiceName":"web","LocalServicePort":8080,"Config":{"local_connect_timeout_ms":10000000000000}}}`,
+		`{"Kind":"","ID":"p","Port":1}`, `null`, `{"Kind":"connect-proxy","Proxy":null}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var svc *api.AgentService
+		if json.Unmarshal(body, &svc) != nil {
+			return
+		}
+		c, err := FromRegistration(svc)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "sidecar: ") && !strings.HasPrefix(err.Error(), "config: ") {
+				t.Fatalf("error %q has no package prefix", err)
+			}
+			if svc != nil && svc.Proxy != nil && svc.Kind == api.ServiceKindConnectProxy && svc.Proxy.DestinationServiceName != "" &&
+				!strings.Contains(err.Error(), "registration "+svc.ID) {
+				t.Fatalf("error %q does not name registration %q", err, svc.ID)
+			}
+			return
+		}
+		p := c.Public
+		checkHostPort(t, "public listener", p.BindAddress)
+		checkHostPort(t, "local service", p.LocalService)
+		if p.LocalConnectTimeout <= 0 || p.HandshakeTimeout <= 0 || p.LocalRequestTimeout <= 0 {
+			t.Fatalf("timeouts %v %v %v", p.LocalConnectTimeout, p.HandshakeTimeout, p.LocalRequestTimeout)
+		}
+		if p.MaxHeaderBytes < 1024 || p.MaxHeaderBytes > 1<<20 || p.MaxHeaders < 1 || p.MaxHeaders > 10000 {
+			t.Fatalf("header limits %d bytes, %d fields", p.MaxHeaderBytes, p.MaxHeaders)
+		}
+		if p.Gateway.Enabled() && !p.Protocol.L7() {
+			t.Fatalf("gateway on a %s listener", p.Protocol)
+		}
+		seen := map[string]bool{}
+		for _, u := range c.Upstreams {
+			checkHostPort(t, "upstream "+u.DestinationName, u.BindAddress)
+			if u.DestinationName == "" || u.ConnectTimeout <= 0 || seen[u.BindAddress] {
+				t.Fatalf("upstream %+v", u)
+			}
+			seen[u.BindAddress] = true
+		}
+		if err := c.checkIngressUpstreams(); err != nil {
+			t.Fatalf("accepted with ingress routes to unknown upstreams: %v", err)
+		}
+	})
+}
+
+// checkHostPort fails unless addr is host:port with a port in 1-65535.
+func checkHostPort(t *testing.T, what, addr string) {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if n, _ := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		t.Fatalf("%s %q: port %q, %v", what, addr, port, err)
+	}
 }

@@ -1,6 +1,8 @@
 # Outrider: a Consul-native, SPIFFE-native sidecar proxy.
 #   make demo   build everything and run a small local mesh (Ctrl-C stops it)
-#   make test   format, vet, staticcheck, and every test (with -race) against real Consul, Jaeger and SPIRE
+#   make test   format, vet, staticcheck, and every test (with -race) against real Consul, Jaeger and SPIRE,
+#               then every fuzz target for 2s
+#   make fuzz   every fuzz target for FUZZTIME (default 60s) each
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/outrider
@@ -8,7 +10,7 @@ TOOLS_BIN := $(CURDIR)/.tools/bin
 STATICCHECK_VERSION := v0.8.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test check fmt-check vet staticcheck unit tools tools-consul tools-jaeger tools-spire tools-redis demo bench clean
+.PHONY: all build test fuzz check fmt-check vet staticcheck unit tools tools-consul tools-jaeger tools-spire tools-redis demo bench clean
 
 all: build
 
@@ -50,6 +52,12 @@ check: fmt-check vet staticcheck
 ## test: everything CI runs; integration tests start real Consul agents, Jaeger and SPIRE
 test: check tools-consul tools-jaeger tools-spire tools-redis
 	OUTRIDER_TOOLS_BIN=$(TOOLS_BIN) OUTRIDER_REQUIRE_REDIS=1 $(GO) test -race -count=1 -timeout 20m ./...
+	FUZZTIME=2s GO=$(GO) tools/fuzz.sh
+
+## fuzz: every native fuzz target in turn, FUZZTIME each (tools/fuzz.sh)
+FUZZTIME ?= 60s
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) tools/fuzz.sh
 
 ## demo: a local mesh with a dev Consul agent, Jaeger, three services and their Outrider sidecars
 demo: build tools-consul tools-jaeger

@@ -273,7 +273,7 @@ func (s *fixtureSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x
 	return s.bundles.GetX509BundleForTrustDomain(td)
 }
 
-func readFixture(t *testing.T, name string) []byte {
+func readFixture(t testing.TB, name string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(badcertsDir, name))
 	if err != nil {
@@ -294,7 +294,7 @@ func fixtureLeaf(t *testing.T, name string) tls.Certificate {
 
 // fixtureBundle loads the root fixture name.pem as the bundle of the trust
 // domain in its URI SAN.
-func fixtureBundle(t *testing.T, name string) *x509bundle.Bundle {
+func fixtureBundle(t testing.TB, name string) *x509bundle.Bundle {
 	t.Helper()
 	b, err := x509bundle.Parse(spiffeid.TrustDomain{}, readFixture(t, name+".pem"))
 	if err != nil {

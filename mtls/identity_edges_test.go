@@ -37,7 +37,7 @@ type edgeCA struct {
 	key  crypto.Signer
 }
 
-func newEdgeCA(t *testing.T) *edgeCA {
+func newEdgeCA(t testing.TB) *edgeCA {
 	t.Helper()
 	block, _ := pem.Decode(readFixture(t, "root-key.pem"))
 	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
@@ -51,17 +51,23 @@ func newEdgeCA(t *testing.T) *edgeCA {
 // SAN extension is written by hand, so x509 neither checks nor normalizes
 // them), with an X.509-SVID's key usages unless edit changes them. Leaf
 // is nil when crypto/x509 cannot parse the result.
-func (ca *edgeCA) leaf(t *testing.T, uris []string, edit func(*x509.Certificate)) *tls.Certificate {
+func (ca *edgeCA) leaf(t testing.TB, uris []string, edit func(*x509.Certificate)) *tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	names := make([]asn1.RawValue, len(uris))
 	for i, u := range uris {
 		names[i] = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(u)}
 	}
 	san, err := asn1.Marshal(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.leafSAN(t, san, edit)
+}
+
+// leafSAN is leaf with the subjectAltName extension's value given whole.
+func (ca *edgeCA) leafSAN(t testing.TB, san []byte, edit func(*x509.Certificate)) *tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +95,7 @@ func (ca *edgeCA) leaf(t *testing.T, uris []string, edit func(*x509.Certificate)
 }
 
 // edgeSource presents cert and trusts only the fixture root.
-func edgeSource(t *testing.T, cert *tls.Certificate) *fixtureSource {
+func edgeSource(t testing.TB, cert *tls.Certificate) *fixtureSource {
 	return &fixtureSource{cert: cert, bundles: x509bundle.NewSet(fixtureBundle(t, "root"))}
 }
 

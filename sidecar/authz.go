@@ -408,50 +408,76 @@ func (r h2JWTRequest) Cookie(name string) (string, bool) {
 
 // splitTarget finds the path of an origin-form or absolute-form request
 // target: target[start:end] is the path, target[end:] the query (with its
-// '?'). An authority-form (CONNECT) or asterisk-form target has no path
-// (start == end == len).
-func splitTarget(t []byte) (start, end int) {
+// '?'). ok is false for an authority-form (CONNECT) or asterisk-form
+// target, which has no path (start == end == len). The scheme of an
+// absolute-form target is matched without case, as http1 accepts it (RFC
+// 9110 section 4.2.3): "HTTP://web/admin" has the path /admin. An
+// absolute-form target without a path ("http://web", "http://web?q") has
+// an empty one (start == end), which stands for "/" (RFC 9110 section
+// 4.2.3: an empty path is equivalent to "/"); callers route and authorize
+// it as "/", and normalizeH1 forwards it with "/".
+func splitTarget(t []byte) (start, end int, ok bool) {
 	switch {
 	case len(t) > 0 && t[0] == '/':
 		start = 0
-	case bytes.HasPrefix(t, []byte("http://")) || bytes.HasPrefix(t, []byte("https://")):
+	case hasPrefixFold(t, "http://") || hasPrefixFold(t, "https://"):
 		rest := t[bytes.Index(t, []byte("://"))+3:]
 		i := bytes.IndexAny(rest, "/?")
-		if i < 0 || rest[i] == '?' {
-			return len(t), len(t)
+		if i < 0 {
+			return len(t), len(t), true
 		}
 		start = len(t) - len(rest) + i
 	default:
-		return len(t), len(t)
+		return len(t), len(t), false
 	}
 	end = len(t)
 	if i := bytes.IndexByte(t[start:], '?'); i >= 0 {
 		end = start + i
 	}
-	return start, end
+	return start, end, true
 }
+
+// hasPrefixFold reports whether t begins with the lower-case ASCII prefix,
+// ignoring ASCII case only.
+func hasPrefixFold(t []byte, prefix string) bool {
+	if len(t) < len(prefix) {
+		return false
+	}
+	for i := range len(prefix) {
+		if c := t[i]; c != prefix[i] && !('A' <= c && c <= 'Z' && c+'a'-'A' == prefix[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// rootPath is the path of an absolute-form target that has none.
+var rootPath = []byte("/")
 
 // normalizeH1 normalizes the path of hc.req's target; when it changes,
 // the target is rebuilt in the connection's buffer. It returns the path
 // the rules see.
 func (hc *h1Conn) normalizeH1(o pathnorm.Options) (string, error) {
 	t := hc.req.Target
-	start, end := splitTarget(t)
-	if start == end {
-		if start == len(t) && len(t) > 0 && t[0] == '*' {
+	start, end, ok := splitTarget(t)
+	if !ok {
+		if len(t) > 0 && t[0] == '*' {
 			return "*", nil
 		}
 		return "", nil
 	}
 	path := t[start:end]
-	np, err := pathnorm.Normalize(hc.pathBuf[:0], path, o)
-	if err != nil {
-		return "", err
+	np := rootPath // "http://web" is forwarded as "http://web/"
+	if len(path) > 0 {
+		var err error
+		if np, err = pathnorm.Normalize(hc.pathBuf[:0], path, o); err != nil {
+			return "", err
+		}
+		if len(np) == len(path) && &np[0] == &path[0] {
+			return unsafeString(path), nil
+		}
+		hc.pathBuf = np[:0]
 	}
-	if len(np) == len(path) && &np[0] == &path[0] {
-		return unsafeString(path), nil
-	}
-	hc.pathBuf = np[:0]
 	// targetBuf and pathBuf are the connection's own; t is the head's.
 	buf := append(hc.targetBuf[:0], t[:start]...)
 	buf = append(buf, np...)

@@ -127,6 +127,8 @@ func TestMeshL7Intentions(t *testing.T) {
 			{"encoded backslash", "GET", "/%5Cadmin"},
 			{"encoded NUL", "GET", "/admin%00"},
 			{"absolute form", "GET", "http://web/admin"},
+			{"absolute form, upper-case scheme", "GET", "HTTP://web/admin"},
+			{"absolute form, mixed-case scheme and dot-dot", "GET", "hTTp://web/x/../admin"},
 			{"lower-case method", "get", "/admin"},
 			{"lower-case DELETE", "delete", "/echo"},
 			{"mixed-case DELETE", "DeLeTe", "/echo"},
@@ -142,6 +144,20 @@ func TestMeshL7Intentions(t *testing.T) {
 					t.Errorf("%s %s reached the application %d times", method, tt.target, got)
 				}
 			})
+		}
+	})
+
+	t.Run("absolute form without a path is /", func(t *testing.T) {
+		// Only the allow rule on PathPrefix "/" admits a GET: read as the
+		// empty path, it matched nothing and was denied (403). The
+		// application, which serves no "/", answers 404 for "http://web/"
+		// (net/http's mux would redirect an empty path with 307).
+		before := app.count()
+		if status := rawStatus(t, m.upstream, "GET http://web HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"); status != 404 {
+			t.Errorf("GET http://web: %d, want the application's 404 for /", status)
+		}
+		if got := app.count() - before; got != 1 {
+			t.Errorf("GET http://web reached the application %d times, want 1", got)
 		}
 	})
 

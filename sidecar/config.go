@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -414,6 +415,9 @@ func tracingValue(m map[string]any, field func(string) string) (TracingConfig, e
 	return t, nil
 }
 
+// maxMillis is the longest millisecond count a time.Duration holds.
+const maxMillis = math.MaxInt64 / int(time.Millisecond)
+
 // msValue reads a millisecond count from an opaque Consul config map. JSON
 // gives numbers as float64; HCL and CLI users write strings.
 func msValue(m map[string]any, key string, def time.Duration) (time.Duration, error) {
@@ -427,6 +431,11 @@ func msValue(m map[string]any, key string, def time.Duration) (time.Duration, er
 	}
 	if n <= 0 {
 		return 0, fmt.Errorf("want a positive number of milliseconds, got %d", n)
+	}
+	if n > maxMillis {
+		// time.Duration(n) * time.Millisecond would wrap (to a negative
+		// timeout for 1e13).
+		return 0, fmt.Errorf("want at most %d milliseconds, got %d", maxMillis, n)
 	}
 	return time.Duration(n) * time.Millisecond, nil
 }

@@ -116,6 +116,13 @@ func TestFromRegistrationErrorsNameTheField(t *testing.T) {
 		{"socket path", func(s *api.AgentService) { s.Proxy.LocalServicePort = 0; s.Proxy.LocalServiceSocketPath = "/x.sock" }, "LocalServiceSocketPath"},
 		{"timeout not a number", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"connect_timeout_ms": "soon"} }, "Proxy.Config.connect_timeout_ms"},
 		{"negative timeout", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"local_connect_timeout_ms": float64(-1)} }, "local_connect_timeout_ms"},
+		// 1e13 ms wrapped to a negative time.Duration (found by FuzzFromRegistration).
+		{"timeout overflows", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"local_connect_timeout_ms": 1e13} },
+			"Proxy.Config.local_connect_timeout_ms: want at most 9223372036854 milliseconds"},
+		{"upstream timeout overflows", func(s *api.AgentService) {
+			s.Proxy.Upstreams[0].Config = map[string]any{"connect_timeout_ms": "10000000000000"}
+		},
+			"Upstreams[0]: Config.connect_timeout_ms: want at most"},
 		{"fractional port", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"bind_port": 1.5} }, "bind_port"},
 		{"bad bind address", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"bind_address": 7.0} }, "bind_address"},
 		{"upstream without name", func(s *api.AgentService) { s.Proxy.Upstreams[0].DestinationName = "" }, "Upstreams[0]: DestinationName"},

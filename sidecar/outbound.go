@@ -288,8 +288,11 @@ func (o *outbound) plan(hc *h1Conn) {
 	if rg.table == nil {
 		d.cs = rg.defOnly
 	} else {
-		start, end := splitTarget(req.Target)
+		start, end, ok := splitTarget(req.Target)
 		path, query := req.Target[start:end], req.Target[end:] // absolute form too: route on the path
+		if ok && len(path) == 0 {
+			path = rootPath // "http://web": the path is "/"
+		}
 		hc.routeReq = route.Request{Method: unsafeString(req.Method), Path: unsafeString(path), RawQuery: unsafeString(query),
 			Header: h1Headers{&req.Header}}
 		rg.choose(d, &hc.routeReq)

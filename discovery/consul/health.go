@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"time"
@@ -80,7 +81,8 @@ const maxWeight = 1 << 16
 // list is a valid answer (no healthy instance: the service scaled to zero)
 // and gives a snapshot with no endpoints. An entry Consul never sends (null,
 // without its Node or Service, a proxy without its destination, a port
-// outside 0-65535, no address at all) is a malformed answer, and so is an
+// outside 0-65535, no address at all, an address that is neither an IP
+// address nor a host name) is a malformed answer, and so is an
 // instance whose identity cannot be formed: both fail the whole answer,
 // naming the instance, and the last good snapshot stays in use. An instance
 // with port 0 (not reachable over TCP, e.g. registered with a unix socket)
@@ -109,6 +111,10 @@ func snapshotOf(service, dc string, ids IdentityFunc, entries []*api.ServiceEntr
 		if host == "" {
 			return nil, fmt.Errorf("consul: health/connect/%s: malformed answer: instance %q has no address", service, svc.ID)
 		}
+		if !validHost(host) {
+			return nil, fmt.Errorf("consul: health/connect/%s: malformed answer: instance %q has address %q, neither an IP address nor a host name",
+				service, svc.ID, host)
+		}
 		if svc.Port == 0 {
 			continue
 		}
@@ -128,6 +134,26 @@ func snapshotOf(service, dc string, ids IdentityFunc, entries []*api.ServiceEntr
 	}
 	slices.SortFunc(snap.Endpoints, func(a, b discovery.Endpoint) int { return cmp.Compare(a.Address, b.Address) })
 	return snap, nil
+}
+
+// validHost reports whether an instance's address can be dialed as the
+// host of host:port: an IP address (IPv6 with a zone too), or a host name
+// of at most 253 bytes of letters, digits, '-', '.' and '_'. Anything else
+// ("[", "10.0.0.1:8080", a name with a space) would make an endpoint whose
+// address no dial can use, or one that names another port.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, c := range []byte(h) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Target selects the instances of one discovery-chain target: a service in

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/consul/api"
@@ -61,5 +62,36 @@ func TestTargetEndpointsHealthAndDatacenter(t *testing.T) {
 	}
 	if want := []string{"passing", "warning"}; !slices.Equal(got, want) {
 		t.Errorf("endpoints %v, want %v", got, want)
+	}
+}
+
+// An instance address that no dial can use fails the answer, naming the
+// instance, as other malformed entries do (the last good snapshot stays):
+// "[" became the endpoint "[:1", and "10.0.0.1:80" one that names two
+// ports. IPs, zoned IPv6 and host names are kept.
+func TestSnapshotAddresses(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	for _, tt := range []struct {
+		addr string
+		want string // endpoint address, "" for a malformed answer
+	}{
+		{"10.0.0.1", "10.0.0.1:1"},
+		{"::1", "[::1]:1"},
+		{"fe80::1%eth0", "[fe80::1%eth0]:1"},
+		{"web-1.node.consul", "web-1.node.consul:1"},
+		{"[", ""},
+		{"10.0.0.1:80", ""},
+		{"[::1]", ""},
+		{"a b", ""},
+		{"a/b", ""},
+	} {
+		entries := []*api.ServiceEntry{{Node: &api.Node{Node: "n"}, Service: &api.AgentService{ID: "w", Service: "web", Port: 1, Address: tt.addr}}}
+		snap, err := snapshotOf("web", "dc1", ConsulIdentity(td), entries)
+		switch {
+		case tt.want == "" && (err == nil || !strings.Contains(err.Error(), `instance "w" has address`)):
+			t.Errorf("%q: %v, want a malformed answer naming the instance", tt.addr, err)
+		case tt.want != "" && (err != nil || len(snap.Endpoints) != 1 || snap.Endpoints[0].Address != tt.want):
+			t.Errorf("%q: %+v, %v; want endpoint %s", tt.addr, snap, err, tt.want)
+		}
 	}
 }

@@ -56,6 +56,11 @@ func DefaultAllow(client *api.Client) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("consul: agent/self: %w", err)
 	}
+	return defaultAllowOf(self)
+}
+
+// defaultAllowOf is DefaultAllow on the decoded /v1/agent/self answer.
+func defaultAllowOf(self map[string]map[string]any) (bool, error) {
 	debug := self["DebugConfig"]
 	enabled, ok := debug["ACLsEnabled"].(bool)
 	if !ok {

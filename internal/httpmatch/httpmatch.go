@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/textproto"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 )
 
@@ -31,7 +32,9 @@ type HeaderSpec struct {
 	// Invert negates the match. With Present, the header must be absent.
 	Invert bool
 	// IgnoreCase compares Exact, Prefix, Suffix and Contains without
-	// case (strings.EqualFold). It does not apply to Present or Regex
+	// ASCII case, as Envoy's ignore_case does (absl's EqualsIgnoreCase):
+	// only A-Z fold, so a prefix, suffix or substring matched has the
+	// length of the one configured. It does not apply to Present or Regex
 	// (write (?i) in the regex).
 	IgnoreCase bool
 	// InvertMatchesAbsent says what an inverted Exact, Prefix, Suffix,
@@ -48,7 +51,7 @@ type HeaderSpec struct {
 type Header struct {
 	name                string // canonical
 	kind                uint8
-	value               string // lower-cased when ignoreCase
+	value               string // ASCII lower-cased when ignoreCase
 	re                  *regexp.Regexp
 	invert              bool
 	ignoreCase          bool
@@ -102,7 +105,7 @@ func CompileHeader(s HeaderSpec) (Header, error) {
 	case s.IgnoreCase && h.kind == kindPresent:
 		return Header{}, errors.New("ignore case does not apply to Present")
 	case s.IgnoreCase:
-		h.value = strings.ToLower(h.value)
+		h.value = lowerASCII(h.value)
 	}
 	return h, nil
 }
@@ -111,12 +114,18 @@ func CompileHeader(s HeaderSpec) (Header, error) {
 // as Envoy's safe_regex does: MatchString of the result reports a full
 // match. expr is compiled on its own first, so that an expression that is
 // not valid alone (e.g. "a)|(b") cannot escape the anchoring group; the
-// error then quotes expr as given.
+// error then quotes expr as given. The anchoring group wraps expr as
+// regexp/syntax re-serializes it, not as written: a valid `\Q...` quote
+// that runs to the end of expr would otherwise swallow the group's ")$".
 func CompileFull(expr string) (*regexp.Regexp, error) {
 	if _, err := regexp.Compile(expr); err != nil {
 		return nil, err
 	}
-	return regexp.Compile(`^(?:` + expr + `)$`)
+	re, err := syntax.Parse(expr, syntax.Perl) // the flags regexp.Compile uses
+	if err != nil {
+		return nil, err
+	}
+	return regexp.Compile(`^(?:` + re.String() + `)$`)
 }
 
 // Name is the header's canonical name (textproto.CanonicalMIMEHeaderKey),
@@ -144,17 +153,17 @@ func (h *Header) matches(v string, present bool) bool {
 		return h.re.MatchString(v)
 	case kindExact:
 		if h.ignoreCase {
-			return strings.EqualFold(v, h.value)
+			return len(v) == len(h.value) && equalLowerASCII(v, h.value)
 		}
 		return v == h.value
 	case kindPrefix:
 		if h.ignoreCase {
-			return len(v) >= len(h.value) && strings.EqualFold(v[:len(h.value)], h.value)
+			return len(v) >= len(h.value) && equalLowerASCII(v[:len(h.value)], h.value)
 		}
 		return strings.HasPrefix(v, h.value)
 	case kindSuffix:
 		if h.ignoreCase {
-			return len(v) >= len(h.value) && strings.EqualFold(v[len(v)-len(h.value):], h.value)
+			return len(v) >= len(h.value) && equalLowerASCII(v[len(v)-len(h.value):], h.value)
 		}
 		return strings.HasSuffix(v, h.value)
 	default: // kindContains
@@ -165,13 +174,28 @@ func (h *Header) matches(v string, present bool) bool {
 	}
 }
 
-// containsFold reports whether lower-case sub occurs in s, ignoring case,
-// without allocating.
+// containsFold reports whether ASCII lower-case sub occurs in s, ignoring
+// ASCII case, without allocating.
 func containsFold(s, sub string) bool {
 	for i := 0; i+len(sub) <= len(s); i++ {
-		if strings.EqualFold(s[i:i+len(sub)], sub) {
+		if equalLowerASCII(s[i:i+len(sub)], sub) {
 			return true
 		}
 	}
 	return false
+}
+
+// equalLowerASCII reports whether s, with A-Z lower-cased, is lower, which
+// is ASCII lower-case and as long as s.
+func equalLowerASCII(s, lower string) bool {
+	for i := range len(lower) {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -110,19 +110,7 @@ func (p *Path) hasPrefix(s string) bool {
 	if !p.fold {
 		return strings.HasPrefix(s, p.value)
 	}
-	if len(s) < len(p.value) {
-		return false
-	}
-	for i := range len(p.value) {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != p.value[i] {
-			return false
-		}
-	}
-	return true
+	return len(s) >= len(p.value) && equalLowerASCII(s[:len(p.value)], p.value)
 }
 
 func lowerASCII(s string) string {

@@ -10,7 +10,7 @@ TOOLS_BIN := $(CURDIR)/.tools/bin
 STATICCHECK_VERSION := v0.8.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test fuzz check fmt-check vet staticcheck unit tools tools-consul tools-jaeger tools-spire tools-redis demo bench clean
+.PHONY: all build test fuzz check fmt-check vet staticcheck unit tools tools-consul tools-jaeger tools-spire tools-redis demo bench scale clean
 
 all: build
 
@@ -66,6 +66,10 @@ demo: build tools-consul tools-jaeger
 ## bench: the sidecar-pair benchmark against direct and Consul's built-in proxy (see bench/README.md)
 bench: build tools-consul
 	bench/pair.sh
+
+## scale: idle connections held and a burst of new ones through a real pair (see bench/README.md)
+scale: build
+	$(GO) run ./bench/scale -outrider $(BIN)
 
 clean:
 	rm -rf bin

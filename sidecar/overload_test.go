@@ -129,7 +129,7 @@ func TestOverloadManager(t *testing.T) {
 			t.Errorf("after recovery: %d", st)
 		}
 		body := scrape(t, web.admin)
-		for _, want := range []string{`outrider_overload_shed_requests_total{reason="memory"} 2`, `outrider_overload_refused_connections_total{reason="memory"} 1`} {
+		for _, want := range []string{`outrider_overload_shed_requests_total{reason="memory"} 2`, `outrider_overload_refused_connections_total{reason="memory"} 1`, `response_flag="OM"`} {
 			if !strings.Contains(body, want) {
 				t.Errorf("/metrics lacks %s", want)
 			}

@@ -5,7 +5,7 @@ package metrics
 var (
 	methods  = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", Other}
 	statuses = [...]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx", Other}
-	flags    = [...]string{NoFlag, "UH", "UF", "UT", "UC", "DC", "DI", "BR", "UO", Other}
+	flags    = [...]string{NoFlag, "UH", "UF", "UT", "UC", "DC", "DI", "BR", "UO", "OM", "SI", Other}
 )
 
 const (
@@ -87,6 +87,10 @@ func flagIndex(f string) int {
 		return 7
 	case "UO":
 		return 8
+	case "OM":
+		return 9
+	case "SI":
+		return 10
 	}
-	return 9
+	return 11
 }

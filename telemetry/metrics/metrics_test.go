@@ -167,7 +167,7 @@ func TestClasses(t *testing.T) {
 		}
 	}
 	flagCases := map[string]string{
-		"": NoFlag, "UH": "UH", "UF": "UF", "UT": "UT", "UC": "UC", "DC": "DC", "DI": "DI", "BR": "BR", "UO": "UO",
+		"": NoFlag, "UH": "UH", "UF": "UF", "UT": "UT", "UC": "UC", "DC": "DC", "DI": "DI", "BR": "BR", "UO": "UO", "OM": "OM", "SI": "SI",
 		"uh": Other, "URX": Other, "UF,UT": Other, "-": Other, "NR": Other,
 	}
 	for in, want := range flagCases {

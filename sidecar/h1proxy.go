@@ -49,6 +49,10 @@ const (
 	// final one; more make the response invalid (502), so an upstream
 	// cannot keep a request busy with an endless stream of them.
 	maxInterim = 10
+	// idleRelease is how long a keep-alive client connection waits for
+	// its next request holding its read buffer; then the buffer goes back
+	// to the pool until the request comes.
+	idleRelease = time.Second
 	// continueTimeout is how long a request with Expect: 100-continue waits
 	// for the upstream's interim answer before its body is sent anyway
 	// (curl waits 1 s).
@@ -75,6 +79,9 @@ const (
 
 // errTooManyInterim is an upstream that sent more than maxInterim 1xx
 // responses: a bad response (502).
+// errDraining: the connection closes instead of waiting for a request.
+var errDraining = errors.New("sidecar: draining")
+
 var errTooManyInterim = &http1.Error{Status: 502, Reason: "more than 10 interim (1xx) responses"}
 
 // headerError names the header on every response the sidecar generates.
@@ -245,6 +252,18 @@ func (d *drainState) waitRequest(deadline time.Time) bool {
 	return true
 }
 
+// rearm moves the idle deadline of a connection still idle; it reports
+// false when the connection must close instead (draining).
+func (d *drainState) rearm(deadline time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.draining {
+		return false
+	}
+	d.c.SetReadDeadline(deadline)
+	return true
+}
+
 // serving marks the connection busy: a request started arriving. If a
 // drain expired the deadline meanwhile, the request gets a fresh one.
 func (d *drainState) serving(deadline time.Time) {
@@ -263,7 +282,9 @@ var h1BufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &
 // connection is done; the caller closes c.
 //
 // ir, when not nil, is the reader under br: it bounds the wait for each
-// piece of a request body (slow POST).
+// piece of a request body (slow POST), and lets serve return br's buffer
+// to the pool while the connection is idle. serve owns br, which must
+// come from getReader when ir is set: it puts it back when it returns.
 func (p *h1Proxy) serve(c net.Conn, br *bufio.Reader, ir *idleReader, conns *tracker, tracked net.Conn) {
 	hc := &h1Conn{p: p, c: c, br: br, ir: ir, src: remoteIP(c)}
 	hc.drain = &drainState{c: c}
@@ -271,6 +292,11 @@ func (p *h1Proxy) serve(c net.Conn, br *bufio.Reader, ir *idleReader, conns *tra
 	bp := h1BufPool.Get().(*[]byte)
 	hc.wire = (*bp)[:0]
 	defer func() { *bp = hc.wire[:0]; h1BufPool.Put(bp) }()
+	defer func() {
+		if hc.br != nil && ir != nil {
+			putReader(hc.br)
+		}
+	}()
 	for {
 		keep := hc.serveOne()
 		// The writer is pooled between requests (serveOne takes one once a
@@ -294,11 +320,18 @@ func (hc *h1Conn) serveOne() bool {
 	// One deadline covers the idle wait and the whole head (a slow-loris
 	// head cannot outlast it); it is cleared only for requests whose body
 	// or tunnel is read next, so a plain GET costs one deadline update.
-	deadline := time.Now().Add(clientIdleTimeout)
-	if !hc.drain.waitRequest(deadline) {
+	now := time.Now()
+	deadline := now.Add(clientIdleTimeout)
+	// A connection that stays idle past idleRelease gives its read
+	// buffer back (awaitRequest); the first wait is that long.
+	first := deadline
+	if hc.ir != nil && hc.br.Buffered() == 0 {
+		first = now.Add(idleRelease)
+	}
+	if !hc.drain.waitRequest(first) {
 		return false
 	}
-	if _, err := hc.br.Peek(1); err != nil {
+	if err := hc.awaitRequest(first, deadline); err != nil {
 		return false // closed, idle timeout or draining
 	}
 	hc.bw = getWriter(hc.c)
@@ -1104,3 +1137,39 @@ func (r requestHash) Header(name string) ([]byte, bool) { return r.req.Header.Ge
 func (r requestHash) Cookie(name string) ([]byte, bool) { return r.req.Header.Cookie(name) }
 func (r requestHash) Query(name string) ([]byte, bool)  { return r.req.Query(name) }
 func (r requestHash) SourceIP() netip.Addr              { return r.src }
+
+// awaitRequest blocks until the next request's first byte, waiting with
+// the read buffer until first (the read deadline waitRequest armed). A
+// connection still idle then gives the buffer back to the pool and waits
+// on until deadline for one byte, read straight from the connection; a
+// pooled reader taken once it came reads it first (idleReader.pending).
+// So an idle keep-alive connection holds no read buffer, while a busy one
+// pays nothing more than one deadline update. On success the head's
+// deadline is deadline.
+func (hc *h1Conn) awaitRequest(first, deadline time.Time) error {
+	_, err := hc.br.Peek(1)
+	if err == nil {
+		if !first.Equal(deadline) {
+			hc.c.SetReadDeadline(deadline)
+		}
+		return nil
+	}
+	if first.Equal(deadline) || !isTimeout(err) || hc.br.Buffered() > 0 {
+		return err
+	}
+	if !hc.drain.rearm(deadline) {
+		return errDraining
+	}
+	putReader(hc.br)
+	hc.br = nil
+	n, err := hc.ir.c.Read(hc.ir.one[:])
+	hc.br = getReader(hc.ir)
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	hc.ir.pending = true
+	return nil
+}

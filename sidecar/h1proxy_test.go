@@ -142,7 +142,7 @@ func startH1ProxyWith(tb testing.TB, backend string, tr *tracing.Tracing, ep *ba
 		defer close(done)
 		serve(ln, conns, nil, p.log, func(c net.Conn) {
 			ir := &idleReader{c: c}
-			p.serve(c, bufio.NewReaderSize(ir, bufSize), ir, conns, c)
+			p.serve(c, getReader(ir), ir, conns, c)
 		})
 	}()
 	tb.Cleanup(func() {
@@ -635,5 +635,32 @@ func TestH1ProxyBoundsInterimResponses(t *testing.T) {
 	}
 	if resp.Status != 502 || interim != maxInterim {
 		t.Errorf("got %d after %d interim responses, want 502 after %d", resp.Status, interim, maxInterim)
+	}
+}
+
+// A keep-alive connection idle past idleRelease gives its read buffer
+// back and waits for one byte without it: its next request, however it
+// arrives (whole, or its first byte alone), is served intact.
+func TestH1ProxyIdleConnectionReleasesBuffer(t *testing.T) {
+	b := startRawBackend(t, hello)
+	addr, _ := startH1Proxy(t, b.ln.Addr().String())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if st, body := exchange(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); st != 200 || body != "hello from backend\n" {
+		t.Fatalf("first: %d %q", st, body)
+	}
+	time.Sleep(idleRelease + 300*time.Millisecond)
+	if st, body := exchange(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); st != 200 || body != "hello from backend\n" {
+		t.Fatalf("after idling: %d %q", st, body)
+	}
+	time.Sleep(idleRelease + 300*time.Millisecond)
+	io.WriteString(c, "G")
+	time.Sleep(100 * time.Millisecond)
+	if st, body := exchange(t, c, br, "ET / HTTP/1.1\r\nHost: x\r\n\r\n"); st != 200 || body != "hello from backend\n" {
+		t.Fatalf("first byte alone: %d %q", st, body)
 	}
 }

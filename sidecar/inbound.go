@@ -233,8 +233,7 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 			p := &h1Proxy{target: in, log: in.log, stat: in.stat, maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders,
 				responseTimeout: cfg.LocalRequestTimeout, inbound: true, tel: in.tel, route: in.route, peer: peer,
 				authz: az, norm: in.norm, jwt: in.jwt, overload: in.overload}
-			p.serve(tc, br, ir, in.conns, tracked)
-			putReader(br)
+			p.serve(tc, br, ir, in.conns, tracked) // serve puts br back
 			return
 		}
 		tc.SetReadDeadline(time.Time{})

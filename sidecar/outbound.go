@@ -260,8 +260,7 @@ func (o *outbound) handle(c net.Conn) {
 		return
 	}
 	p := &h1Proxy{target: o, retryBudget: o.budget, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders, tel: o.tel, route: o.route, brk: o.brk, overload: o.overload}
-	p.serve(c, br, ir, o.conns, c)
-	putReader(br)
+	p.serve(c, br, ir, o.conns, c) // serve puts br back
 }
 
 // remoteIP is c's peer address, IPv4-mapped addresses unmapped.

@@ -115,9 +115,29 @@ type idleReader struct {
 	c       net.Conn
 	timeout time.Duration
 	limit   time.Time
+	// one holds a byte read before the bufio.Reader existed (the HTTP/1.1
+	// loop's idle wait); pending says the next Read returns it first.
+	one     [1]byte
+	pending bool
 }
 
 func (r *idleReader) Read(p []byte) (int, error) {
+	if r.pending && len(p) > 0 {
+		r.pending = false
+		p[0] = r.one[0]
+		if len(p) == 1 {
+			return 1, nil
+		}
+		// The rest of the head has usually arrived with the first byte:
+		// read it in the same fill (this blocks only until some of it
+		// comes, which the head's parser would wait for anyway).
+		n, err := r.read(p[1:])
+		return n + 1, err
+	}
+	return r.read(p)
+}
+
+func (r *idleReader) read(p []byte) (int, error) {
 	if r.timeout > 0 {
 		d := time.Now().Add(r.timeout)
 		if !r.limit.IsZero() && r.limit.Before(d) {

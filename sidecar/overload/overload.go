@@ -52,8 +52,8 @@ type Config struct {
 	// together; a request beyond it is answered 503 (flag OM) at once.
 	// Default 10000.
 	MaxRequests int `yaml:"max_requests"`
-	// MaxMemory is the memory budget: the Go runtime's memory in use
-	// (what GOMEMLIMIT counts). Default: GOMEMLIMIT when set, else 90% of
+	// MaxMemory is the memory budget: the Go runtime's memory in use (what it
+	// holds, less free heap and garbage). Default: GOMEMLIMIT when set, else 90% of
 	// the container's cgroup memory limit, else 2GiB (at most 90% of the
 	// host's memory). Outrider also sets it as the runtime's soft memory
 	// limit, so the garbage collector works harder before anything is
@@ -340,7 +340,7 @@ func (m *Manager) Register(reg prometheus.Registerer) error {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	cs := []prometheus.Collector{
-		gauge("outrider_overload_memory_bytes", "Memory in use as the overload manager last read it (the Go runtime's, as GOMEMLIMIT counts).",
+		gauge("outrider_overload_memory_bytes", "Memory in use as the overload manager last read it: the Go runtime's, less free heap and garbage.",
 			func() float64 { return float64(m.memory.Load()) }),
 		gauge("outrider_overload_memory_budget_bytes", "The overload manager's memory budget (0: none).",
 			func() float64 { return float64(m.budget.MaxMemory) }),
@@ -389,13 +389,28 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// runtimeMemory is the memory the Go runtime has mapped and not returned
-// to the OS: what GOMEMLIMIT bounds.
+// runtimeMemory is the memory the Go runtime holds that a collection
+// cannot give back: everything mapped and not returned to the OS, less
+// the heap's free spans and its garbage (heap objects beyond the live
+// heap the last collection marked). Under a soft memory limit the total
+// hovers near the limit whenever garbage piles up, however small the live
+// heap; this figure reaches the budget only when live data fills it.
 func runtimeMemory() int64 {
-	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
-		return 0
+	s := []metrics.Sample{
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/live:bytes"},
 	}
-	return int64(s[0].Value.Uint64() - s[1].Value.Uint64())
+	metrics.Read(s)
+	var v [5]int64
+	for i := range s {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		v[i] = int64(s[i].Value.Uint64())
+	}
+	total, released, free, objects, live := v[0], v[1], v[2], v[3], v[4]
+	return total - released - free - objects + min(live, objects)
 }

@@ -3,6 +3,7 @@ package overload
 import (
 	"context"
 	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,9 +168,29 @@ func TestRunSamplesUntilCancelled(t *testing.T) {
 	}
 }
 
-func TestRuntimeMemoryReadsSomething(t *testing.T) {
-	if n := runtimeMemory(); n <= 0 {
-		t.Errorf("runtime memory %d", n)
+// The reading follows live data, not garbage: 64 MiB held moves it by
+// about that much; the same dropped and collected moves it back.
+func TestRuntimeMemoryFollowsLiveData(t *testing.T) {
+	runtime.GC()
+	base := runtimeMemory()
+	if base <= 0 {
+		t.Fatalf("runtime memory %d", base)
+	}
+	held := make([][]byte, 64)
+	for i := range held {
+		held[i] = make([]byte, 1<<20)
+		held[i][0] = 1
+	}
+	runtime.GC()
+	withLive := runtimeMemory()
+	if withLive-base < 48<<20 {
+		t.Errorf("64 MiB live moved the reading by %d MiB", (withLive-base)>>20)
+	}
+	runtime.KeepAlive(held)
+	held = nil
+	runtime.GC()
+	if after := runtimeMemory(); after-base > 16<<20 {
+		t.Errorf("after the data was collected the reading is still %d MiB above the start", (after-base)>>20)
 	}
 }
 
@@ -200,7 +221,7 @@ outrider_overload_shed_requests_total{reason="memory"} 1
 # HELP outrider_overload_refusing 1 while new connections are refused because memory is above refuse_at of the budget.
 # TYPE outrider_overload_refusing gauge
 outrider_overload_refusing 1
-# HELP outrider_overload_memory_bytes Memory in use as the overload manager last read it (the Go runtime's, as GOMEMLIMIT counts).
+# HELP outrider_overload_memory_bytes Memory in use as the overload manager last read it: the Go runtime's, less free heap and garbage.
 # TYPE outrider_overload_memory_bytes gauge
 outrider_overload_memory_bytes 95
 `

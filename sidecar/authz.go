@@ -9,8 +9,6 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/attribute"
@@ -51,7 +49,7 @@ func (a *connAuthz) decide(r *policy.Request) policy.Decision {
 	switch {
 	case d.DryRun:
 		in.metrics.AuthzWouldDeny(d.Rule)
-		if n, ok := in.dryRunLog.allow(); ok {
+		if n, ok := in.dryRunLog.Allow(); ok {
 			in.log.Info("dry run: request would be denied", "peer", a.peer.String(), "method", r.Method, "path", r.Path,
 				"rule", d.Rule, "reason", d.Reason, "not_logged_since_last", n)
 		}
@@ -64,25 +62,6 @@ func (a *connAuthz) decide(r *policy.Request) policy.Decision {
 			"status", d.Code.Status(), "rule", d.Rule, "reason", d.Reason)
 	}
 	return d
-}
-
-// logLimiter lets one log line through per second and counts the ones it
-// held back: dry-run decisions can come with every request.
-type logLimiter struct {
-	last       atomic.Int64 // unix nanoseconds of the last line let through
-	suppressed atomic.Int64
-}
-
-// allow reports whether to log now, and how many lines were held back
-// since the last one.
-func (l *logLimiter) allow() (int64, bool) {
-	now := time.Now().UnixNano()
-	last := l.last.Load()
-	if now-last < int64(time.Second) || !l.last.CompareAndSwap(last, now) {
-		l.suppressed.Add(1)
-		return 0, false
-	}
-	return l.suppressed.Swap(0), true
 }
 
 // denial is how a denied request is answered.

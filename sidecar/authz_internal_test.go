@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -102,20 +101,4 @@ func scrapeMetrics(t *testing.T, m *metrics.Metrics) string {
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	return rec.Body.String()
-}
-
-func TestLogLimiter(t *testing.T) {
-	var l logLimiter
-	if _, ok := l.allow(); !ok {
-		t.Fatal("first line held back")
-	}
-	for range 3 {
-		if _, ok := l.allow(); ok {
-			t.Fatal("a second line within a second let through")
-		}
-	}
-	l.last.Add(-int64(2 * time.Second))
-	if n, ok := l.allow(); !ok || n != 3 {
-		t.Fatalf("after a second: %d %v, want 3 held back and let through", n, ok)
-	}
 }

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/outrider-mesh/outrider/internal/lograte"
 	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
@@ -51,7 +52,7 @@ type inbound struct {
 	norm    pathnorm.Options  // how request paths are normalized
 	jwt     *jwtauth.Verifier // nil: no JWT providers
 	// dryRunLog rate-limits the "would be denied" log lines.
-	dryRunLog logLimiter
+	dryRunLog lograte.Limiter
 	overload  *overload.Manager
 }
 

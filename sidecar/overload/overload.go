@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outrider-mesh/outrider/internal/confval"
+	"github.com/outrider-mesh/outrider/internal/lograte"
 )
 
 // Defaults filled in by Config.WithDefaults for fields left zero.
@@ -172,7 +173,7 @@ type Manager struct {
 
 	refusedConns, refusedConnsMemory atomic.Int64
 	shed, shedMemory                 atomic.Int64
-	lastLog                          atomic.Int64 // unix nanoseconds
+	refusals                         lograte.Limiter
 }
 
 // Option configures New.
@@ -302,9 +303,8 @@ func (m *Manager) RequestDone() {
 // made: true at most once a second, so an overload does not flood the
 // log with one line per refused connection or shed request.
 func (m *Manager) LogRefusal() bool {
-	now := time.Now().UnixNano()
-	last := m.lastLog.Load()
-	return now-last >= int64(time.Second) && m.lastLog.CompareAndSwap(last, now)
+	_, ok := m.refusals.Allow()
+	return ok
 }
 
 // KeepAlive reports whether a connection may stay open for another

@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"github.com/outrider-mesh/outrider/sidecar/route"
 	"io"
 	"log/slog"
@@ -82,7 +83,7 @@ const (
 // errDraining: the connection closes instead of waiting for a request.
 var errDraining = errors.New("sidecar: draining")
 
-var errTooManyInterim = &http1.Error{Status: 502, Reason: "more than 10 interim (1xx) responses"}
+var errTooManyInterim = &http1.Error{Status: 502, Reason: fmt.Sprintf("more than %d interim (1xx) responses", maxInterim)}
 
 // headerError names the header on every response the sidecar generates.
 const headerError = "x-outrider-error"
@@ -1154,7 +1155,7 @@ func (hc *h1Conn) awaitRequest(first, deadline time.Time) error {
 		}
 		return nil
 	}
-	if first.Equal(deadline) || !isTimeout(err) || hc.br.Buffered() > 0 {
+	if first.Equal(deadline) || !isTimeout(err) {
 		return err
 	}
 	if !hc.drain.rearm(deadline) {

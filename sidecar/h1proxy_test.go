@@ -568,16 +568,7 @@ func TestH1ProxyUpstreamRestartDropsPool(t *testing.T) {
 func TestH1ProxySlowBody(t *testing.T) {
 	b := startRawBackend(t, hello)
 	addr, _ := startH1ProxyWith(t, b.ln.Addr().String(), nil, nil, func(p *h1Proxy) { p.bodyIdle = 300 * time.Millisecond })
-	dial := func() (net.Conn, *bufio.Reader) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		return c, bufio.NewReader(c)
-	}
-	c, br := dial()
+	c, br := dialProxy(t, addr)
 	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
 	var resp http1.ResponseHead
 	if err := resp.Read(br, []byte("POST"), 0); err != nil {
@@ -592,7 +583,7 @@ func TestH1ProxySlowBody(t *testing.T) {
 	}
 
 	// 10 pieces 100ms apart (1s in all, over three timeouts): served.
-	c, br = dial()
+	c, br = dialProxy(t, addr)
 	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
 	for i := range 10 {
 		time.Sleep(100 * time.Millisecond)
@@ -614,14 +605,8 @@ func TestH1ProxyBoundsInterimResponses(t *testing.T) {
 		return false
 	})
 	addr, _ := startH1Proxy(t, b.ln.Addr().String())
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c, br := dialProxy(t, addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	br := bufio.NewReader(c)
 	var resp http1.ResponseHead
 	interim := 0
 	for {
@@ -644,12 +629,7 @@ func TestH1ProxyBoundsInterimResponses(t *testing.T) {
 func TestH1ProxyIdleConnectionReleasesBuffer(t *testing.T) {
 	b := startRawBackend(t, hello)
 	addr, _ := startH1Proxy(t, b.ln.Addr().String())
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
+	c, br := dialProxy(t, addr)
 	if st, body := exchange(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); st != 200 || body != "hello from backend\n" {
 		t.Fatalf("first: %d %q", st, body)
 	}
@@ -663,4 +643,17 @@ func TestH1ProxyIdleConnectionReleasesBuffer(t *testing.T) {
 	if st, body := exchange(t, c, br, "ET / HTTP/1.1\r\nHost: x\r\n\r\n"); st != 200 || body != "hello from backend\n" {
 		t.Fatalf("first byte alone: %d %q", st, body)
 	}
+}
+
+// dialProxy connects to an h1Proxy from startH1Proxy, with a 10s deadline
+// and the connection closed at the test's end.
+func dialProxy(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c)
 }

@@ -128,7 +128,7 @@ func TestOverloadManager(t *testing.T) {
 		if st, _ := do("/echo"); st != 200 {
 			t.Errorf("after recovery: %d", st)
 		}
-		body := scrape(t, web.admin)
+		_, body, _ := get(t, "http://"+web.admin+"/metrics")
 		for _, want := range []string{`outrider_overload_shed_requests_total{reason="memory"} 2`, `outrider_overload_refused_connections_total{reason="memory"} 1`, `response_flag="OM"`} {
 			if !strings.Contains(body, want) {
 				t.Errorf("/metrics lacks %s", want)
@@ -197,17 +197,6 @@ func TestOverloadManager(t *testing.T) {
 			t.Errorf("after a slot freed: %d", st)
 		}
 	})
-}
-
-func scrape(t *testing.T, admin string) string {
-	t.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
 }
 
 // dialMesh opens an mTLS connection to a sidecar's public listener as

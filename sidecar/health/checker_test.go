@@ -494,7 +494,17 @@ func TestExcluded(t *testing.T) {
 // longer probed, its session is closed and its state forgotten; one that
 // comes back starts pending. An identity change starts over too.
 func TestRemovalStopsProbes(t *testing.T) {
-	f := &fakeProber{answer: func(context.Context, string) error { return nil }}
+	var held atomic.Pointer[chan struct{}] // when set, probes wait on it
+	f := &fakeProber{answer: func(ctx context.Context, _ string) error {
+		if h := held.Load(); h != nil {
+			select {
+			case <-*h:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}}
 	cfg := fast(health.Config{Type: health.TCP})
 	c := health.New(cfg, f)
 	defer c.Close()
@@ -512,13 +522,18 @@ func TestRemovalStopsProbes(t *testing.T) {
 	if f.count("b:1") != n {
 		t.Fatalf("b was probed %d more times after it left", f.count("b:1")-n)
 	}
-	// An identity change is a new endpoint.
+	// An identity change is a new endpoint. Its first probe is held so
+	// that it cannot pass before the state is read.
+	hold := make(chan struct{})
+	held.Store(&hold)
 	a2 := a
 	a2.Identity = spiffeid.RequireFromString("spiffe://example.org/other")
 	c.Update(snap(a2))
 	if st, ok := c.Status("a:1"); !ok || st.State != health.Pending {
 		t.Fatalf("a with a new identity: %+v, want pending", st)
 	}
+	held.Store(nil)
+	close(hold)
 	mtlstest.WaitFor(t, "a healthy again", func() bool { st, _ := c.Status("a:1"); return st.State == health.Healthy })
 	mtlstest.WaitFor(t, "one session", func() bool { return f.open.Load() == 1 })
 	c.Close()

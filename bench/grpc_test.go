@@ -4,9 +4,7 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"strconv"
 	"testing"
@@ -18,7 +16,6 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
-	"github.com/outrider-mesh/outrider/sidecar"
 )
 
 type grpcServer struct {
@@ -64,19 +61,10 @@ func BenchmarkGRPC(b *testing.B) {
 	go srv.Serve(ln)
 	b.Cleanup(srv.Stop)
 	ports := consultest.FreePorts(b, 4)
-	register(b, a, "inventory", ln.Addr().(*net.TCPAddr).Port, ports[0], nil)
-	register(b, a, "client", ports[1], ports[2], []api.Upstream{{DestinationName: "inventory", LocalBindPort: ports[3]}})
-	for _, id := range []string{"inventory", "client"} {
-		sc, err := sidecar.New(a.Client, sidecar.Options{SidecarFor: id, AdminBind: "-", Logger: slog.New(slog.DiscardHandler),
-			ConsulAddress: a.HTTPAddr, EventLoop: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { sc.Run(ctx); close(done) }()
-		b.Cleanup(func() { cancel(); <-done })
-	}
+	registerWith(b, a, "inventory", ln.Addr().(*net.TCPAddr).Port, ports[0], nil, nil)
+	registerWith(b, a, "client", ports[1], ports[2], []api.Upstream{{DestinationName: "inventory", LocalBindPort: ports[3]}}, nil)
+	runSidecar(b, a, "inventory")
+	runSidecar(b, a, "client")
 
 	targets := map[string]string{"direct": ln.Addr().String(), "mesh": "127.0.0.1:" + strconv.Itoa(ports[3])}
 	clients := map[string]testpb.TestServiceClient{}
@@ -133,21 +121,5 @@ func BenchmarkGRPC(b *testing.B) {
 			}
 			st.CloseSend()
 		})
-	}
-}
-
-func register(b *testing.B, a *consultest.Agent, name string, appPort, publicPort int, upstreams []api.Upstream) {
-	err := a.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{
-		Name: name, ID: name, Port: appPort, Address: "127.0.0.1",
-		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{
-			Port: publicPort, Address: "127.0.0.1",
-			Checks: api.AgentServiceChecks{{
-				Name: "sidecar listening", TCP: fmt.Sprintf("127.0.0.1:%d", publicPort), Interval: "1s", Timeout: "1s",
-			}},
-			Proxy: &api.AgentServiceConnectProxyConfig{Upstreams: upstreams},
-		}},
-	})
-	if err != nil {
-		b.Fatal(err)
 	}
 }

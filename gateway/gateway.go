@@ -168,8 +168,10 @@ func (m Match) compile() (compiled, error) {
 	return compiled{path: p, methods: m.Methods}, errors.Join(errs...)
 }
 
-func (m *compiled) matches(r *http.Request) bool {
-	return m.path.Matches(r.URL.Path) && (len(m.methods) == 0 || slices.Contains(m.methods, r.Method))
+func (m *compiled) matches(r *http.Request) bool { return m.fits(r.Method, r.URL.Path) }
+
+func (m *compiled) fits(method, path string) bool {
+	return m.path.Matches(path) && (len(m.methods) == 0 || slices.Contains(m.methods, method))
 }
 
 // Gateway is a listener's compiled gateway: immutable, safe for
@@ -180,6 +182,7 @@ type Gateway struct {
 	next   http.Handler
 	log    *slog.Logger
 	redis  *ratelimit.Redis
+	agg    *aggregate.Aggregator // nil: no composite endpoints
 }
 
 type route struct {
@@ -274,7 +277,7 @@ func New(cfg Config, next http.Handler, opts ...Option) (*Gateway, error) {
 		// Composite endpoints sit innermost: routes apply their features
 		// to them as to any request.
 		next = agg.Wrap(next)
-		g.next = next
+		g.next, g.agg = next, agg
 	}
 	var store *cache.Store
 	for _, rc := range cfg.Routes {
@@ -364,6 +367,22 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	g.next.ServeHTTP(w, r)
+}
+
+// Handles reports whether a request with method and (normalized) path
+// gets any of the gateway's features: a route matches it or it is a
+// composite endpoint's. Others ServeHTTP only passes to next, so a
+// listener may proxy them without the gateway.
+func (g *Gateway) Handles(method, path string) bool {
+	if g.agg != nil && g.agg.Serves(path) {
+		return true
+	}
+	for i := range g.routes {
+		if g.routes[i].match.fits(method, path) {
+			return true
+		}
+	}
+	return false
 }
 
 // Close releases shared state (Redis connections); it is safe to call

@@ -16,9 +16,9 @@ import (
 
 // gatewaySlot is a listener's current gateway (nil: none), swapped when
 // its configuration changes. The gateway runs after authorization and in
-// front of inner, the listener's proxy, on the net/http path: a listener
-// with a gateway serves every request there (the lean HTTP/1.1 loop has
-// no place for response filters).
+// front of inner, the listener's net/http proxy: on the net/http path
+// (HTTP/2, ingress listeners), and on the HTTP/1.1 loop for the requests
+// it handles (h1gateway.go); the loop forwards the others itself.
 type gatewaySlot struct {
 	cur   atomic.Pointer[gateway.Gateway]
 	cfg   gateway.Config // what cur was built from; guarded by Sidecar.mu

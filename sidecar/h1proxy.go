@@ -5,14 +5,15 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/outrider-mesh/outrider/sidecar/route"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"slices"
 	"sync"
@@ -28,6 +29,7 @@ import (
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 	"github.com/outrider-mesh/outrider/sidecar/overload"
+	"github.com/outrider-mesh/outrider/sidecar/route"
 	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
 )
@@ -132,6 +134,9 @@ type h1Proxy struct {
 	// bodyIdle bounds each wait for more of a request body (0:
 	// bodyIdleTimeout).
 	bodyIdle time.Duration
+	// gw, inbound, is the listener's gateway: the requests it handles are
+	// served through it (h1gateway.go), the others forwarded as usual.
+	gw *gatewaySlot
 }
 
 // h1Conn is the per-connection state; its heads and buffers are reused for
@@ -172,6 +177,11 @@ type h1Conn struct {
 	// first attempt so that a retry can send it again (bufferBody); nil
 	// when the body is streamed.
 	replay *[]byte
+
+	// For requests served through the gateway, made once per connection.
+	ci       connInfo
+	ciSet    bool
+	tlsState *tls.ConnectionState
 }
 
 // replayBufs holds the bodies kept for retries (at most maxReplayBody).
@@ -462,7 +472,13 @@ func (hc *h1Conn) forwardAttempts() bool {
 			return false
 		}
 	}
-	if p.inbound {
+	// A request the gateway handles gets its X-Forwarded-* fields from
+	// the gateway's proxy, as on the net/http path.
+	var gwURL *url.URL
+	if p.gw.enabled() {
+		_, gwURL = hc.gatewayFor()
+	}
+	if p.inbound && gwURL == nil {
 		hc.setForwarded()
 	}
 	hc.clientClose, req.Close = req.Close, false
@@ -513,6 +529,9 @@ func (hc *h1Conn) forwardAttempts() bool {
 			hc.bw.Flush()
 			return keep
 		}
+	}
+	if gwURL != nil {
+		return hc.serveGateway(gwURL)
 	}
 	if p.brk != nil {
 		if !p.brk.request() {

@@ -223,7 +223,7 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 	az := &connAuthz{in: in, peer: peerID}
 	info := connInfo{src: remoteIP(tracked), peer: peer, authz: az, norm: in.norm, jwt: in.jwt}
 	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
-	if !h2 && cfg.Protocol == HTTP && !in.gw.enabled() {
+	if !h2 && cfg.Protocol == HTTP {
 		tc.SetReadDeadline(time.Now().Add(clientIdleTimeout))
 		first, err := br.Peek(3)
 		if err != nil {
@@ -233,7 +233,7 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 		if string(first) != "PRI" {
 			p := &h1Proxy{target: in, log: in.log, stat: in.stat, maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders,
 				responseTimeout: cfg.LocalRequestTimeout, inbound: true, tel: in.tel, route: in.route, peer: peer,
-				authz: az, norm: in.norm, jwt: in.jwt, overload: in.overload}
+				authz: az, norm: in.norm, jwt: in.jwt, overload: in.overload, gw: &in.gw}
 			p.serve(tc, br, ir, in.conns, tracked) // serve puts br back
 			return
 		}

@@ -206,6 +206,13 @@ func newEndpoint(ec Endpoint) *endpoint {
 
 // Wrap returns the middleware: a request for a composite endpoint's path
 // is answered here; every other request goes to next untouched.
+// Serves reports whether path is a composite endpoint's (its methods are
+// checked when it is served).
+func (a *Aggregator) Serves(path string) bool {
+	_, ok := a.endpoints[path]
+	return ok
+}
+
 func (a *Aggregator) Wrap(next http.Handler) http.Handler {
 	if len(a.endpoints) == 0 {
 		return next

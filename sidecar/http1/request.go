@@ -461,6 +461,16 @@ func appendEndToEnd(dst []byte, fields []Field, keepUpgrade bool) (_ []byte, teT
 
 // hopByHop reports whether name is a hop-by-hop or framing field that a
 // proxy never forwards as received.
+// HopByHop reports whether name is a hop-by-hop or framing field
+// (Connection, Keep-Alive, TE, Upgrade, Proxy-Connection,
+// Transfer-Encoding, Content-Length, and the reserved Close): one a proxy
+// does not forward as received.
+func HopByHop(name []byte) bool { return hopByHop(name) }
+
+// NameIs reports whether the field name is lower, ASCII
+// case-insensitively (lower is in lower case).
+func NameIs(name []byte, lower string) bool { return equalFold(name, lower) }
+
 func hopByHop(name []byte) bool {
 	switch len(name) {
 	case 2:

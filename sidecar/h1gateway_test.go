@@ -1,0 +1,287 @@
+package sidecar
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outrider-mesh/outrider/gateway"
+)
+
+// gwLoop is an HTTP/1.1 loop (inbound) whose gateway has one route, /gw/,
+// served by inner; other requests go to a raw backend on the lean path.
+type gwLoop struct {
+	addr string
+	mu   sync.Mutex
+	seen []*http.Request // what inner was handed
+}
+
+func startGatewayLoop(t *testing.T, inner http.HandlerFunc) *gwLoop {
+	t.Helper()
+	be := startRawBackend(t, hello)
+	l := &gwLoop{}
+	slot := &gatewaySlot{}
+	slot.inner = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.mu.Lock()
+		l.seen = append(l.seen, r)
+		l.mu.Unlock()
+		inner(w, r)
+	})
+	gw, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "gw", Match: gateway.Match{PathPrefix: "/gw/"}}}}, slot.inner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot.cur.Store(gw)
+	l.addr, _ = startH1ProxyWith(t, be.ln.Addr().String(), nil, nil, func(p *h1Proxy) {
+		p.inbound, p.gw = true, slot
+	})
+	return l
+}
+
+func (l *gwLoop) last() *http.Request {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.seen) == 0 {
+		return nil
+	}
+	return l.seen[len(l.seen)-1]
+}
+
+// roundTripRaw writes raw on c and reads one response with net/http's
+// client parser (trailers included).
+func roundTripRaw(t *testing.T, c net.Conn, br *bufio.Reader, raw, method string) (*http.Response, string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("body: %v", err)
+	}
+	return resp, string(b)
+}
+
+func dialLoop(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, bufio.NewReader(c)
+}
+
+// TestH1GatewayServesMatchedRequests: on one keep-alive connection,
+// requests the gateway does not handle take the lean path to the
+// backend, the ones it handles reach its handler with the request as
+// net/http's server would give it (hop-by-hop fields gone, framing in
+// ContentLength, Host and RemoteAddr set), and both kinds alternate.
+func TestH1GatewayServesMatchedRequests(t *testing.T) {
+	l := startGatewayLoop(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "2")
+		io.WriteString(w, "gw")
+	})
+	c, br := dialLoop(t, l.addr)
+	for i := range 3 {
+		if resp, body := roundTripRaw(t, c, br, "GET /plain HTTP/1.1\r\nHost: web\r\n\r\n", "GET"); resp.StatusCode != 200 || body != "hello from backend\n" {
+			t.Fatalf("lean path: %d %q", resp.StatusCode, body)
+		}
+		resp, body := roundTripRaw(t, c, br, "GET /gw/x?q=1 HTTP/1.1\r\nHost: web\r\nConnection: x-hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nX-End: e\r\n\r\n", "GET")
+		if resp.StatusCode != 200 || body != "gw" || resp.Close {
+			t.Fatalf("gateway path %d: %d %q close %v", i, resp.StatusCode, body, resp.Close)
+		}
+		if resp.Header.Get("Date") == "" {
+			t.Error("no Date on the gateway's answer")
+		}
+	}
+	r := l.last()
+	if r.Method != "GET" || r.URL.Path != "/gw/x" || r.URL.RawQuery != "q=1" || r.Host != "web" || r.RemoteAddr == "" || r.ContentLength != 0 {
+		t.Errorf("handler got %s %s host %q remote %q length %d", r.Method, r.URL, r.Host, r.RemoteAddr, r.ContentLength)
+	}
+	for _, k := range []string{"Connection", "X-Hop", "Keep-Alive"} {
+		if _, ok := r.Header[k]; ok {
+			t.Errorf("hop-by-hop %s reached the handler", k)
+		}
+	}
+	if r.Header.Get("X-End") != "e" {
+		t.Errorf("end-to-end field lost: %v", r.Header)
+	}
+}
+
+// TestH1GatewayResponseFraming: what the handler writes is framed the way
+// net/http's server frames it.
+func TestH1GatewayResponseFraming(t *testing.T) {
+	l := startGatewayLoop(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/gw/stream":
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, "hello ")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "world")
+			w.Header().Set("X-Sum", "42")
+			w.Header().Set(http.TrailerPrefix+"X-Late", "7")
+		case "/gw/empty":
+		case "/gw/nocontent":
+			w.WriteHeader(204)
+			if _, err := io.WriteString(w, "x"); err != http.ErrBodyNotAllowed {
+				panic(fmt.Sprintf("body on 204: %v", err))
+			}
+		case "/gw/length":
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "12345")
+		case "/gw/short":
+			w.Header().Set("Content-Length", "10")
+			io.WriteString(w, "12345")
+		case "/gw/inject":
+			w.Header().Set("X-Bad", "a\r\nInjected: 1")
+			w.Header()["Bad Name"] = []string{"x"}
+			io.WriteString(w, "ok")
+		}
+	})
+	c, br := dialLoop(t, l.addr)
+	resp, body := roundTripRaw(t, c, br, "GET /gw/stream HTTP/1.1\r\nHost: web\r\n\r\n", "GET")
+	if body != "hello world" || len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
+		t.Fatalf("stream: %q %v", body, resp.TransferEncoding)
+	}
+	if resp.Trailer.Get("X-Sum") != "42" || resp.Trailer.Get("X-Late") != "7" {
+		t.Errorf("trailers %v", resp.Trailer)
+	}
+	if resp, body = roundTripRaw(t, c, br, "GET /gw/empty HTTP/1.1\r\nHost: web\r\n\r\n", "GET"); resp.StatusCode != 200 || resp.ContentLength != 0 || body != "" {
+		t.Errorf("empty: %d length %d %q", resp.StatusCode, resp.ContentLength, body)
+	}
+	if resp, _ = roundTripRaw(t, c, br, "GET /gw/nocontent HTTP/1.1\r\nHost: web\r\n\r\n", "GET"); resp.StatusCode != 204 {
+		t.Errorf("nocontent: %d", resp.StatusCode)
+	}
+	if resp, body = roundTripRaw(t, c, br, "HEAD /gw/length HTTP/1.1\r\nHost: web\r\n\r\n", "HEAD"); resp.ContentLength != 5 || body != "" {
+		t.Errorf("HEAD: length %d body %q", resp.ContentLength, body)
+	}
+	if resp, body = roundTripRaw(t, c, br, "GET /gw/length HTTP/1.1\r\nHost: web\r\n\r\n", "GET"); body != "12345" || resp.ContentLength != 5 {
+		t.Errorf("length: %d %q", resp.ContentLength, body)
+	}
+	resp, body = roundTripRaw(t, c, br, "GET /gw/inject HTTP/1.1\r\nHost: web\r\n\r\n", "GET")
+	if resp.Header.Get("Injected") != "" || resp.Header.Get("X-Bad") != "a  Injected: 1" || body != "ok" {
+		t.Errorf("header injection: %v", resp.Header)
+	}
+	// The connection carried all of that; a response cut short of its
+	// Content-Length ends it.
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /gw/short HTTP/1.1\r\nHost: web\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); err == nil || string(b) != "12345" {
+		t.Errorf("short body: %q %v, want the 5 bytes then a cut", b, err)
+	}
+}
+
+// TestH1GatewayRequestBodies: a Content-Length body and a chunked one
+// reach the handler decoded; a body the handler leaves unread is drained
+// (small) or the connection closed (large); Expect: 100-continue is
+// answered when the handler reads; a chunked body with bad framing fails
+// the handler's read and closes the connection.
+func TestH1GatewayRequestBodies(t *testing.T) {
+	l := startGatewayLoop(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/gw/ignore" {
+			w.WriteHeader(202)
+			return
+		}
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			w.WriteHeader(400)
+			return
+		}
+		l := len(b)
+		fmt.Fprintf(w, "%d:%s", l, b[:min(l, 16)])
+	})
+	c, br := dialLoop(t, l.addr)
+	if _, body := roundTripRaw(t, c, br, "POST /gw/read HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\r\nhello", "POST"); body != "5:hello" {
+		t.Errorf("length body: %q", body)
+	}
+	if _, body := roundTripRaw(t, c, br, "POST /gw/read HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n", "POST"); body != "5:abcde" {
+		t.Errorf("chunked body: %q", body)
+	}
+	if resp, _ := roundTripRaw(t, c, br, "POST /gw/ignore HTTP/1.1\r\nHost: web\r\nContent-Length: 4\r\n\r\nskip", "POST"); resp.StatusCode != 202 {
+		t.Errorf("ignored body: %d", resp.StatusCode)
+	}
+	if resp, body := roundTripRaw(t, c, br, "GET /plain HTTP/1.1\r\nHost: web\r\n\r\n", "GET"); resp.StatusCode != 200 || body != "hello from backend\n" {
+		t.Fatalf("after a drained body: %d %q", resp.StatusCode, body)
+	}
+	// Expect: 100-continue.
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "POST /gw/read HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+	line, _ := br.ReadString('\n')
+	if line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("want 100 Continue first, got %q", line)
+	}
+	br.ReadString('\n')
+	if _, body := roundTripRaw(t, c, br, "abc", "POST"); body != "3:abc" {
+		t.Errorf("after 100: %q", body)
+	}
+	// A large unread body ends the connection.
+	big := strings.Repeat("x", maxDiscardBody+1024)
+	c2, br2 := dialLoop(t, l.addr)
+	c2.SetDeadline(time.Now().Add(5 * time.Second))
+	go io.WriteString(c2, fmt.Sprintf("POST /gw/ignore HTTP/1.1\r\nHost: web\r\nContent-Length: %d\r\n\r\n%s", len(big), big))
+	resp, err := http.ReadResponse(br2, nil)
+	if err != nil || resp.StatusCode != 202 {
+		t.Fatalf("large ignored body: %v %v", resp, err)
+	}
+	if _, err := br2.ReadByte(); err == nil {
+		t.Error("the connection stayed open after a large unread body")
+	}
+	// Bad chunk framing: the handler's read fails; the connection closes.
+	c3, br3 := dialLoop(t, l.addr)
+	resp, _ = roundTripRaw(t, c3, br3, "POST /gw/read HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", "POST")
+	if resp.StatusCode != 400 {
+		t.Errorf("bad chunk: %d, want the handler's 400", resp.StatusCode)
+	}
+	if _, err := br3.ReadByte(); err == nil {
+		t.Error("the connection stayed open after bad chunk framing")
+	}
+}
+
+// TestH1GatewayUpgrade: an upgrade the gateway handles is handed over by
+// Hijack (as ReverseProxy relays a 101) and the loop lets go of the
+// connection.
+func TestH1GatewayUpgrade(t *testing.T) {
+	l := startGatewayLoop(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			w.WriteHeader(400)
+			return
+		}
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			w.WriteHeader(500)
+			return
+		}
+		defer conn.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		rw.Flush()
+		line, _ := rw.ReadString('\n')
+		rw.WriteString("echo " + line)
+		rw.Flush()
+	})
+	c, br := dialLoop(t, l.addr)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /gw/ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	io.WriteString(c, "ping\n")
+	if got, _ := br.ReadString('\n'); got != "echo ping\n" {
+		t.Errorf("tunnel: %q", got)
+	}
+}

@@ -2,16 +2,21 @@ package sidecar
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/outrider-mesh/outrider/gateway"
+	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
 
 // gwLoop is an HTTP/1.1 loop (inbound) whose gateway has one route, /gw/,
@@ -284,4 +289,99 @@ func TestH1GatewayUpgrade(t *testing.T) {
 	if got, _ := br.ReadString('\n'); got != "echo ping\n" {
 		t.Errorf("tunnel: %q", got)
 	}
+}
+
+// syncInbound is an inbound with just what syncRoundTrip uses: the
+// application's pool and address.
+func syncInbound(t *testing.T, addr string) *inbound {
+	in := &inbound{}
+	in.cfg.Store(&PublicListener{LocalService: addr, LocalRequestTimeout: 5 * time.Second})
+	in.app = newConnPool(func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	})
+	t.Cleanup(in.app.close)
+	return in
+}
+
+func getVia(in *inbound, ctx context.Context, method, path string) (int, string, error) {
+	r, _ := http.NewRequestWithContext(ctx, method, "http://app"+path, nil)
+	resp, err := in.syncRoundTrip(r)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// TestSyncRoundTrip: body-less requests from the gateway's proxy to an
+// HTTP/1.1 application reuse pooled connections; a reused one the
+// application closed is retried once for GET but never for POST; the
+// request's context ends the wait; 1xx answers go to the trace, bounded.
+func TestSyncRoundTrip(t *testing.T) {
+	t.Run("reuse", func(t *testing.T) {
+		be := startRawBackend(t, hello)
+		in := syncInbound(t, be.ln.Addr().String())
+		for range 5 {
+			if st, body, err := getVia(in, context.Background(), "GET", "/"); err != nil || st != 200 || body != "hello from backend\n" {
+				t.Fatalf("%d %q %v", st, body, err)
+			}
+		}
+		if n := be.accepted.Load(); n != 1 {
+			t.Errorf("%d connections for 5 requests, want 1", n)
+		}
+	})
+	t.Run("stale", func(t *testing.T) {
+		// Answers keep-alive, then closes: the pooled connection is dead
+		// when the next request takes it.
+		be := startRawBackend(t, func(_ *http1.RequestHead, _ *bufio.Reader, w *bufio.Writer) bool {
+			w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			return false
+		})
+		in := syncInbound(t, be.ln.Addr().String())
+		for i := range 3 {
+			if st, _, err := getVia(in, context.Background(), "GET", "/"); err != nil || st != 200 {
+				t.Fatalf("GET %d: %d %v", i, st, err)
+			}
+			time.Sleep(20 * time.Millisecond) // the close reaches the pool's connection
+		}
+		if _, _, err := getVia(in, context.Background(), "POST", "/"); err == nil {
+			t.Error("a POST on a connection the application closed was retried")
+		}
+	})
+	t.Run("context", func(t *testing.T) {
+		hold := make(chan struct{})
+		defer close(hold)
+		be := startRawBackend(t, func(*http1.RequestHead, *bufio.Reader, *bufio.Writer) bool { <-hold; return false })
+		in := syncInbound(t, be.ln.Addr().String())
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		if _, _, err := getVia(in, ctx, "GET", "/"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("err %v, want the context's deadline", err)
+		}
+	})
+	t.Run("interim", func(t *testing.T) {
+		be := startRawBackend(t, func(req *http1.RequestHead, _ *bufio.Reader, w *bufio.Writer) bool {
+			n := 1
+			if string(req.Target) == "/flood" {
+				n = maxInterim + 1
+			}
+			for range n {
+				w.WriteString("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+			}
+			w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			return true
+		})
+		in := syncInbound(t, be.ln.Addr().String())
+		var got []int
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			Got1xxResponse: func(code int, _ textproto.MIMEHeader) error { got = append(got, code); return nil }})
+		if st, body, err := getVia(in, ctx, "GET", "/"); err != nil || st != 200 || body != "ok" || len(got) != 1 || got[0] != 103 {
+			t.Errorf("%d %q %v, interim %v", st, body, err, got)
+		}
+		if _, _, err := getVia(in, context.Background(), "GET", "/flood"); !errors.Is(err, errTooManyInterim) {
+			t.Errorf("flood: %v", err)
+		}
+	})
 }

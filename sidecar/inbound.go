@@ -99,9 +99,12 @@ type appTransport struct{ in *inbound }
 
 func (a appTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	// HTTP/2 to the application only when it is declared to speak it.
-	t := a.in.appH1
-	if p := a.in.cfg.Load().Protocol; p == HTTP2 || p == GRPC {
+	var t http.RoundTripper = a.in.appH1
+	switch p := a.in.cfg.Load().Protocol; {
+	case p == HTTP2 || p == GRPC:
 		t = a.in.appH2C
+	case (r.Body == nil || r.Body == http.NoBody) && r.Header.Get("Upgrade") == "":
+		t = roundTripFunc(a.in.syncRoundTrip)
 	}
 	sent := time.Now()
 	resp, err := t.RoundTrip(r)
@@ -112,6 +115,10 @@ func (a appTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	return resp, err
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // close releases pooled connections once the listener is closed.
 func (in *inbound) close() {

@@ -39,10 +39,7 @@ func TestRotationUnderLoad(t *testing.T) {
 	webID, clientID := mint(ca, "/web"), mint(ca, "/client")
 
 	app := startHTTPApp(t, "web-1")
-	rules, err := policy.CompileRules([]policy.Rule{{Allow: true, ID: spiffeid.RequireFromPath(td, "/client")}}, policy.RulesOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules := allowOnly(t, td, "/client")
 	web := startSidecar(t, nil, sidecar.Options{
 		Config: &sidecar.Config{Service: "web", Public: sidecar.PublicListener{
 			BindAddress: webPublic, LocalService: fmt.Sprintf("127.0.0.1:%d", app.port()), Protocol: sidecar.HTTP}},

@@ -58,7 +58,7 @@ func TestSPIREMixedModeRotationUnderLoad(t *testing.T) {
 			spiffesource.WithLogger(log), spiffesource.WithBackoff(50*time.Millisecond, time.Second))
 	}
 	webID, clientID := source("web"), source("client")
-	rules, _ := policy.CompileRules([]policy.Rule{{Allow: true, ID: spiffeid.RequireFromPath(td, "/client")}}, policy.RulesOptions{})
+	rules := allowOnly(t, td, "/client")
 	web := startSidecar(t, nil, sidecar.Options{
 		Config: &sidecar.Config{Service: "web", Public: sidecar.PublicListener{
 			BindAddress: fmt.Sprintf("127.0.0.1:%d", webPublic), LocalService: fmt.Sprintf("127.0.0.1:%d", app.port()), Protocol: sidecar.HTTP}},

@@ -124,3 +124,37 @@ func TestSIGTERMDrainUnderLoad(t *testing.T) {
 		t.Errorf("web-1's sidecar did not log a clean stop:\n%s", out)
 	}
 }
+
+// SIGHUP under load: the authorization file is rewritten (rules added and
+// changed, the client still allowed) and re-read five times while the
+// allowed client sends requests through pooled and new connections; none
+// fails, and the last rules are in force.
+func TestSIGHUPPolicyReloadUnderLoad(t *testing.T) {
+	t.Parallel()
+	const allowClient = "authorization:\n  rules:\n    - allow: {name: client, spiffe_id: spiffe://example.org/client}\n"
+	p := newStaticPair(t, allowClient)
+	proc := startBinary(t, nil, "run", "-config", p.webFile, "-shutdown-grace-period", "0")
+	waitReady(t, p.webAdmin)
+	wantStatus(t, p.upstream, "GET", "/x", 200)
+
+	load := loadtest.New(t)
+	load.Pooled("http://"+p.upstream+"/x", 2)
+	load.Fresh("http://"+p.upstream+"/x", 1)
+	load.Held(t, p.upstream, "/x", 20*time.Millisecond)
+	for i := range 5 {
+		time.Sleep(300 * time.Millisecond)
+		p.writeWeb(t, allowClient+fmt.Sprintf("    - deny: {name: no-z-%d, http: {path_exact: /z}}\n", i))
+		if err := proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantStatus(t, p.upstream, "GET", "/z", 403)
+	time.Sleep(300 * time.Millisecond)
+	load.Check(t, "SIGHUP policy reload under load (5 reloads)", 100)
+	if n := strings.Count(proc.out.String(), "SIGHUP: "); n != 5 {
+		t.Errorf("%d SIGHUPs logged, want 5", n)
+	}
+	if strings.Contains(proc.out.String(), "not reloaded") {
+		t.Errorf("a reload failed:\n%s", proc.out.String())
+	}
+}

@@ -226,19 +226,34 @@ func (hc *h1Conn) releaseBody() {
 
 // drainState lets shutdown close a keep-alive connection between requests
 // without cutting one in flight.
+//
+// A connection that has not carried a request yet is not closed at once:
+// it was accepted before the listener closed, so its client is about to
+// send a request on it, and a client cannot tell a connection closed
+// under its first request from a failed exchange (it retries only on a
+// reused one). Its first request is still served, with Connection: close,
+// if it arrives within firstRequestGrace.
 type drainState struct {
 	mu       sync.Mutex
 	idle     bool
 	draining bool
+	served   bool // a request has started arriving on the connection
 	c        net.Conn
 }
+
+// firstRequestGrace is how long a draining connection that has carried no
+// request yet waits for its first one.
+const firstRequestGrace = time.Second
 
 // graceful is called by the tracker when draining starts.
 func (d *drainState) graceful() {
 	d.mu.Lock()
 	d.draining = true
-	if d.idle {
+	switch {
+	case d.idle && d.served:
 		d.c.SetReadDeadline(time.Unix(1, 0))
+	case d.idle:
+		d.c.SetReadDeadline(time.Now().Add(firstRequestGrace))
 	}
 	d.mu.Unlock()
 }
@@ -255,8 +270,11 @@ func (d *drainState) isDraining() bool {
 func (d *drainState) waitRequest(deadline time.Time) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.draining {
+	if d.draining && d.served {
 		return false
+	}
+	if grace := time.Now().Add(firstRequestGrace); d.draining && grace.Before(deadline) {
+		deadline = grace
 	}
 	d.idle = true
 	d.c.SetReadDeadline(deadline)
@@ -269,7 +287,7 @@ func (d *drainState) rearm(deadline time.Time) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.draining {
-		return false
+		return !d.served // a first request's wait keeps its grace deadline
 	}
 	d.c.SetReadDeadline(deadline)
 	return true
@@ -279,7 +297,7 @@ func (d *drainState) rearm(deadline time.Time) bool {
 // drain expired the deadline meanwhile, the request gets a fresh one.
 func (d *drainState) serving(deadline time.Time) {
 	d.mu.Lock()
-	d.idle = false
+	d.idle, d.served = false, true
 	if d.draining {
 		d.c.SetReadDeadline(deadline)
 	}

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
 
@@ -278,3 +280,13 @@ func roundTrip(addr, msg string) (string, error) {
 }
 
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// allowOnly compiles local rules that allow the SPIFFE ID td/path alone.
+func allowOnly(t *testing.T, td spiffeid.TrustDomain, path string) *policy.Rules {
+	t.Helper()
+	rules, err := policy.CompileRules([]policy.Rule{{Allow: true, ID: spiffeid.RequireFromPath(td, path)}}, policy.RulesOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rules
+}

@@ -1,15 +1,22 @@
 package sidecar_test
 
 import (
+	"bufio"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/mtls"
+	"github.com/outrider-mesh/outrider/mtls/mtlstest"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
 
@@ -186,5 +193,94 @@ func TestShutdownClosesInboundFirst(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", m.upstream, time.Second); err == nil {
 		c.Close()
 		t.Fatal("upstream listener still accepting after shutdown")
+	}
+}
+
+// A drain does not cut what clients already sent or are about to send on
+// connections accepted before it: a request in flight finishes, and a
+// connection that completed its handshake but has not carried a request
+// yet still gets its first one answered (with Connection: close), by the
+// application (its connection pool stays open until the drain ends).
+// Closing that connection at once would fail the request: a client retries
+// only a request on a reused connection.
+func TestDrainServesFirstRequestOfAcceptedConnection(t *testing.T) {
+	t.Parallel()
+	ca := mtlstest.NewCA(t, "example.org")
+	td := ca.TrustDomain()
+	webPublic := addr(consultest.FreePorts(t, 1)[0])
+	app := startHTTPApp(t, "web-1")
+	rules := allowOnly(t, td, "/client")
+	web := startSidecar(t, nil, sidecar.Options{
+		Config: &sidecar.Config{Service: "web", Public: sidecar.PublicListener{
+			BindAddress: webPublic, LocalService: addr(app.port()), Protocol: sidecar.HTTP}},
+		Identity: mtlstest.NewSource(ca.SVID(t, "spiffe://example.org/web"), ca.Bundle()),
+		Policy:   rules,
+	})
+	waitReady(t, web.admin)
+	client := mtlstest.NewSource(ca.SVID(t, "spiffe://example.org/client"), ca.Bundle())
+	dial := func() (*tls.Conn, *bufio.Reader) {
+		cfg := mtls.ClientConfig(client, spiffeid.RequireFromPath(td, "/web"), nil)
+		cfg.NextProtos = []string{"http/1.1"}
+		c, err := tls.Dial("tcp", webPublic, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
+	get := func(c *tls.Conn, r *bufio.Reader, target string) (*http.Response, error) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: web\r\n\r\n"); err != nil {
+			return nil, err
+		}
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp, err
+	}
+	// A connection whose application connection is pooled, a slow request
+	// in flight on another, and a third connection that has carried none.
+	warm, warmR := dial()
+	if resp, err := get(warm, warmR, "/echo"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("before the drain: %v %v", resp, err)
+	}
+	slow, slowR := dial()
+	slowDone := make(chan error, 1)
+	go func() {
+		resp, err := get(slow, slowR, "/sleep?d=500ms")
+		if err == nil && resp.StatusCode != 200 {
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		slowDone <- err
+	}()
+	fresh, freshR := dial()
+	time.Sleep(100 * time.Millisecond) // the slow request reached the application
+
+	web.cancel()
+	eventually(t, 5*time.Second, func() error {
+		if c, err := net.DialTimeout("tcp", webPublic, time.Second); err == nil {
+			c.Close()
+			return errors.New("listener still accepting during drain")
+		}
+		return nil
+	})
+	resp, err := get(fresh, freshR, "/echo")
+	if err != nil {
+		t.Fatalf("first request of a connection accepted before the drain: %v", err)
+	}
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("first request during the drain: %d (%s), close %v; want 200 with Connection: close",
+			resp.StatusCode, resp.Header.Get("X-Outrider-Error"), resp.Close)
+	}
+	if err := <-slowDone; err != nil {
+		t.Errorf("request in flight when the drain began: %v", err)
+	}
+	// The idle connection that had served a request was closed.
+	warm.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := warm.Read(make([]byte, 1)); err == nil {
+		t.Error("idle keep-alive connection still open during the drain")
 	}
 }

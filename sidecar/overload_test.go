@@ -36,10 +36,7 @@ func TestOverloadManager(t *testing.T) {
 	ports := consultest.FreePorts(t, 2)
 	webPublic, upstream := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
 	app := startHTTPApp(t, "web-1")
-	rules, err := policy.CompileRules([]policy.Rule{{Allow: true, ID: spiffeid.RequireFromPath(ca.TrustDomain(), "/client")}}, policy.RulesOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules := allowOnly(t, ca.TrustDomain(), "/client")
 	var memory atomic.Int64
 	webOv := overload.New(overload.Budget{MaxRequests: 1, MaxMemory: 1000, ShedAt: 0.9, RefuseAt: 0.95},
 		overload.WithMemoryReader(memory.Load))

@@ -1,12 +1,8 @@
 package sidecar_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +12,7 @@ import (
 
 	"github.com/outrider-mesh/outrider/discovery"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/internal/testutil/loadtest"
 	"github.com/outrider-mesh/outrider/mtls/mtlstest"
 	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/sidecar"
@@ -42,10 +39,7 @@ func TestRotationUnderLoad(t *testing.T) {
 	webID, clientID := mint(ca, "/web"), mint(ca, "/client")
 
 	app := startHTTPApp(t, "web-1")
-	rules, err := policy.CompileRules([]policy.Rule{{Allow: true, ID: spiffeid.RequireFromPath(td, "/client")}}, policy.RulesOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules := allowOnly(t, td, "/client")
 	web := startSidecar(t, nil, sidecar.Options{
 		Config: &sidecar.Config{Service: "web", Public: sidecar.PublicListener{
 			BindAddress: webPublic, LocalService: fmt.Sprintf("127.0.0.1:%d", app.port()), Protocol: sidecar.HTTP}},
@@ -63,43 +57,13 @@ func TestRotationUnderLoad(t *testing.T) {
 	waitReady(t, web.admin)
 	waitReady(t, client.admin)
 
+	load := loadtest.New(t)
 	// One connection held open through every rotation.
-	held, err := net.Dial("tcp", tcpUp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	heldReader := bufio.NewReader(held)
-	heldGet := func() error {
-		held.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(held, "GET /echo HTTP/1.1\r\nHost: web\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(heldReader, nil)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode != 200 {
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return err
-	}
-	if err := heldGet(); err != nil {
-		t.Fatalf("held connection: %v", err)
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
-	defer cancel()
-	var sent, failed, rotations atomic.Int64
-	var firstErr atomic.Pointer[string]
-	fail := func(what string, err error) {
-		failed.Add(1)
-		msg := what + ": " + err.Error()
-		firstErr.CompareAndSwap(nil, &msg)
-	}
+	load.Held(t, tcpUp, "/echo", 20*time.Millisecond)
+	var rotations atomic.Int64
 	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	wg.Go(func() { // the rotator
 		cur := ca
 		tick := time.NewTicker(50 * time.Millisecond)
@@ -121,47 +85,14 @@ func TestRotationUnderLoad(t *testing.T) {
 			rotations.Add(1)
 		}
 	})
-	pooled := &http.Client{Timeout: 5 * time.Second}
-	fresh := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	worker := func(c *http.Client, url string) {
-		for ctx.Err() == nil {
-			sent.Add(1)
-			resp, err := c.Get(url)
-			if err != nil {
-				fail(url, err)
-				continue
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				fail(url, fmt.Errorf("status %d (%s)", resp.StatusCode, resp.Header.Get("X-Outrider-Error")))
-			}
-		}
-	}
-	for range 2 {
-		wg.Go(func() { worker(pooled, "http://"+httpUp+"/echo") })
-		wg.Go(func() { worker(fresh, "http://"+tcpUp+"/echo") })
-	}
-	wg.Go(func() {
-		for ctx.Err() == nil {
-			sent.Add(1)
-			if err := heldGet(); err != nil {
-				fail("held connection", err)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
+	load.Pooled("http://"+httpUp+"/echo", 2)
+	load.Fresh("http://"+tcpUp+"/echo", 2)
+	time.Sleep(4 * time.Second)
+	cancel()
 	wg.Wait()
-	pooled.CloseIdleConnections()
-
-	t.Logf("rotation under load: %d requests sent, %d failed, %d SVID rotations per sidecar (one CA rotation), SVID lifetime %s",
-		sent.Load(), failed.Load(), rotations.Load(), ttl)
-	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d of %d requests failed during rotations; first: %s", n, sent.Load(), *firstErr.Load())
-	}
-	if rotations.Load() < 40 || sent.Load() < 100 {
-		t.Fatalf("too little happened: %d rotations, %d requests", rotations.Load(), sent.Load())
+	load.Check(t, fmt.Sprintf("rotation under load (%d SVID rotations per sidecar, one CA rotation, SVID lifetime %s)", rotations.Load(), ttl), 100)
+	if rotations.Load() < 40 {
+		t.Fatalf("too little happened: %d rotations", rotations.Load())
 	}
 	for _, admin := range []string{web.admin, client.admin} {
 		if n := metricValue(t, admin, "outrider_tls_handshake_failures_total"); n != 0 {

@@ -703,11 +703,18 @@ func (s *Sidecar) startUpstream(ctx context.Context, u Upstream, src mtls.Source
 // stop closes the upstream listener and its watches; open connections
 // keep going until they end or the sidecar drains.
 func (r *upstreamRunner) stop() {
+	r.stopAccepting()
+	r.out.close()
+}
+
+// stopAccepting closes the upstream listener and stops its watches; the
+// connection pools stay, for the requests of open connections, until
+// out.close.
+func (r *upstreamRunner) stopAccepting() {
 	r.cancel()
 	r.out.ln.Close()
 	<-r.done
 	r.out.eachCluster(func(c *cluster) { c.stop() })
-	r.out.close()
 }
 
 func (s *Sidecar) updateReady() {
@@ -740,11 +747,16 @@ func (s *Sidecar) shutdown() {
 		s.opts.OnShutdown()
 	}
 	s.mu.Lock()
+	// Listeners stop accepting now; the pools their connections' requests
+	// use (to the application, to upstream endpoints) close only once
+	// those connections have drained: a request read on a keep-alive
+	// connection just before the drain began is still answered.
 	var app string
-	if s.inbound != nil {
-		s.inbound.ln.Close()
-		s.inbound.close()
-		app = s.inbound.cfg.Load().LocalService
+	in := s.inbound
+	if in != nil {
+		in.ln.Close()
+		in.h2Server.shutdown()
+		app = in.cfg.Load().LocalService
 	}
 	// Ingress listeners stop accepting at once; their in-flight requests
 	// finish (within the drain timeout) before the upstreams they use
@@ -759,8 +771,11 @@ func (s *Sidecar) shutdown() {
 	s.waitForApplication(app)
 	ingresses.Wait()
 	s.mu.Lock()
+	var outs []*outbound
 	for key, r := range s.upstreams {
-		r.stop()
+		r.stopAccepting()
+		r.out.h2Server.shutdown()
+		outs = append(outs, r.out)
 		delete(s.upstreams, key)
 	}
 	s.mu.Unlock()
@@ -772,6 +787,12 @@ func (s *Sidecar) shutdown() {
 	defer cancel()
 	if closed := s.conns.drain(ctx); closed > 0 {
 		s.log.Warn("drain timeout: closed open connections", "closed", closed)
+	}
+	if in != nil {
+		in.close()
+	}
+	for _, o := range outs {
+		o.close()
 	}
 	if s.loops != nil {
 		s.loops.close()

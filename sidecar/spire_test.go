@@ -1,12 +1,9 @@
 package sidecar_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +12,7 @@ import (
 
 	"github.com/outrider-mesh/outrider/discovery/consul"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
+	"github.com/outrider-mesh/outrider/internal/testutil/loadtest"
 	"github.com/outrider-mesh/outrider/internal/testutil/spiretest"
 	"github.com/outrider-mesh/outrider/mtls/spiffesource"
 	"github.com/outrider-mesh/outrider/policy"
@@ -25,8 +23,10 @@ import (
 // agent: both sidecars take their SVIDs (30 s lifetime) from the SPIRE
 // agent's Workload API, web's instance is discovered in Consul and the
 // SPIFFE ID it must present comes from its service meta. Under steady
-// load, the SPIRE agent is restarted (the sidecars keep their SVIDs and
-// reconnect) and both SVIDs rotate; no request fails.
+// load, the SPIRE agent is stopped for two seconds (an identity-source
+// outage: the sidecars report it and serve on the SVIDs they hold), then
+// started again (the sources reconnect and take the new SVIDs it issues),
+// and both SVIDs rotate once more; no request fails.
 func TestSPIREMixedModeRotationUnderLoad(t *testing.T) {
 	t.Parallel()
 	spire := spiretest.Start(t, "example.org", spiretest.WithSVIDTTL(30*time.Second))
@@ -58,7 +58,7 @@ func TestSPIREMixedModeRotationUnderLoad(t *testing.T) {
 			spiffesource.WithLogger(log), spiffesource.WithBackoff(50*time.Millisecond, time.Second))
 	}
 	webID, clientID := source("web"), source("client")
-	rules, _ := policy.CompileRules([]policy.Rule{{Allow: true, ID: spiffeid.RequireFromPath(td, "/client")}}, policy.RulesOptions{})
+	rules := allowOnly(t, td, "/client")
 	web := startSidecar(t, nil, sidecar.Options{
 		Config: &sidecar.Config{Service: "web", Public: sidecar.PublicListener{
 			BindAddress: fmt.Sprintf("127.0.0.1:%d", webPublic), LocalService: fmt.Sprintf("127.0.0.1:%d", app.port()), Protocol: sidecar.HTTP}},
@@ -90,34 +90,9 @@ func TestSPIREMixedModeRotationUnderLoad(t *testing.T) {
 
 	serials := func() (string, string) { return webID.Status().Serial, clientID.Status().Serial }
 	web0, client0 := serials()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var sent, failed atomic.Int64
-	var firstErr atomic.Pointer[string]
-	var wg sync.WaitGroup
-	pooled := &http.Client{Timeout: 5 * time.Second}
-	fresh := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	for _, c := range []*http.Client{pooled, fresh} {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				sent.Add(1)
-				resp, err := c.Get("http://" + upstream + "/echo")
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d (%s)", resp.StatusCode, resp.Header.Get("X-Outrider-Error"))
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					msg := err.Error()
-					firstErr.CompareAndSwap(nil, &msg)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		})
-	}
+	load := loadtest.New(t)
+	load.Pooled("http://"+upstream+"/echo", 1)
+	load.Fresh("http://"+upstream+"/echo", 1)
 
 	rotated := func(web0, client0 string) {
 		eventually(t, 60*time.Second, func() error {
@@ -128,18 +103,38 @@ func TestSPIREMixedModeRotationUnderLoad(t *testing.T) {
 			return nil
 		})
 	}
-	// A restarted agent (its SVID cache is in memory) issues new SVIDs;
-	// then SPIRE renews them at about half their lifetime.
-	spire.RestartAgent(t)
+	// An outage of the Workload API: the agent is stopped for a few
+	// seconds. Both sidecars notice (their sources report the error) and
+	// keep serving on the SVIDs they hold.
+	spire.StopAgent(t)
+	eventually(t, 10*time.Second, func() error {
+		for _, src := range []*spiffesource.Source{webID, clientID} {
+			if st := src.Status(); st.LastError == "" {
+				return fmt.Errorf("%s: no error reported with the agent stopped", st.SPIFFEID)
+			}
+		}
+		return nil
+	})
+	during := load.Sent()
+	time.Sleep(2 * time.Second)
+	if n := load.Sent() - during; n < 20 {
+		t.Fatalf("only %d requests sent during the agent outage", n)
+	}
+	if n := load.Failed(); n > 0 {
+		t.Errorf("%d requests failed during the agent outage", n)
+	}
+	// The restarted agent (its SVID cache is in memory) issues new SVIDs:
+	// the sources reconnected and picked them up, and their errors are
+	// cleared. Then SPIRE renews them at about half their lifetime.
+	spire.StartAgent(t)
 	rotated(web0, client0)
+	for _, src := range []*spiffesource.Source{webID, clientID} {
+		if st := src.Status(); st.LastError != "" {
+			t.Errorf("%s: error still reported after reconnecting: %s", st.SPIFFEID, st.LastError)
+		}
+	}
 	rotated(serials())
 	time.Sleep(500 * time.Millisecond) // traffic on the new SVIDs
-	cancel()
-	wg.Wait()
-	pooled.CloseIdleConnections()
-	t.Logf("SPIRE rotation under load: %d requests, %d failed; web rotations %d, client rotations %d; agent restarted once",
-		sent.Load(), failed.Load(), webID.Status().Rotations, clientID.Status().Rotations)
-	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d of %d requests failed; first: %s", n, sent.Load(), *firstErr.Load())
-	}
+	load.Check(t, fmt.Sprintf("SPIRE outage and rotation under load (web rotations %d, client rotations %d; agent down %s)",
+		webID.Status().Rotations, clientID.Status().Rotations, 2*time.Second), 200)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,16 +25,49 @@ type process struct {
 	err    error
 }
 
-// startBinary builds outrider and runs it with args (and env added to this
+// binary is the outrider binary the tests run, built once per test run
+// into a folder TestMain removes.
+var binary struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// TestMain removes the binary the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binary.dir != "" {
+		os.RemoveAll(binary.dir)
+	}
+	os.Exit(code)
+}
+
+// outriderBinary builds outrider (once for every test) and returns its
+// path.
+func outriderBinary(t *testing.T) string {
+	t.Helper()
+	binary.once.Do(func() {
+		if binary.dir, binary.err = os.MkdirTemp("", "outrider-bin"); binary.err != nil {
+			return
+		}
+		binary.path = filepath.Join(binary.dir, "outrider")
+		if out, err := exec.Command("go", "build", "-o", binary.path, ".").CombinedOutput(); err != nil {
+			binary.err = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if binary.err != nil {
+		t.Fatalf("build: %v", binary.err)
+	}
+	return binary.path
+}
+
+// startBinary runs the outrider binary with args (and env added to this
 // process's environment) until the test ends; its output is logged if the
 // test failed.
 func startBinary(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "outrider")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	p := &process{cmd: exec.Command(bin, args...), out: &testutil.Buffer{}, exited: make(chan struct{})}
+	p := &process{cmd: exec.Command(outriderBinary(t), args...), out: &testutil.Buffer{}, exited: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

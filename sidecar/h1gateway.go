@@ -18,7 +18,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
-	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
 
@@ -36,22 +35,22 @@ import (
 // (net/http reads up to 256 KiB too); beyond it the connection closes.
 const maxDiscardBody = 256 << 10
 
-// gatewayFor returns the gateway and the request's URL when the current
-// request (its target already normalized) is one the listener's gateway
-// handles; nil otherwise.
-func (hc *h1Conn) gatewayFor() (*gateway.Gateway, *url.URL) {
+// gatewayURL returns the current request's URL when it is one the
+// listener's gateway handles (its target already normalized); nil
+// otherwise.
+func (hc *h1Conn) gatewayURL() *url.URL {
 	gw := hc.p.gw.cur.Load()
 	if gw == nil {
-		return nil, nil
+		return nil
 	}
 	u, err := url.ParseRequestURI(string(hc.req.Target))
 	if err != nil || !gw.Handles(string(hc.req.Method), u.Path) {
-		return nil, nil
+		return nil
 	}
-	return gw, u
+	return u
 }
 
-// serveGateway serves the current request, which gw handles, through the
+// serveGateway serves the current request, whose URL is u, through the
 // listener's gateway; it reports whether the connection stays open.
 func (hc *h1Conn) serveGateway(u *url.URL) bool {
 	p, req := hc.p, &hc.req

@@ -494,7 +494,7 @@ func (hc *h1Conn) forwardAttempts() bool {
 	// the gateway's proxy, as on the net/http path.
 	var gwURL *url.URL
 	if p.gw.enabled() {
-		_, gwURL = hc.gatewayFor()
+		gwURL = hc.gatewayURL()
 	}
 	if p.inbound && gwURL == nil {
 		hc.setForwarded()

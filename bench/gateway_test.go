@@ -90,9 +90,13 @@ func registerWith(b *testing.B, a *consultest.Agent, name string, appPort, publi
 	}
 }
 
-func runSidecar(b *testing.B, a *consultest.Agent, id string) {
-	sc, err := sidecar.New(a.Client, sidecar.Options{SidecarFor: id, AdminBind: "-", Logger: slog.New(slog.DiscardHandler),
-		ConsulAddress: a.HTTPAddr, EventLoop: true})
+func runSidecar(b *testing.B, a *consultest.Agent, id string, edits ...func(*sidecar.Options)) {
+	opts := sidecar.Options{SidecarFor: id, AdminBind: "-", Logger: slog.New(slog.DiscardHandler),
+		ConsulAddress: a.HTTPAddr, EventLoop: true}
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	sc, err := sidecar.New(a.Client, opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -63,6 +63,9 @@ type h2ServerConfig struct {
 	log      *slog.Logger
 	// abuse is told when the HTTP/2 guard closes a connection.
 	abuse func(reason string, remote net.Addr)
+	// bodyIdle bounds each wait for more of a request body (0:
+	// bodyIdleTimeout).
+	bodyIdle time.Duration
 }
 
 // newH2Server starts a server for h whose connections come from serveConn.
@@ -86,7 +89,9 @@ func newH2Server(h http.Handler, cfg h2ServerConfig) *h2Server {
 			HTTP2:             h2Settings(cfg.edge),
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 				if hc, ok := c.(*handedConn); ok {
-					ctx = context.WithValue(ctx, connInfoKey{}, hc.info)
+					info := hc.info
+					info.bodyIdle = cmp.Or(cfg.bodyIdle, bodyIdleTimeout)
+					ctx = context.WithValue(ctx, connInfoKey{}, info)
 				}
 				return ctx
 			},
@@ -169,6 +174,9 @@ type connInfo struct {
 	authz *connAuthz
 	norm  pathnorm.Options
 	jwt   *jwtauth.Verifier
+	// bodyIdle bounds each wait for more of a request body (the
+	// server's setting).
+	bodyIdle time.Duration
 }
 
 type connInfoKey struct{}
@@ -369,6 +377,14 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 		}
 		body := &countingBody{ReadCloser: r.Body}
 		if r.Body != nil && r.Body != http.NoBody {
+			if !isGRPC(r) && ci.bodyIdle > 0 {
+				// Slow POST: each read of the body must make progress
+				// within bodyIdleTimeout, as on the HTTP/1.1 loop. gRPC
+				// streams are exempt: a client stream may rightly idle
+				// between messages (the RPC's deadline bounds it).
+				body.rc, body.idle, body.rec = http.NewResponseController(w), ci.bodyIdle, rec
+				defer body.disarm()
+			}
 			r.Body = body
 		}
 		sw := &statusWriter{ResponseWriter: w}
@@ -474,6 +490,9 @@ type h2Record struct {
 	upstreamDur time.Duration
 	traceID     string
 	spanID      string
+	// bodyTimedOut: the request body's idle bound cut it (set on the
+	// transport's goroutine).
+	bodyTimedOut atomic.Bool
 }
 
 type h2RecordKey struct{}
@@ -490,12 +509,42 @@ type countingBody struct {
 	// its own goroutine when the handler records the request (an answer
 	// that came before the whole body was sent).
 	n atomic.Int64
+
+	// rc and idle, when set, bound each Read: the stream's (HTTP/2) or
+	// connection's (HTTP/1.1) read deadline is moved to now + idle first,
+	// and cleared at the body's end so that nothing else trips on it.
+	rc    *http.ResponseController
+	idle  time.Duration
+	armed atomic.Bool // the transport reads on its goroutine, the handler disarms on its own
+	rec   *h2Record   // told when the idle bound cut the body
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	if b.rc != nil {
+		b.armed.Store(b.rc.SetReadDeadline(time.Now().Add(b.idle)) == nil)
+	}
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && b.armed.Load() {
+		if isTimeout(err) {
+			b.rec.bodyTimedOut.Store(true)
+		}
+		b.disarm()
+	}
 	return n, err
+}
+
+// disarm clears a read deadline Read set.
+func (b *countingBody) disarm() {
+	if b.armed.Swap(false) {
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+}
+
+// bodyTimedOut reports whether r's body was cut by its idle timeout.
+func bodyTimedOut(r *http.Request) bool {
+	rec := h2RecordFrom(r.Context())
+	return rec != nil && rec.bodyTimedOut.Load()
 }
 
 // copyBuffers lends ReverseProxy its body-copy buffers (it allocates 32
@@ -518,6 +567,16 @@ func proxyError(w http.ResponseWriter, r *http.Request, err error, name string, 
 	stat.upstreamFailures.Add(1)
 	status, code, msg, grpcCode := 502, errUpstreamReset, "upstream reset before response", 14
 	switch {
+	case bodyTimedOut(r):
+		// Slow POST: the client stopped sending its body.
+		stat.upstreamFailures.Add(-1)
+		log.Warn("request body timed out", "upstream", name, "remote", r.RemoteAddr, "idle", connInfoFrom(r.Context()).bodyIdle)
+		status, code, msg = 408, errBodyTimeout, "request body timeout"
+		if r.ProtoMajor == 1 {
+			// Else net/http's server reads the rest of the body before
+			// answering (to keep the connection), which never comes.
+			w.Header().Set("Connection", "close")
+		}
 	case errors.Is(err, balance.ErrNoEndpoint):
 		status, code, msg = 503, errNoHealthyUpstream, "no healthy upstream"
 	case errors.Is(err, errOverflow):

@@ -256,7 +256,7 @@ func TestMeshRouteIdleTimeout(t *testing.T) {
 	_, _, err := m.agent.Client.ConfigEntries().Set(&api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "web",
 		Routes: []api.ServiceRoute{{
 			Match:       &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/"}},
-			Destination: &api.ServiceRouteDestination{IdleTimeout: 300 * time.Millisecond},
+			Destination: &api.ServiceRouteDestination{IdleTimeout: 600 * time.Millisecond},
 		}}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -284,18 +284,19 @@ func TestMeshRouteIdleTimeout(t *testing.T) {
 				b, err := io.ReadAll(resp.Body)
 				return resp.StatusCode, string(b), err
 			}
-			if status, _, err := fetch("/sleep?d=900ms"); status != 504 || err != nil {
-				t.Errorf("a head 900ms late: %d, %v; want 504", status, err)
+			if status, _, err := fetch("/sleep?d=1800ms"); status != 504 || err != nil {
+				t.Errorf("a head 1800ms late: %d, %v; want 504", status, err)
 			}
-			// 4 chunks 150ms apart: 600ms in all, never idle for 300ms.
+			// 4 chunks 150ms apart: 600ms in all, never idle for 600ms
+			// (the margin is for a loaded machine).
 			status, body, err := fetch("/drip?n=4&every=150ms")
 			if status != 200 || err != nil || strings.Count(body, "chunk") != 4 {
 				t.Errorf("a response whose bytes keep coming: %d, %q, %v; want 200 and 4 chunks", status, body, err)
 			}
-			// The head, then a 900ms pause: the body is cut.
-			status, body, err = fetch("/drip?n=1&every=900ms")
+			// The head, then a 1800ms pause: the body is cut.
+			status, body, err = fetch("/drip?n=1&every=1800ms")
 			if status != 200 || (err == nil && strings.Contains(body, "chunk")) {
-				t.Errorf("a body pausing 900ms: %d, %q, %v; want the head and then a cut body", status, body, err)
+				t.Errorf("a body pausing 1800ms: %d, %q, %v; want the head and then a cut body", status, body, err)
 			}
 		})
 	}

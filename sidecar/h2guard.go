@@ -348,6 +348,10 @@ func (o *outFrames) next(p []byte) int {
 
 // advance follows all of p.
 func (o *outFrames) advance(p []byte) {
+	if len(p) <= int(o.skip) && !o.inGoAway {
+		o.skip -= uint32(len(p)) // within a payload: most of a DATA frame's writes
+		return
+	}
 	for len(p) > 0 && !o.plain {
 		p = p[o.next(p):]
 	}
@@ -368,8 +372,8 @@ func (o *outFrames) rest(p []byte) int {
 
 // guardedConn is a client connection the guard watches. Read is called by
 // one goroutine at a time (the server's reader), Write by one at a time
-// (Go's HTTP/2 server serializes its frame writes; HTTP/1.1 writes from
-// the connection's goroutine), and each may run beside the other.
+// (Go's HTTP/2 server serializes its frame writes; HTTP/1.1 writes come
+// from the connection's goroutine), and each may run beside the other.
 type guardedConn struct {
 	net.Conn
 	scan    frameScanner // the reader's
@@ -378,20 +382,32 @@ type guardedConn struct {
 
 	// plain: the server's output is not HTTP/2; writes pass untracked.
 	plain atomic.Bool
+	// state is the write side's (writeIdle and on): a Write takes its
+	// turn with one compare-and-swap and gives it back with another, so
+	// the reader knows whether one is in progress; other changes are
+	// made under mu.
+	state atomic.Uint32
+	// out follows the server's writes; owned by the Write in progress,
+	// else under mu.
+	out outFrames
 
-	mu sync.Mutex
-	// out follows the server's writes: the Write in progress owns it
-	// (writing), otherwise it is under mu.
-	out     outFrames
-	writing bool
-	lost    bool // two Writes overlapped: boundaries are unknown
-	// pending is a GOAWAY waiting for the end of the frame being
+	mu   sync.Mutex
+	lost bool // two Writes overlapped: frame ends are unknown
+	// pending is the GOAWAY waiting for the end of the frame being
 	// written; whoever clears it sends once on sent whether it went.
 	pending *goAwayRequest
 	sent    chan bool
-	stopped bool          // no more of the server's writes pass
 	done    chan struct{} // made when the guard starts ending the connection, closed once it is closed
 }
+
+// The write side's states.
+const (
+	writeIdle      = iota // no Write in progress
+	writeBusy             // a Write in progress
+	writeAsked            // a GOAWAY waits for the current frame to end
+	writeBusyAsked        // the same, with a Write in progress
+	writeStopped          // the guard ends the connection: no more writes
+)
 
 // goAwayRequest is what the GOAWAY will say.
 type goAwayRequest struct {
@@ -438,26 +454,44 @@ func (g *guardedConn) end(reason string) {
 // server's output ends with a whole frame; otherwise it leaves it to the
 // Write that ends the frame and waits for that, at most goAwayWait. It
 // reports whether the GOAWAY was written. After it, no server write
-// passes.
+// passes. It is called once.
 func (g *guardedConn) goAway(req goAwayRequest) bool {
 	g.mu.Lock()
 	g.done = make(chan struct{})
-	if g.plain.Load() || g.lost {
-		g.stopped = true
-		g.mu.Unlock()
-		return false
-	}
-	if !g.writing && g.out.atBoundary() {
-		g.stopped = true
-		var frame []byte
-		if !g.out.started {
-			// The server has not sent its SETTINGS yet: an empty one
-			// first, as the connection must start with it.
-			frame = append(frame, 0, 0, 0, frameSettings, 0, 0, 0, 0, 0)
+	for {
+		switch g.state.Load() {
+		case writeIdle:
+			if !g.state.CompareAndSwap(writeIdle, writeAsked) {
+				continue // a Write just started
+			}
+			// No Write can start now: out is the reader's.
+			if g.lost || g.out.plain {
+				g.state.Store(writeStopped)
+				g.mu.Unlock()
+				return false
+			}
+			if g.out.atBoundary() {
+				g.state.Store(writeStopped)
+				var frame []byte
+				if !g.out.started {
+					// The server has not sent its SETTINGS yet: an
+					// empty one first, as its output must start so.
+					frame = append(frame, 0, 0, 0, frameSettings, 0, 0, 0, 0, 0)
+				}
+				frame = g.appendGoAway(frame, req)
+				g.mu.Unlock()
+				return g.writeGoAway(frame)
+			}
+			// Mid-frame: the next Write ends the frame, then says GOAWAY.
+		case writeBusy:
+			if !g.state.CompareAndSwap(writeBusy, writeBusyAsked) {
+				continue // the Write just ended
+			}
+		default:
+			g.mu.Unlock()
+			return false
 		}
-		frame = g.appendGoAway(frame, req)
-		g.mu.Unlock()
-		return g.writeGoAway(frame)
+		break
 	}
 	g.pending, g.sent = &req, make(chan bool, 1)
 	g.mu.Unlock()
@@ -470,7 +504,10 @@ func (g *guardedConn) goAway(req goAwayRequest) bool {
 	}
 	g.mu.Lock()
 	if g.pending != nil {
-		g.pending, g.stopped = nil, true // the frame did not end in time
+		// The frame did not end in time (a peer that does not read
+		// blocks the server's write): give up; the close ends the write.
+		g.pending = nil
+		g.state.Store(writeStopped)
 		g.mu.Unlock()
 		return false
 	}
@@ -478,7 +515,7 @@ func (g *guardedConn) goAway(req goAwayRequest) bool {
 	return <-g.sent // a Write took it and writes it under its own deadline
 }
 
-// appendGoAway appends the GOAWAY for req; under mu (or owning out).
+// appendGoAway appends the GOAWAY for req; by out's owner.
 func (g *guardedConn) appendGoAway(b []byte, req goAwayRequest) []byte {
 	last := req.last
 	if g.out.goAway && g.out.goAwayLast < last {
@@ -506,55 +543,86 @@ func (g *guardedConn) linger() {
 }
 
 // Write passes the server's bytes on and follows their frames. With a
-// GOAWAY pending it writes only the rest of the current frame, then the
+// GOAWAY waiting it writes only the rest of the current frame, then the
 // GOAWAY, and returns errAbuse for what it did not write; once the guard
-// ended the connection it refuses everything.
+// ends the connection it refuses everything. Its own cost is two
+// compare-and-swaps and a frame header or two.
 func (g *guardedConn) Write(p []byte) (int, error) {
 	if g.plain.Load() {
 		return g.Conn.Write(p)
 	}
-	g.mu.Lock()
-	if g.stopped {
-		g.mu.Unlock()
-		return 0, errAbuse
+	if !g.state.CompareAndSwap(writeIdle, writeBusy) {
+		return g.writeSlow(p)
 	}
-	if g.writing {
-		// Not how the server writes; if it ever does, the guard no
-		// longer knows where frames end and sends no GOAWAY.
-		g.lost = true
-		g.mu.Unlock()
-		return g.Conn.Write(p)
+	n, err := g.Conn.Write(p)
+	g.follow(p[:n])
+	if g.state.CompareAndSwap(writeBusy, writeIdle) {
+		return n, err
 	}
-	q := p
-	if g.pending != nil {
-		q = p[:g.out.rest(p)]
-	}
-	g.writing = true
-	g.mu.Unlock()
+	return g.wrote(p, n, err) // a GOAWAY was asked for meanwhile
+}
 
-	n, err := g.Conn.Write(q)
-	g.out.advance(q[:n])
+// follow moves out past p, written by the Write in progress.
+func (g *guardedConn) follow(p []byte) {
+	g.out.advance(p)
 	if g.out.plain {
 		g.plain.Store(true)
 	}
+}
 
+// writeSlow is Write when the state is not writeIdle.
+func (g *guardedConn) writeSlow(p []byte) (int, error) {
 	g.mu.Lock()
-	g.writing = false
-	req := g.pending
-	if req == nil || err == nil && !g.out.atBoundary() {
+	switch g.state.Load() {
+	case writeIdle: // the Write in progress ended meanwhile
+		g.mu.Unlock()
+		return g.Write(p)
+	case writeAsked:
+		q := p[:g.out.rest(p)]
+		g.state.Store(writeBusyAsked)
+		g.mu.Unlock()
+		n, err := g.Conn.Write(q)
+		g.follow(q[:n])
+		return g.wrote(p, n, err)
+	case writeStopped:
+		g.mu.Unlock()
+		return 0, errAbuse
+	}
+	// Two Writes at once: not how the server writes. If it ever does,
+	// the guard no longer knows where frames end and sends no GOAWAY.
+	g.lost = true
+	g.mu.Unlock()
+	return g.Conn.Write(p)
+}
+
+// wrote ends a Write of n bytes of p made while a GOAWAY waits: once the
+// frame ended (or the write failed) the GOAWAY is this goroutine's to
+// write, or give up.
+func (g *guardedConn) wrote(p []byte, n int, err error) (int, error) {
+	ok := err == nil
+	if ok && n < len(p) {
+		err = errAbuse // p was cut at the frame's end
+	}
+	g.mu.Lock()
+	if g.state.Load() != writeBusyAsked { // the reader gave up
 		g.mu.Unlock()
 		return n, err
 	}
-	g.pending, g.stopped = nil, true
+	ok = ok && !g.lost && !g.out.plain
+	if ok && !g.out.atBoundary() {
+		g.state.Store(writeAsked)
+		g.mu.Unlock()
+		return n, err
+	}
+	req := g.pending
+	g.pending = nil
+	g.state.Store(writeStopped)
 	var frame []byte
-	if err == nil {
+	if ok {
 		frame = g.appendGoAway(nil, *req)
 	}
 	g.mu.Unlock()
-	g.sent <- err == nil && g.writeGoAway(frame)
-	if err == nil && n < len(p) {
-		err = errAbuse
-	}
+	g.sent <- ok && g.writeGoAway(frame)
 	return n, err
 }
 

@@ -437,17 +437,18 @@ func (g *guardedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// end says GOAWAY, lingers and closes the connection, then reports it. It
-// runs on the reader's goroutine and returns within about goAwayWait +
-// lingerTime, whatever the server or the peer do.
+// end says GOAWAY, reports the connection (before the client can see it
+// end), lingers and closes it. It runs on the reader's goroutine and
+// returns within about goAwayWait + lingerTime, whatever the server or
+// the peer do.
 func (g *guardedConn) end(reason string) {
 	sent := g.goAway(goAwayRequest{last: g.scan.lastStream, debug: goAwayDebug(reason)})
+	g.onAbuse(reason, sent)
 	if sent {
 		g.linger()
 	}
 	g.Conn.Close()
 	close(g.done)
-	g.onAbuse(reason, sent)
 }
 
 // goAway writes the GOAWAY at once when no Write is in progress and the

@@ -12,7 +12,8 @@ import (
 )
 
 // The HTTP/2 guard reads the frame headers a client sends, as they pass
-// to the HTTP/2 server, and closes the connection when the client abuses
+// to the HTTP/2 server, and ends the connection (GOAWAY ENHANCE_YOUR_CALM,
+// then a close: see guardedConn.end) when the client abuses
 // the protocol in ways the server itself does not bound: streams reset
 // right after they were opened (rapid reset, CVE-2023-44487: each one a
 // request started upstream), and floods of frames that cost the proxy

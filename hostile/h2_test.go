@@ -55,10 +55,10 @@ type h2Case struct {
 	// closed: the sidecar must end the connection (the abuse guard).
 	// Otherwise it must stay open: the client sends GOAWAY and closes.
 	closed bool
-	// goAway: the sidecar must say GOAWAY before it closes. The case's
-	// frames are then sent only after the sidecar's SETTINGS arrived, so
-	// that nothing it sent is lost to a reset of a connection closed with
-	// unread bytes.
+	// goAway: the sidecar must say GOAWAY ENHANCE_YOUR_CALM before it
+	// closes (RFC 9113 §5.4.1). The case's frames are then sent only
+	// after the sidecar's SETTINGS arrived, so that the GOAWAY is the
+	// sidecar's answer to them.
 	goAway bool
 	// viaAStatus, when set, is status for h2viaA.
 	viaAStatus int
@@ -268,9 +268,10 @@ func TestHTTP2(t *testing.T) {
 			name: "clean GET", frames: func(w *h2Writer) { w.get(1, "/") }, status: 200,
 			upstream: one(targetIs("/")),
 		},
-		// --- floods and resets the guard closes the connection for
+		// --- floods and resets the guard closes the connection for, with
+		// GOAWAY first
 		{
-			name: "rapid reset", closed: true,
+			name: "rapid reset", closed: true, goAway: true,
 			frames: flood(3000, func(w *h2Writer, i int) {
 				id := uint32(2*i + 1)
 				w.get(id, "/")
@@ -282,24 +283,21 @@ func TestHTTP2(t *testing.T) {
 			upstream: atMost(300, true),
 		},
 		{
-			name: "PING flood", closed: true,
+			name: "PING flood", closed: true, goAway: true,
 			frames: flood(2000, func(w *h2Writer, i int) { w.fr.WritePing(false, [8]byte{byte(i)}) }),
 		},
 		{
-			// Just over the burst, sent once the connection is up: the
-			// guard reads it all, so nothing the sidecar sends before its
-			// close is lost.
+			// Just over the burst: the flood ends where the guard
+			// closes.
 			name: "PING flood is answered with GOAWAY", closed: true, goAway: true,
 			frames: flood(150, func(w *h2Writer, i int) { w.fr.WritePing(false, [8]byte{byte(i)}) }),
-			knownBug: "the HTTP/2 guard closes the TCP connection without a GOAWAY (h2guard.go guardedConn.Read); RFC 9113 §5.4.1 says " +
-				"to send GOAWAY first (Envoy: ENHANCE_YOUR_CALM), so the client learns the last stream processed and why",
 		},
 		{
-			name: "SETTINGS flood", closed: true,
+			name: "SETTINGS flood", closed: true, goAway: true,
 			frames: flood(2000, func(w *h2Writer, _ int) { w.fr.WriteSettings() }),
 		},
 		{
-			name: "CONTINUATION flood", closed: true,
+			name: "CONTINUATION flood", closed: true, goAway: true,
 			frames: func(w *h2Writer) {
 				block := w.block(w.request("GET", "/", "x-pad", strings.Repeat("a", 1000))...)
 				w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:1], EndStream: true})
@@ -309,7 +307,7 @@ func TestHTTP2(t *testing.T) {
 			},
 		},
 		{
-			name: "empty DATA flood", closed: true,
+			name: "empty DATA flood", closed: true, goAway: true,
 			frames: func(w *h2Writer) {
 				w.headers(1, false, w.request("POST", "/")...)
 				for range 3000 {
@@ -321,13 +319,13 @@ func TestHTTP2(t *testing.T) {
 			upstream: atMost(1, false),
 		},
 		{
-			name: "PRIORITY flood", closed: true,
+			name: "PRIORITY flood", closed: true, goAway: true,
 			frames: flood(5000, func(w *h2Writer, i int) {
 				w.fr.WritePriority(uint32(2*i+1), http2.PriorityParam{Weight: 1})
 			}),
 		},
 		{
-			name: "WINDOW_UPDATE flood", closed: true,
+			name: "WINDOW_UPDATE flood", closed: true, goAway: true,
 			frames: flood(30000, func(w *h2Writer, _ int) { w.fr.WriteWindowUpdate(0, 1) }),
 		},
 
@@ -459,6 +457,8 @@ func (m *mesh) runH2(t *testing.T, e h2Entry, c h2Case) {
 	}
 	if c.goAway && res.goAway == nil {
 		t.Errorf("connection ended without GOAWAY")
+	} else if c.goAway && res.goAway.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", res.goAway.ErrCode)
 	}
 	if c.closed && !res.closed {
 		t.Errorf("connection not closed")

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // rawFrame encodes one HTTP/2 frame.
@@ -38,11 +40,28 @@ func TestH2RapidResetClosesConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// Drain what the server sends, and learn when it closes.
-	closed := make(chan error, 1)
+	// Read what the server sends, and learn when it closes: the highest
+	// stream it answered, and its GOAWAY.
+	type end struct {
+		answered uint32
+		goAway   *http2.GoAwayFrame
+	}
+	closed := make(chan end, 1)
 	go func() {
-		_, err := io.Copy(io.Discard, c)
-		closed <- err
+		var e end
+		fr := http2.NewFramer(io.Discard, c)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				break
+			}
+			if ga, ok := f.(*http2.GoAwayFrame); ok {
+				e.goAway = ga
+			} else if f.Header().StreamID > e.answered {
+				e.answered = f.Header().StreamID
+			}
+		}
+		closed <- e
 	}()
 	w := bufio.NewWriter(c)
 	w.WriteString("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -59,7 +78,16 @@ func TestH2RapidResetClosesConnection(t *testing.T) {
 		sent++
 	}
 	select {
-	case <-closed:
+	case e := <-closed:
+		// GOAWAY's last stream covers every stream the server acted on,
+		// so a client retries none of those.
+		if e.goAway == nil || e.goAway.ErrCode != http2.ErrCodeEnhanceYourCalm {
+			t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", e.goAway)
+		} else if e.goAway.LastStreamID < e.answered {
+			t.Errorf("GOAWAY last stream %d, but the server answered stream %d", e.goAway.LastStreamID, e.answered)
+		} else {
+			t.Logf("GOAWAY last stream %d, highest stream answered %d", e.goAway.LastStreamID, e.answered)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the connection stayed open after %d reset streams", sent)
 	}
@@ -75,7 +103,8 @@ func TestH2RapidResetClosesConnection(t *testing.T) {
 	}
 }
 
-// TestH2PingFloodClosesConnection: a PING flood is cut off and counted.
+// TestH2PingFloodClosesConnection: a PING flood is cut off, told GOAWAY
+// and counted.
 func TestH2PingFloodClosesConnection(t *testing.T) {
 	t.Parallel()
 	p := startStaticPair(t)
@@ -105,5 +134,9 @@ func TestH2PingFloodClosesConnection(t *testing.T) {
 	}
 	if got := metricValue(t, p.client.admin, "outrider_http2_abuse_closed_connections_total", "reason", "ping_flood"); got != 1 {
 		t.Errorf("ping_flood closes counted: %v, want 1", got)
+	}
+	// The client reads all along: the guard's GOAWAY went out.
+	if got := metricValue(t, p.client.admin, "outrider_http2_abuse_goaways_total", "reason", "ping_flood"); got != 1 {
+		t.Errorf("ping_flood GOAWAYs counted: %v, want 1", got)
 	}
 }

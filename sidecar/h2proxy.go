@@ -43,8 +43,9 @@ import (
 type h2Server struct {
 	srv *http.Server
 	ln  *connListener
-	// abuse is told when the HTTP/2 guard closes a connection.
-	abuse func(reason string, remote net.Addr)
+	// abuse is told when the HTTP/2 guard closes a connection, and
+	// whether it said GOAWAY first.
+	abuse func(reason string, goAway bool, remote net.Addr)
 }
 
 // h2ServerConfig is what newH2Server needs besides the handler.
@@ -61,8 +62,9 @@ type h2ServerConfig struct {
 	// overload admits each request (nil: all).
 	overload *overload.Manager
 	log      *slog.Logger
-	// abuse is told when the HTTP/2 guard closes a connection.
-	abuse func(reason string, remote net.Addr)
+	// abuse is told when the HTTP/2 guard closes a connection, and
+	// whether it said GOAWAY first.
+	abuse func(reason string, goAway bool, remote net.Addr)
 	// bodyIdle bounds each wait for more of a request body (0:
 	// bodyIdleTimeout).
 	bodyIdle time.Duration
@@ -191,7 +193,7 @@ func connInfoFrom(ctx context.Context) connInfo {
 func (s *h2Server) serveConn(c net.Conn, info connInfo) {
 	// Every connection is guarded: HTTP/2 ones are watched for abuse,
 	// HTTP/1.1 ones pass through untouched.
-	g := newGuardedConn(c, func(reason string) { s.abuse(reason, c.RemoteAddr()) })
+	g := newGuardedConn(c, func(reason string, goAway bool) { s.abuse(reason, goAway, c.RemoteAddr()) })
 	hc := &handedConn{Conn: g, info: info, closed: make(chan struct{})}
 	if !s.ln.push(hc) {
 		return

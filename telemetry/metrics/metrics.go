@@ -80,7 +80,8 @@ type Metrics struct {
 	healthChecks *prometheus.CounterVec
 	healthSet    boundedSet
 
-	h2Abuse *prometheus.CounterVec
+	h2Abuse       *prometheus.CounterVec
+	h2AbuseGoAway *prometheus.CounterVec
 
 	scrape *scrapeCollector
 	info   *prometheus.GaugeVec // outrider_sidecar_info
@@ -142,6 +143,8 @@ func New(service string) *Metrics {
 
 	m.h2Abuse = f.counterVec("outrider_http2_abuse_closed_connections_total",
 		"HTTP/2 client connections closed for protocol abuse, by reason (rapid_reset, ping_flood, settings_flood, empty_data_flood, priority_flood, window_update_flood, continuation_flood).", "reason")
+	m.h2AbuseGoAway = f.counterVec("outrider_http2_abuse_goaways_total",
+		"Of the HTTP/2 connections closed for protocol abuse, those told GOAWAY (ENHANCE_YOUR_CALM) first, by reason; the others were closed without (the server's write did not finish: a peer that does not read).", "reason")
 
 	m.info = f.gaugeVec("outrider_sidecar_info", "Always 1; labelled with the proxied service.", "service")
 	m.info.WithLabelValues(labelValue(service)).Set(1)
@@ -181,9 +184,15 @@ func (m *Metrics) SetService(service string) {
 // further collectors.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// HTTP2Abuse counts a client connection closed for HTTP/2 abuse; reason
-// is one of the sidecar's fixed reasons.
-func (m *Metrics) HTTP2Abuse(reason string) { m.h2Abuse.WithLabelValues(reason).Inc() }
+// HTTP2Abuse counts a client connection closed for HTTP/2 abuse, and
+// whether it was told GOAWAY first; reason is one of the sidecar's fixed
+// reasons.
+func (m *Metrics) HTTP2Abuse(reason string, goAway bool) {
+	m.h2Abuse.WithLabelValues(reason).Inc()
+	if goAway {
+		m.h2AbuseGoAway.WithLabelValues(reason).Inc()
+	}
+}
 
 // HandshakeFailure counts a failed TLS handshake. reason should be one of
 // the Reason* constants (ClassifyHandshakeError returns one); anything else

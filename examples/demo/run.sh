@@ -36,7 +36,46 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port picks a free loopback port below the kernel's ephemeral range
+# (a port from ":0" can be taken by any outgoing connection before the
+# process that needs it binds it) and claims it the way the Go tests do
+# ($TMPDIR/outrider-test-ports/<port>, 30 minutes), so parallel runs do
+# not pick the same one.
+free_port() {
+  python3 - <<'PY'
+import os, random, socket, time
+lo, hi = 10000, 32768
+try:
+    hi = min(hi, int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0]))
+except (OSError, ValueError, IndexError):
+    pass
+claims = os.path.join(os.environ.get("TMPDIR") or "/tmp", "outrider-test-ports")
+os.makedirs(claims, exist_ok=True)
+for _ in range(10000):
+    p = random.randrange(lo, hi)
+    name = os.path.join(claims, str(p))
+    try:
+        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:
+        try:
+            if time.time() - os.stat(name).st_mtime >= 30 * 60:
+                os.remove(name)  # a finished run's stale claim
+        except OSError:
+            pass
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+else:
+    raise SystemExit("demo: no free port")
+PY
+}
 in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if in_use "$CONSUL_PORT"; then
   echo "demo: port $CONSUL_PORT is busy (another Consul or demo?); set CONSUL_PORT to another port" >&2; exit 1

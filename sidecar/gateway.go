@@ -1,17 +1,20 @@
 package sidecar
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"net/http"
-
-	"go.opentelemetry.io/otel/propagation"
 	"reflect"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/gateway/certs"
 	"github.com/outrider-mesh/outrider/gateway/reqinfo"
+	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
 
 // gatewaySlot is a listener's current gateway (nil: none), swapped when
@@ -43,7 +46,7 @@ func (g *gatewaySlot) serve(w http.ResponseWriter, r *http.Request, ci connInfo,
 // set builds and installs the gateway for cfg, unless cfg is what the
 // current one was built from. On error the current gateway stays. The
 // caller holds Sidecar.mu.
-func (s *Sidecar) setGateway(slot *gatewaySlot, cfg gateway.Config, where string) error {
+func (s *Sidecar) setGateway(slot *gatewaySlot, cfg gateway.Config, where string, lim headerLimits) error {
 	if reflect.DeepEqual(cfg, slot.cfg) && (slot.cur.Load() != nil) == cfg.Enabled() {
 		return nil
 	}
@@ -69,10 +72,33 @@ func (s *Sidecar) setGateway(slot *gatewaySlot, cfg gateway.Config, where string
 	}
 	if next != nil {
 		s.log.Info("gateway configured", "listener", where, "routes", len(cfg.Routes))
+		for _, w := range lim.looser(cfg) {
+			s.log.Warn("gateway route header limit looser than the listener's: the listener's applies", "listener", where, "limit", w)
+		}
 	} else if old != nil {
 		s.log.Info("gateway removed", "listener", where)
 	}
 	return nil
+}
+
+// headerLimits are a listener's bounds on request header fields (0: the
+// HTTP/1.1 codec's defaults).
+type headerLimits struct{ fields, bytes int }
+
+// looser names the route filter limits cfg sets above the listener's:
+// the listener refuses such requests first, so they have no effect.
+func (l headerLimits) looser(cfg gateway.Config) []string {
+	fields, bytes := cmp.Or(l.fields, http1.DefaultMaxFields), cmp.Or(l.bytes, http1.DefaultMaxHeaderBytes)
+	var out []string
+	for i, rt := range cfg.Routes {
+		if n := rt.Filter.MaxHeaders; n > fields {
+			out = append(out, fmt.Sprintf("routes[%d].filter.max_headers %d > %d", i, n, fields))
+		}
+		if n := int(rt.Filter.MaxHeaderBytes); n > bytes {
+			out = append(out, fmt.Sprintf("routes[%d].filter.max_header_bytes %d > %d", i, n, bytes))
+		}
+	}
+	return out
 }
 
 // gatewayMetrics is the process's gateway collectors, registered on

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/outrider-mesh/outrider/gateway"
+	"github.com/outrider-mesh/outrider/gateway/filter"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
 
@@ -384,4 +385,22 @@ func TestSyncRoundTrip(t *testing.T) {
 			t.Errorf("flood: %v", err)
 		}
 	})
+}
+
+// TestLooserRouteHeaderLimits: route filter header limits above the
+// listener's are named (the listener refuses first, so they cannot
+// apply); tighter ones are not.
+func TestLooserRouteHeaderLimits(t *testing.T) {
+	cfg := gateway.Config{Routes: []gateway.Route{
+		{Name: "tight", Filter: filter.Config{MaxHeaders: 10, MaxHeaderBytes: 1024}},
+		{Name: "loose", Filter: filter.Config{MaxHeaders: 200, MaxHeaderBytes: 128 << 10}},
+	}}
+	got := headerLimits{}.looser(cfg) // the codec's defaults: 100 fields, 64 KiB
+	want := []string{"routes[1].filter.max_headers 200 > 100", "routes[1].filter.max_header_bytes 131072 > 65536"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := (headerLimits{fields: 500, bytes: 1 << 20}).looser(cfg); len(got) != 0 {
+		t.Errorf("under a looser listener: %q", got)
+	}
 }

@@ -106,7 +106,7 @@ func (s *Sidecar) startIngress(cfg gateway.Ingress, tlsCfg *tls.Config, hsts str
 		ln.Close()
 		return nil, err
 	}
-	if err := s.setGateway(&ig.gw, cfg.Gateway, cfg.Name); err != nil {
+	if err := s.setGateway(&ig.gw, cfg.Gateway, cfg.Name, headerLimits{cfg.MaxHeaders, cfg.MaxHeaderBytes}); err != nil {
 		ln.Close()
 		return nil, err
 	}

@@ -590,7 +590,7 @@ func (s *Sidecar) apply(ctx context.Context, cfg Config, src mtls.Source, td spi
 	}
 	s.publishOutbounds()
 	if s.inbound != nil {
-		if err := s.setGateway(&s.inbound.gw, cfg.Public.Gateway, "public"); err != nil {
+		if err := s.setGateway(&s.inbound.gw, cfg.Public.Gateway, "public", headerLimits{cfg.Public.MaxHeaders, cfg.Public.MaxHeaderBytes}); err != nil {
 			errs = append(errs, fmt.Errorf("sidecar: public listener gateway (the previous one stays): %w", err))
 		}
 	}

@@ -189,6 +189,7 @@ type route struct {
 	name    string
 	match   compiled
 	handler http.Handler
+	cors    bool // its filter answers CORS preflights
 }
 
 // Option configures New.
@@ -345,7 +346,7 @@ func New(cfg Config, next http.Handler, opts ...Option) (*Gateway, error) {
 			return nil, confval.Prefix(fmt.Sprintf("routes[%d].filter", i), err)
 		}
 		h = fl.Wrap(h)
-		g.routes = append(g.routes, route{name: name, match: m, handler: h})
+		g.routes = append(g.routes, route{name: name, match: m, handler: h, cors: fl.AnswersPreflights()})
 	}
 	return g, nil
 }
@@ -380,6 +381,21 @@ func (g *Gateway) Handles(method, path string) bool {
 	for i := range g.routes {
 		if g.routes[i].match.fits(method, path) {
 			return true
+		}
+	}
+	return false
+}
+
+// AnswersPreflight reports whether the gateway answers a CORS preflight
+// for path itself, never passing it on: the first route that matches
+// OPTIONS on path has CORS configured. A listener may serve such a
+// preflight without authorizing it (a browser sends no credentials with
+// one, as Envoy's jwt_authn bypass_cors_preflight assumes); it must then
+// serve it with this Gateway, not one swapped in since.
+func (g *Gateway) AnswersPreflight(path string) bool {
+	for i := range g.routes {
+		if rt := &g.routes[i]; rt.match.fits(http.MethodOptions, path) {
+			return rt.cors
 		}
 	}
 	return false

@@ -13,6 +13,7 @@ import (
 
 	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/gateway/certs"
+	"github.com/outrider-mesh/outrider/gateway/filter"
 	"github.com/outrider-mesh/outrider/gateway/reqinfo"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
@@ -34,13 +35,36 @@ func (g *gatewaySlot) enabled() bool { return g != nil && g.cur.Load() != nil }
 // serve runs r through the gateway when one is installed, else straight
 // to the proxy. ci describes the connection, claims any verified token.
 func (g *gatewaySlot) serve(w http.ResponseWriter, r *http.Request, ci connInfo, rec *h2Record) {
-	gw := g.cur.Load()
+	g.serveWith(g.cur.Load(), w, r, ci, rec)
+}
+
+// serveWith is serve with gw, the gateway a caller already consulted
+// (nil: none).
+func (g *gatewaySlot) serveWith(gw *gateway.Gateway, w http.ResponseWriter, r *http.Request, ci connInfo, rec *h2Record) {
 	if gw == nil {
 		g.inner.ServeHTTP(w, r)
 		return
 	}
 	info := &reqinfo.Info{Peer: ci.peer, Remote: ci.src, Claims: rec.claims}
 	gw.ServeHTTP(w, r.WithContext(reqinfo.With(r.Context(), info)))
+}
+
+// preflightRule stands for the authorization decision in the access log
+// of a CORS preflight the gateway answered without one.
+const preflightRule = "cors-preflight"
+
+func isPreflight(r *http.Request) bool {
+	return filter.IsPreflight(r.Method, func(name string) bool { return len(r.Header[name]) > 0 })
+}
+
+// preflight returns the current gateway when it answers r, a CORS
+// preflight whose path is normalized, itself (see
+// gateway.AnswersPreflight); nil otherwise. The caller serves r with it.
+func (g *gatewaySlot) preflight(r *http.Request) *gateway.Gateway {
+	if gw := g.cur.Load(); gw != nil && gw.AnswersPreflight(r.URL.Path) {
+		return gw
+	}
+	return nil
 }
 
 // set builds and installs the gateway for cfg, unless cfg is what the

@@ -18,6 +18,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/outrider-mesh/outrider/gateway"
+	"github.com/outrider-mesh/outrider/gateway/filter"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
 )
 
@@ -35,24 +37,30 @@ import (
 // (net/http reads up to 256 KiB too); beyond it the connection closes.
 const maxDiscardBody = 256 << 10
 
-// gatewayURL returns the current request's URL when it is one the
-// listener's gateway handles (its target already normalized); nil
-// otherwise.
-func (hc *h1Conn) gatewayURL() *url.URL {
+// gatewayFor returns the listener's gateway and the current request's
+// URL when the gateway handles the request (its target already
+// normalized); nil otherwise. The request must be served with that
+// gateway: a preflight decided on it may skip authorization.
+func (hc *h1Conn) gatewayFor() (*gateway.Gateway, *url.URL) {
 	gw := hc.p.gw.cur.Load()
 	if gw == nil {
-		return nil
+		return nil, nil
 	}
 	u, err := url.ParseRequestURI(string(hc.req.Target))
 	if err != nil || !gw.Handles(string(hc.req.Method), u.Path) {
-		return nil
+		return nil, nil
 	}
-	return u
+	return gw, u
 }
 
-// serveGateway serves the current request, whose URL is u, through the
-// listener's gateway; it reports whether the connection stays open.
-func (hc *h1Conn) serveGateway(u *url.URL) bool {
+// isPreflight reports whether the current request is a CORS preflight.
+func (hc *h1Conn) isPreflight() bool {
+	return filter.IsPreflight(string(hc.req.Method), hc.req.Header.Has)
+}
+
+// serveGateway serves the current request, whose URL is u, through gw,
+// the listener's gateway; it reports whether the connection stays open.
+func (hc *h1Conn) serveGateway(gw *gateway.Gateway, u *url.URL) bool {
 	p, req := hc.p, &hc.req
 	r := &http.Request{
 		Method: string(req.Method), URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
@@ -106,7 +114,7 @@ func (hc *h1Conn) serveGateway(u *url.URL) bool {
 	}
 	ctx := context.WithValue(context.WithValue(context.Background(), connInfoKey{}, hc.ci), h2RecordKey{}, rec)
 	w := &h1Writer{hc: hc, head: string(req.Method) == http.MethodHead}
-	p.gw.serve(w, r.WithContext(ctx), hc.ci, rec)
+	p.gw.serveWith(gw, w, r.WithContext(ctx), hc.ci, rec)
 	keep := w.finish()
 	readAll := body.finish()
 

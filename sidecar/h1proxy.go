@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
@@ -492,9 +493,10 @@ func (hc *h1Conn) forwardAttempts() bool {
 	}
 	// A request the gateway handles gets its X-Forwarded-* fields from
 	// the gateway's proxy, as on the net/http path.
+	var gw *gateway.Gateway
 	var gwURL *url.URL
 	if p.gw.enabled() {
-		gwURL = hc.gatewayURL()
+		gw, gwURL = hc.gatewayFor()
 	}
 	if p.inbound && gwURL == nil {
 		hc.setForwarded()
@@ -534,7 +536,14 @@ func (hc *h1Conn) forwardAttempts() bool {
 			parent = tel.extract(base, carrier)
 		}
 	}
-	if p.authz != nil {
+	// A CORS preflight the gateway answers itself is not authorized: it
+	// carries no credentials, so a token-requiring rule would refuse
+	// it, and it never reaches the application.
+	preflight := gw != nil && hc.isPreflight() && gw.AnswersPreflight(gwURL.Path)
+	if preflight {
+		hc.rec.rule = preflightRule
+	}
+	if p.authz != nil && !preflight {
 		if d := hc.authorize(path); !d.Allow {
 			keep := !hc.clientClose && req.Body == http1.BodyNone
 			dn := denialFor(d, hc.tokens.errFor(d.Provider))
@@ -549,7 +558,7 @@ func (hc *h1Conn) forwardAttempts() bool {
 		}
 	}
 	if gwURL != nil {
-		return hc.serveGateway(gwURL)
+		return hc.serveGateway(gw, gwURL)
 	}
 	if p.brk != nil {
 		if !p.brk.request() {

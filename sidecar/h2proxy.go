@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
@@ -390,7 +391,21 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 			r.Body = body
 		}
 		sw := &statusWriter{ResponseWriter: w}
-		if ci.authz == nil || authorizeH2(sw, r, ci, rec, span, log) {
+		// A CORS preflight the gateway answers itself (matched on the
+		// normalized path, as the gateway matches it) is not authorized:
+		// it carries no credentials, so a token-requiring rule would
+		// refuse it, and it never reaches the application.
+		var pf *gateway.Gateway
+		if ci.authz != nil && gw.enabled() && isPreflight(r) {
+			if _, err := normalizeH2(r, ci.norm); err == nil {
+				pf = gw.preflight(r)
+			}
+		}
+		switch {
+		case pf != nil:
+			rec.rule = preflightRule
+			gw.serveWith(pf, sw, r.WithContext(ctx), ci, rec)
+		case ci.authz == nil || authorizeH2(sw, r, ci, rec, span, log):
 			if gw != nil {
 				gw.serve(sw, r.WithContext(ctx), ci, rec)
 			} else {

@@ -178,6 +178,17 @@ type handler struct {
 	next http.Handler
 }
 
+// AnswersPreflights reports whether the filter answers CORS preflights
+// itself (CORS is configured): they never reach what it wraps.
+func (f *Filter) AnswersPreflights() bool { return f.cors }
+
+// IsPreflight reports whether a request with method and header h is a
+// CORS preflight as the filter sees one: OPTIONS with Origin and
+// Access-Control-Request-Method.
+func IsPreflight(method string, has func(name string) bool) bool {
+	return method == http.MethodOptions && has("Origin") && has("Access-Control-Request-Method")
+}
+
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := h.f
 	stream := f.maxBody > 0 && r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody
@@ -203,7 +214,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.refuse(w, r, bodyTooLarge, netip.Addr{})
 		return
 	}
-	if f.cors && r.Method == http.MethodOptions && len(r.Header["Origin"]) > 0 && len(r.Header["Access-Control-Request-Method"]) > 0 {
+	if f.cors && IsPreflight(r.Method, func(name string) bool { return len(r.Header[name]) > 0 }) {
 		f.preflight(fw, r)
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -114,14 +115,43 @@ func (hc *h1Conn) serveGateway(gw *gateway.Gateway, u *url.URL) bool {
 	}
 	ctx := context.WithValue(context.WithValue(context.Background(), connInfoKey{}, hc.ci), h2RecordKey{}, rec)
 	w := &h1Writer{hc: hc, head: string(req.Method) == http.MethodHead}
-	p.gw.serveWith(gw, w, r.WithContext(ctx), hc.ci, rec)
-	keep := w.finish()
+	aborted := hc.runGateway(gw, w, r.WithContext(ctx), rec)
+	keep := false
+	if aborted {
+		// As net/http's server does: what was written goes out, then the
+		// connection closes, so the client sees the answer cut short.
+		w.fail(hc.bw.Flush())
+		if rec.flag == "" {
+			rec.flag = "UC"
+		}
+	} else {
+		keep = w.finish()
+	}
 	readAll := body.finish()
 
 	hc.rec.status, hc.rec.tx, hc.rec.rx = w.status, w.tx, body.n
 	hc.rec.flag = rec.flag
 	hc.rec.upstreamDur, hc.rec.attempts, hc.rec.endpoint = rec.upstreamDur, rec.attempts, rec.endpoint
 	return keep && readAll && !w.hijacked
+}
+
+// runGateway runs the gateway's handlers for r and reports whether they
+// panicked: http.ErrAbortHandler is how ReverseProxy gives up on an
+// answer whose body failed after its head was sent; any other panic is
+// logged with its stack. Either way only this request's connection
+// pays, as on the net/http path.
+func (hc *h1Conn) runGateway(gw *gateway.Gateway, w *h1Writer, r *http.Request, rec *h2Record) (aborted bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			aborted = true
+			if v != http.ErrAbortHandler {
+				hc.p.log.Error("gateway handler panicked; closing the connection", "listener", hc.p.target.name(),
+					"method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+			}
+		}
+	}()
+	hc.p.gw.serveWith(gw, w, r, hc.ci, rec)
+	return false
 }
 
 // h1Body is the request body the gateway reads, framed by the loop's
@@ -148,8 +178,13 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if !b.started {
 		b.started = true
 		if hc := b.hc; hc.req.Expect100 {
+			// The transport reads the body on its own goroutine, while
+			// another may relay the application's 1xx answers.
+			hc.interimMu.Lock()
 			_, _ = hc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-			if err := hc.bw.Flush(); err != nil {
+			err := hc.bw.Flush()
+			hc.interimMu.Unlock()
+			if err != nil {
 				b.err = err
 				return 0, err
 			}
@@ -279,10 +314,12 @@ func (w *h1Writer) WriteHeader(code int) {
 			return
 		}
 		w.interim++
+		hc.interimMu.Lock()
 		writeStatusLine(bw, code)
 		w.writeFields(nil)
 		_, _ = bw.WriteString("\r\n")
 		w.fail(bw.Flush())
+		hc.interimMu.Unlock()
 		return
 	}
 	w.status = code

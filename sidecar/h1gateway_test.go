@@ -404,3 +404,35 @@ func TestLooserRouteHeaderLimits(t *testing.T) {
 		t.Errorf("under a looser listener: %q", got)
 	}
 }
+
+// TestH1GatewayHandlerPanics: a handler that gives up mid-answer
+// (ReverseProxy's http.ErrAbortHandler) or panics costs only its
+// connection: the client sees the answer cut short, and the loop serves
+// the next connection.
+func TestH1GatewayHandlerPanics(t *testing.T) {
+	l := startGatewayLoop(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		if r.URL.Path == "/gw/abort" {
+			panic(http.ErrAbortHandler)
+		}
+		panic("a bug")
+	})
+	for _, path := range []string{"/gw/abort", "/gw/bug"} {
+		c, br := dialLoop(t, l.addr)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: web\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if string(b) != "partial" || err == nil {
+			t.Errorf("%s: %q %v, want the partial body and then a cut", path, b, err)
+		}
+	}
+	c, br := dialLoop(t, l.addr)
+	if resp, body := roundTripRaw(t, c, br, "GET /plain HTTP/1.1\r\nHost: web\r\n\r\n", "GET"); resp.StatusCode != 200 || body != "hello from backend\n" {
+		t.Errorf("after the panics: %d %q", resp.StatusCode, body)
+	}
+}

@@ -183,6 +183,10 @@ type h1Conn struct {
 	ci       connInfo
 	ciSet    bool
 	tlsState *tls.ConnectionState
+	// interimMu orders a 100 Continue (sent when the transport first
+	// reads the body) and the application's 1xx answers (relayed from
+	// the transport's reading goroutine) on bw.
+	interimMu sync.Mutex
 }
 
 // replayBufs holds the bodies kept for retries (at most maxReplayBody).

@@ -438,9 +438,18 @@ func TestPartialPolicy(t *testing.T) {
 
 func TestWholeFailureCancelsOtherParts(t *testing.T) {
 	m := newMesh(t)
-	canceled := make(chan struct{})
-	m.backend("down", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	canceled, arrived := make(chan struct{}), make(chan struct{})
+	m.backend("down", func(w http.ResponseWriter, r *http.Request) {
+		// Fail only once the slow part's request has reached its
+		// backend: one never sent cannot be seen canceled there.
+		select {
+		case <-arrived:
+		case <-time.After(5 * time.Second):
+		}
+		w.WriteHeader(500)
+	})
 	m.backend("slow", func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
 		<-r.Context().Done()
 		close(canceled)
 	})

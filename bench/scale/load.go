@@ -1,0 +1,473 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/outrider-mesh/outrider/internal/testutil/binmesh"
+)
+
+// loadPair is the mesh of the load figures: a client sidecar with one
+// HTTP upstream to a server sidecar in front of app, both with the same
+// overload budget.
+type loadPair struct {
+	*binmesh.Mesh
+	up string // the client sidecar's HTTP upstream listener
+}
+
+func startLoadPair(o options, app string) (loadPair, error) {
+	addrs, err := binmesh.FreeAddrs(4)
+	if err != nil {
+		return loadPair{}, err
+	}
+	budget := fmt.Sprintf("overload: {max_requests: %d, max_memory: %s}\n", o.maxRequests, o.maxMemory)
+	p := loadPair{up: addrs[0]}
+	p.Mesh, err = binmesh.Start(context.Background(), binmesh.Options{
+		Bin: o.bin, TrustDomain: trustDomain, Flags: []string{"-log-level", "warn"},
+		Sidecars: []binmesh.Sidecar{
+			{Name: "client", Admin: addrs[2], Config: fmt.Sprintf(`upstreams:
+  - {name: web, bind: %q, protocol: http, endpoints: [{address: %q, spiffe_id: %q}]}
+`, p.up, addrs[1], id("web")) + budget},
+			{Name: "web", Admin: addrs[3], Config: server(addrs[1], app, "http", budget)},
+		},
+	})
+	return p, err
+}
+
+// load runs the capacity phase, then the overload phase and the soak,
+// each on a pair of its own so that one's heap does not blur the other's.
+func load(o options, app string) error {
+	p, err := startLoadPair(o, app)
+	if p.Mesh != nil {
+		defer p.Stop()
+	}
+	if err != nil {
+		return err
+	}
+	if err := oneRequest(p.up); err != nil {
+		return fmt.Errorf("first request: %w", err)
+	}
+	capacity, lat := closedLoop(p.up, o.capacityConns, o.capacityFor)
+	fmt.Printf("capacity: %d keep-alive clients, closed loop for %v: %.0f req/s; latency p50 %s p99 %s (%d errors)\n",
+		o.capacityConns, o.capacityFor, capacity.rate(o.capacityFor), ms(lat.p(0.5)), ms(lat.p(0.99)), capacity.other)
+	rate := capacity.rate(o.capacityFor)
+	if rate <= 0 {
+		return fmt.Errorf("capacity: nothing served\n%s", p.Logs())
+	}
+	if o.overloadFor > 0 {
+		if err := overload(o, p, rate); err != nil {
+			return fmt.Errorf("overload: %w\n%s", err, p.Logs())
+		}
+	}
+	p.Stop()
+	p.Mesh = nil
+	if o.soakFor > 0 {
+		s, err := startLoadPair(o, app)
+		if s.Mesh != nil {
+			defer s.Stop()
+		}
+		if err != nil {
+			return err
+		}
+		if err := soak(o, s, rate/2); err != nil {
+			return fmt.Errorf("soak: %w\n%s", err, s.Logs())
+		}
+	}
+	return nil
+}
+
+// counts are the outcomes of the requests of one window.
+type counts struct {
+	offered int // arrivals scheduled
+	notSent int // arrivals with no free client: the generator was saturated
+	ok      int // 200
+	shed    int // 503 with x-outrider-error: overloaded
+	other   int // any other status or error
+	lat     latencies
+}
+
+func (c counts) rate(d time.Duration) float64 { return float64(c.ok) / d.Seconds() }
+
+func (c *counts) add(r result) {
+	switch r.kind {
+	case kindOK:
+		c.ok++
+		c.lat = append(c.lat, r.lat)
+	case kindShed:
+		c.shed++
+	default:
+		c.other++
+	}
+}
+
+// latencies of admitted requests.
+type latencies []time.Duration
+
+// p is the q quantile (nearest rank); it sorts l.
+func (l latencies) p(q float64) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	slices.Sort(l)
+	return l[min(len(l)-1, int(q*float64(len(l))))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }
+
+type kind uint8
+
+const (
+	kindOK kind = iota
+	kindShed
+	kindOther
+)
+
+// result is one request's outcome; at is when it was scheduled (open
+// loop) or sent (closed loop), from the start of the run.
+type result struct {
+	at   time.Duration
+	lat  time.Duration
+	kind kind
+}
+
+// client is one keep-alive connection to the upstream listener, dialled
+// again after the sidecar closed it (a shed request closes it).
+type client struct {
+	addr  string
+	c     net.Conn
+	br    *bufio.Reader
+	first atomic.Pointer[string] // the first unexpected outcome, for the report
+}
+
+func (cl *client) do() (kind, error) {
+	if cl.c == nil {
+		c, err := net.DialTimeout("tcp", cl.addr, 10*time.Second)
+		if err != nil {
+			return kindOther, err
+		}
+		cl.c, cl.br = c, bufio.NewReaderSize(c, 4096)
+	}
+	k, keep, err := exchange(cl.c, cl.br)
+	if err != nil || !keep {
+		cl.c.Close()
+		cl.c = nil
+	}
+	return k, err
+}
+
+// exchange sends one GET on c and reads the answer.
+func exchange(c net.Conn, br *bufio.Reader) (k kind, keep bool, err error) {
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: web\r\n\r\n"); err != nil {
+		return kindOther, false, err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return kindOther, false, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return kindOther, false, err
+	}
+	switch {
+	case resp.StatusCode == 200:
+		return kindOK, !resp.Close, nil
+	case resp.StatusCode == 503 && resp.Header.Get("X-Outrider-Error") == "overloaded":
+		return kindShed, !resp.Close, nil
+	}
+	return kindOther, !resp.Close, fmt.Errorf("status %d %s", resp.StatusCode, resp.Header.Get("X-Outrider-Error"))
+}
+
+// closedLoop runs n clients, each sending its next request as soon as
+// the last one is answered, for d.
+func closedLoop(addr string, n int, d time.Duration) (counts, latencies) {
+	var mu sync.Mutex
+	var total counts
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for range n {
+		wg.Go(func() {
+			cl := &client{addr: addr}
+			var c counts
+			for time.Now().Before(end) {
+				start := time.Now()
+				k, _ := cl.do()
+				c.add(result{lat: time.Since(start), kind: k})
+			}
+			if cl.c != nil {
+				cl.c.Close()
+			}
+			mu.Lock()
+			total.ok += c.ok
+			total.other += c.other
+			total.shed += c.shed
+			total.lat = append(total.lat, c.lat...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return total, total.lat
+}
+
+// step is one stretch of an open-loop run at a fixed arrival rate.
+type step struct {
+	rate float64 // requests per second
+	d    time.Duration
+}
+
+// openLoop offers requests at fixed arrival rates, step after step, from
+// workers clients. Every millisecond the dispatcher hands the arrivals due
+// by then to idle workers; an arrival that finds none is counted as not
+// sent, never delayed (a delayed arrival would hide the sidecar's latency
+// behind the generator's). The latency of a request is from its
+// hand-over to the end of its response. It returns every outcome and the
+// not-sent arrivals per window of the given width.
+func openLoop(addr string, workers int, steps []step, window time.Duration) (results []result, notSent []int, offered []int) {
+	jobs := make(chan time.Duration)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			cl := &client{addr: addr}
+			var mine []result
+			for at := range jobs {
+				t := time.Now()
+				k, _ := cl.do()
+				mine = append(mine, result{at: at, lat: time.Since(t), kind: k})
+			}
+			if cl.c != nil {
+				cl.c.Close()
+			}
+			mu.Lock()
+			results = append(results, mine...)
+			mu.Unlock()
+		})
+	}
+	var total time.Duration
+	for _, s := range steps {
+		total += s.d
+	}
+	n := int((total + window - 1) / window)
+	notSent, offered = make([]int, n), make([]int, n)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	var stepStart time.Duration
+	for _, s := range steps {
+		var due int
+		for due < int(s.rate*s.d.Seconds()) {
+			<-tick.C
+			now := time.Since(start)
+			target := min(int(s.rate*(now-stepStart).Seconds()), int(s.rate*s.d.Seconds()))
+			for ; due < target; due++ {
+				// The arrival's own time, not the tick's: windows are
+				// cut by when a request was due.
+				at := stepStart + time.Duration(float64(due)/s.rate*float64(time.Second))
+				w := min(int(at/window), n-1)
+				offered[w]++
+				select {
+				case jobs <- at:
+				default:
+					notSent[w]++
+				}
+			}
+		}
+		stepStart += s.d
+	}
+	close(jobs)
+	wg.Wait()
+	return results, notSent, offered
+}
+
+// windows cuts results into windows of width w.
+func windows(results []result, notSent, offered []int, w time.Duration) []counts {
+	out := make([]counts, len(offered))
+	for i := range out {
+		out[i].notSent, out[i].offered = notSent[i], offered[i]
+	}
+	for _, r := range results {
+		out[min(int(r.at/w), len(out)-1)].add(r)
+	}
+	return out
+}
+
+// overload offers the overload factor times the capacity for
+// o.overloadFor, between a baseline and a recovery at half capacity, and
+// prints the windows, the sidecars' shed counters and the client
+// sidecar's peak RSS against its budget.
+func overload(o options, p loadPair, capacity float64) error {
+	const window = 10 * time.Second
+	baseline := step{capacity / 2, window}
+	steps := []step{baseline, {capacity * o.overloadFactor, o.overloadFor}, {capacity / 2, o.recoverFor}}
+	client := p.Sidecar("client")
+	peak := watchRSS(client.Pid())
+	fmt.Printf("overload: open loop, %d client connections; budget on both sidecars: max_requests %d, max_memory %s\n",
+		o.workers, o.maxRequests, o.maxMemory)
+	results, notSent, offered := openLoop(p.up, o.workers, steps, window)
+	rssMax := peak()
+	select {
+	case <-client.Exited():
+		return fmt.Errorf("the client sidecar exited")
+	default:
+	}
+	ws := windows(results, notSent, offered, window)
+	fmt.Println("| window | offered req/s | admitted (200) | shed (503 OM) | other errors | not sent (generator saturated) | p50 admitted | p99 admitted |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	var at time.Duration
+	phase := func(t time.Duration) string {
+		switch {
+		case t < baseline.d:
+			return "0.5x"
+		case t < baseline.d+o.overloadFor:
+			return fmt.Sprintf("%gx", o.overloadFactor)
+		}
+		return "0.5x"
+	}
+	for _, c := range ws {
+		sec := min(window, baseline.d+o.overloadFor+o.recoverFor-at).Seconds()
+		fmt.Printf("| %3.0f-%.0fs %s | %.0f | %d | %d | %d | %d | %s | %s |\n", at.Seconds(), at.Seconds()+sec, phase(at),
+			float64(c.offered)/sec, c.ok, c.shed, c.other, c.notSent, ms(c.lat.p(0.5)), ms(c.lat.p(0.99)))
+		at += window
+	}
+	var tot counts
+	for _, c := range ws {
+		tot.offered += c.offered
+		tot.notSent += c.notSent
+		tot.ok += c.ok
+		tot.shed += c.shed
+		tot.other += c.other
+	}
+	fmt.Printf("overload: total offered %d, admitted %d, shed %d, other errors %d, not sent %d\n", tot.offered, tot.ok, tot.shed, tot.other, tot.notSent)
+	for _, name := range []string{"client", "web"} {
+		m, err := scrape(p.Sidecar(name).Admin)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("overload: %s sidecar counted %.0f shed (max_requests), %.0f (memory), %.0f refused connections\n", name,
+			m[`outrider_overload_shed_requests_total{reason="max_requests"}`], m[`outrider_overload_shed_requests_total{reason="memory"}`],
+			m.sum("outrider_overload_refused_connections_total"))
+	}
+	fmt.Printf("overload: client sidecar RSS max %.1f MiB, budget max_memory %s\n", mib(rssMax), o.maxMemory)
+	recovery(results, baseline.d+o.overloadFor, ws[0].lat.p(0.99))
+	return nil
+}
+
+// recovery prints when, after the drop at drop, the shedding stopped and
+// the p99 of admitted requests came back near the baseline (at most twice
+// it), by 1 s windows.
+func recovery(results []result, drop, baseP99 time.Duration) {
+	const w = time.Second
+	var after []result
+	var lastShed time.Duration = -1
+	for _, r := range results {
+		if r.at >= drop {
+			after = append(after, r)
+			if r.kind == kindShed && r.at-drop > lastShed {
+				lastShed = r.at - drop
+			}
+		}
+	}
+	n := 0
+	for _, r := range after {
+		n = max(n, int((r.at-drop)/w)+1)
+	}
+	secs := make([]counts, n)
+	for _, r := range after {
+		secs[int((r.at-drop)/w)].add(r)
+	}
+	first := -1
+	for i, c := range secs {
+		if c.shed == 0 && c.lat.p(0.99) <= 2*baseP99 {
+			first = i
+			break
+		}
+	}
+	shed := "none shed after the drop"
+	if lastShed >= 0 {
+		shed = fmt.Sprintf("last shed request scheduled %v after the drop", lastShed.Round(time.Millisecond))
+	}
+	if first < 0 {
+		fmt.Printf("recovery: NOT recovered: no 1 s window after the drop without shedding and with p99 <= 2x baseline (%s); %s\n", ms(baseP99), shed)
+		return
+	}
+	fmt.Printf("recovery: second %d-%d after the drop is the first with 0 shed and p99 %s <= 2x baseline p99 %s; %s\n",
+		first, first+1, ms(secs[first].lat.p(0.99)), ms(baseP99), shed)
+}
+
+// watchRSS samples pid's RSS every 100ms until the returned function is
+// called, which returns the largest.
+func watchRSS(pid int) func() int64 {
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if r, err := rss(pid); err == nil && r > peak.Load() {
+				peak.Store(r)
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() int64 { close(stop); <-done; return peak.Load() }
+}
+
+// metrics is one /metrics scrape: the series (name with labels as
+// exposed) and their values.
+type metrics map[string]float64
+
+func (m metrics) sum(name string) float64 {
+	var s float64
+	for k, v := range m {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			s += v
+		}
+	}
+	return s
+}
+
+// scrape reads admin's /metrics (the Prometheus text format).
+func scrape(admin string) (metrics, error) {
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("%s/metrics: status %d", admin, resp.StatusCode)
+	}
+	m := metrics{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[i+1:], &v); err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m, sc.Err()
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+// soakSeries are the figures sampled from each sidecar. heap is the heap
+// marked live by the last collection (/gc/heap/live:bytes): unlike the
+// heap in use it does not follow the garbage made since, so a trend in it
+// is data kept.
+var soakSeries = []struct {
+	name, metric string
+	unit         float64 // divisor for printing
+	unitName     string
+	// floor is the growth over the soak (slope times duration) that
+	// fails it whatever the mean; a series also fails beyond 5% of its
+	// mean, whichever is larger.
+	floor float64
+}{
+	{"heap live", "go_gc_heap_live_bytes", 1 << 20, "MiB", 2 << 20},
+	{"goroutines", "go_goroutines", 1, "", 20},
+	{"open fds", "process_open_fds", 1, "", 20},
+	{"RSS", "", 1 << 20, "MiB", 8 << 20},
+}
+
+const (
+	soakEvery  = 10 * time.Second
+	soakWarmup = time.Minute // left out of the slope: pools and buffers filling
+)
+
+// soak offers rate for o.soakFor and samples both sidecars every
+// soakEvery, then prints each series' first, last and largest value, its
+// least-squares slope per minute after soakWarmup, and a verdict.
+func soak(o options, p loadPair, rate float64) error {
+	names := []string{"client", "web"}
+	type sample struct {
+		t time.Duration
+		v []float64 // per soakSeries
+	}
+	samples := map[string][]sample{}
+	done := make(chan struct{})
+	var results []result
+	var notSent, offered []int
+	go func() {
+		defer close(done)
+		results, notSent, offered = openLoop(p.up, o.workers, []step{{rate, o.soakFor}}, o.soakFor)
+	}()
+	fmt.Printf("soak: open loop at %.0f req/s (half capacity) for %v, %d client connections, sampling every %v\n", rate, o.soakFor, o.workers, soakEvery)
+	start := time.Now()
+	tick := time.NewTicker(soakEvery)
+	defer tick.Stop()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+			continue
+		case <-tick.C:
+		}
+		t := time.Since(start)
+		for _, name := range names {
+			sc := p.Sidecar(name)
+			m, err := scrape(sc.Admin)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			r, err := rss(sc.Pid())
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			s := sample{t: t}
+			for _, ser := range soakSeries {
+				v, ok := m[ser.metric]
+				if ser.metric == "" {
+					v, ok = float64(r), true
+				}
+				if !ok {
+					return fmt.Errorf("%s: /metrics has no %s", name, ser.metric)
+				}
+				s.v = append(s.v, v)
+			}
+			samples[name] = append(samples[name], s)
+		}
+	}
+	ws := windows(results, notSent, offered, o.soakFor)
+	c := ws[0]
+	fmt.Printf("soak: offered %d, admitted %d, shed %d, other errors %d, not sent %d; admitted p50 %s p99 %s\n",
+		c.offered, c.ok, c.shed, c.other, c.notSent, ms(c.lat.p(0.5)), ms(c.lat.p(0.99)))
+	fmt.Println("| sidecar | series | first | last | max | slope per minute (after the first minute) | growth over the soak | threshold | verdict |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	pass := c.shed == 0 && c.other == 0
+	for _, name := range names {
+		ss := samples[name]
+		for i, ser := range soakSeries {
+			var xs, ys []float64
+			first, last, peak := ss[0].v[i], ss[len(ss)-1].v[i], 0.0
+			var sum float64
+			for _, s := range ss {
+				peak = max(peak, s.v[i])
+				sum += s.v[i]
+				if s.t >= soakWarmup {
+					xs = append(xs, s.t.Minutes())
+					ys = append(ys, s.v[i])
+				}
+			}
+			slope := leastSquares(xs, ys)
+			growth := slope * o.soakFor.Minutes()
+			limit := max(ser.floor, 0.05*sum/float64(len(ss)))
+			verdict := "pass"
+			if len(xs) < 3 {
+				verdict = "too short"
+			} else if growth > limit {
+				verdict, pass = "FAIL", false
+			}
+			f := func(v float64) string { return fmt.Sprintf("%.1f%s", v/ser.unit, unitSuffix(ser.unitName)) }
+			fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name, ser.name, f(first), f(last), f(peak), f(slope), f(growth), f(limit), verdict)
+		}
+	}
+	if pass {
+		fmt.Printf("soak: PASS: no series grew beyond its threshold over %v, nothing shed or failed\n", o.soakFor)
+	} else {
+		fmt.Printf("soak: FAIL: see the table (shed %d, other errors %d)\n", c.shed, c.other)
+	}
+	return nil
+}
+
+func unitSuffix(u string) string {
+	if u == "" {
+		return ""
+	}
+	return " " + u
+}
+
+// leastSquares is the slope of the least-squares line through (xs, ys),
+// 0 with fewer than two points.
+func leastSquares(xs, ys []float64) float64 {
+	n := float64(len(xs))
+	if n < 2 {
+		return 0
+	}
+	var sx, sy, sxx, sxy float64
+	for i := range xs {
+		sx += xs[i]
+		sy += ys[i]
+		sxx += xs[i] * xs[i]
+		sxy += xs[i] * ys[i]
+	}
+	d := n*sxx - sx*sx
+	if d == 0 {
+		return 0
+	}
+	return (n*sxy - sx*sy) / d
+}

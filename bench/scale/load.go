@@ -2,11 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -24,12 +27,12 @@ type loadPair struct {
 	up string // the client sidecar's HTTP upstream listener
 }
 
-func startLoadPair(o options, app string) (loadPair, error) {
+func startLoadPair(o options, app string, maxRequests int) (loadPair, error) {
 	addrs, err := binmesh.FreeAddrs(4)
 	if err != nil {
 		return loadPair{}, err
 	}
-	budget := fmt.Sprintf("overload: {max_requests: %d, max_memory: %s}\n", o.maxRequests, o.maxMemory)
+	budget := fmt.Sprintf("overload: {max_requests: %d, max_memory: %s}\n", maxRequests, o.maxMemory)
 	p := loadPair{up: addrs[0]}
 	p.Mesh, err = binmesh.Start(context.Background(), binmesh.Options{
 		Bin: o.bin, TrustDomain: trustDomain, Flags: []string{"-log-level", "warn"},
@@ -40,46 +43,63 @@ func startLoadPair(o options, app string) (loadPair, error) {
 			{Name: "web", Admin: addrs[3], Config: server(addrs[1], app, "http", budget)},
 		},
 	})
+	if err == nil {
+		// Warm the pair (the pool of mesh connections, buffers) before
+		// anything is recorded.
+		closedLoop(p.up, o.capacityConns, o.warmup)
+	}
 	return p, err
 }
 
-// load runs the capacity phase, then the overload phase and the soak,
-// each on a pair of its own so that one's heap does not blur the other's.
-func load(o options, app string) error {
-	p, err := startLoadPair(o, app)
+// withPair starts a load pair with max_requests, runs f on it and stops it.
+func withPair(o options, app string, maxRequests int, f func(loadPair) error) error {
+	p, err := startLoadPair(o, app, maxRequests)
 	if p.Mesh != nil {
 		defer p.Stop()
 	}
 	if err != nil {
 		return err
 	}
-	if err := oneRequest(p.up); err != nil {
-		return fmt.Errorf("first request: %w", err)
+	if err := f(p); err != nil {
+		return fmt.Errorf("%w\n%s", err, p.Logs())
 	}
-	capacity, lat := closedLoop(p.up, o.capacityConns, o.capacityFor)
-	fmt.Printf("capacity: %d keep-alive clients, closed loop for %v: %.0f req/s; latency p50 %s p99 %s (%d errors)\n",
-		o.capacityConns, o.capacityFor, capacity.rate(o.capacityFor), ms(lat.p(0.5)), ms(lat.p(0.99)), capacity.other)
-	rate := capacity.rate(o.capacityFor)
-	if rate <= 0 {
-		return fmt.Errorf("capacity: nothing served\n%s", p.Logs())
+	return nil
+}
+
+// load runs the capacity phase, then the overload phase and the soak,
+// each on a pair of its own: the capacity pair has the default
+// max_requests (10,000, not reached by the closed loop), the other two
+// the one sized from the capacity, and neither's heap blurs the next's.
+func load(o options, app string) error {
+	var rate float64
+	err := withPair(o, app, 0, func(p loadPair) error {
+		c, lat := closedLoop(p.up, o.capacityConns, o.capacityFor)
+		rate = c.rate(o.capacityFor)
+		fmt.Printf("capacity: %d keep-alive clients, closed loop for %v: %.0f req/s; latency p50 %s p99 %s (%d errors)\n",
+			o.capacityConns, o.capacityFor, rate, ms(lat.p(0.5)), ms(lat.p(0.99)), c.other)
+		if rate <= 0 {
+			return fmt.Errorf("capacity: nothing served")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
+	maxRequests := o.maxRequests
+	if maxRequests == 0 {
+		maxRequests = int(math.Ceil(rate * o.admitLatency.Seconds()))
+	}
+	fmt.Printf("budget: max_requests %d (capacity x %v), max_memory %s, on both sidecars\n", maxRequests, o.admitLatency, o.maxMemory)
 	if o.overloadFor > 0 {
-		if err := overload(o, p, rate); err != nil {
-			return fmt.Errorf("overload: %w\n%s", err, p.Logs())
+		err := withPair(o, app, maxRequests, func(p loadPair) error { return overload(o, p, rate) })
+		if err != nil {
+			return fmt.Errorf("overload: %w", err)
 		}
 	}
-	p.Stop()
-	p.Mesh = nil
 	if o.soakFor > 0 {
-		s, err := startLoadPair(o, app)
-		if s.Mesh != nil {
-			defer s.Stop()
-		}
+		err := withPair(o, app, maxRequests, func(p loadPair) error { return soak(o, p, rate/2) })
 		if err != nil {
-			return err
-		}
-		if err := soak(o, s, rate/2); err != nil {
-			return fmt.Errorf("soak: %w\n%s", err, s.Logs())
+			return fmt.Errorf("soak: %w", err)
 		}
 	}
 	return nil
@@ -311,18 +331,20 @@ func overload(o options, p loadPair, capacity float64) error {
 	steps := []step{baseline, {capacity * o.overloadFactor, o.overloadFor}, {capacity / 2, o.recoverFor}}
 	client := p.Sidecar("client")
 	peak := watchRSS(client.Pid())
-	fmt.Printf("overload: open loop, %d client connections; budget on both sidecars: max_requests %d, max_memory %s\n",
-		o.workers, o.maxRequests, o.maxMemory)
+	cpu := watchCPU(window, client.Pid(), p.Sidecar("web").Pid(), os.Getpid())
+	fmt.Printf("overload: open loop, %d client connections: 0.5x for %v, %gx for %v, 0.5x for %v\n",
+		o.workers, baseline.d, o.overloadFactor, o.overloadFor, o.recoverFor)
 	results, notSent, offered := openLoop(p.up, o.workers, steps, window)
 	rssMax := peak()
+	cpus := cpu()
 	select {
 	case <-client.Exited():
 		return fmt.Errorf("the client sidecar exited")
 	default:
 	}
 	ws := windows(results, notSent, offered, window)
-	fmt.Println("| window | offered req/s | admitted (200) | shed (503 OM) | other errors | not sent (generator saturated) | p50 admitted | p99 admitted |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| window | offered req/s | admitted (200) | shed (503 OM) | other errors | not sent (generator saturated) | p50 admitted | p99 admitted | CPU cores: client, web, this tool |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	var at time.Duration
 	phase := func(t time.Duration) string {
 		switch {
@@ -333,10 +355,16 @@ func overload(o options, p loadPair, capacity float64) error {
 		}
 		return "0.5x"
 	}
-	for _, c := range ws {
+	for i, c := range ws {
 		sec := min(window, baseline.d+o.overloadFor+o.recoverFor-at).Seconds()
-		fmt.Printf("| %3.0f-%.0fs %s | %.0f | %d | %d | %d | %d | %s | %s |\n", at.Seconds(), at.Seconds()+sec, phase(at),
-			float64(c.offered)/sec, c.ok, c.shed, c.other, c.notSent, ms(c.lat.p(0.5)), ms(c.lat.p(0.99)))
+		var used []string
+		if i < len(cpus) {
+			for _, v := range cpus[i] {
+				used = append(used, fmt.Sprintf("%.2f", v))
+			}
+		}
+		fmt.Printf("| %3.0f-%.0fs %s | %.0f | %d | %d | %d | %d | %s | %s | %s |\n", at.Seconds(), at.Seconds()+sec, phase(at),
+			float64(c.offered)/sec, c.ok, c.shed, c.other, c.notSent, ms(c.lat.p(0.5)), ms(c.lat.p(0.99)), strings.Join(used, ", "))
 		at += window
 	}
 	var tot counts
@@ -392,6 +420,11 @@ func recovery(results []result, drop, baseP99 time.Duration) {
 			break
 		}
 	}
+	var perSec []string
+	for i := range min(len(secs), 10) {
+		perSec = append(perSec, fmt.Sprint(secs[i].shed))
+	}
+	fmt.Printf("recovery: shed per second after the drop: %s\n", strings.Join(perSec, " "))
 	shed := "none shed after the drop"
 	if lastShed >= 0 {
 		shed = fmt.Sprintf("last shed request scheduled %v after the drop", lastShed.Round(time.Millisecond))
@@ -427,6 +460,67 @@ func watchRSS(pid int) func() int64 {
 	}()
 	return func() int64 { close(stop); <-done; return peak.Load() }
 }
+
+// watchCPU samples the CPU time of pids every window until the returned
+// function is called, which returns per window the cores each used.
+func watchCPU(window time.Duration, pids ...int) func() [][]float64 {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var out [][]float64
+	read := func() []float64 {
+		v := make([]float64, len(pids))
+		for i, pid := range pids {
+			v[i], _ = cpuSeconds(pid)
+		}
+		return v
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(window)
+		defer t.Stop()
+		last, lastAt := read(), time.Now()
+		sample := func() {
+			now, at := read(), time.Now()
+			row := make([]float64, len(pids))
+			for i := range now {
+				row[i] = (now[i] - last[i]) / at.Sub(lastAt).Seconds()
+			}
+			out = append(out, row)
+			last, lastAt = now, at
+		}
+		for {
+			select {
+			case <-stop:
+				sample()
+				return
+			case <-t.C:
+				sample()
+			}
+		}
+	}()
+	return func() [][]float64 { close(stop); <-done; return out }
+}
+
+// cpuSeconds is the user and system CPU time pid used so far.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses: state is
+	// field 3, utime and stime are 14 and 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+	}
+	var ut, st float64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return (ut + st) / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, 100 on Linux.
+const clockTicks = 100
 
 // metrics is one /metrics scrape: the series (name with labels as
 // exposed) and their values.

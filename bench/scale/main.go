@@ -39,13 +39,12 @@ func main() {
 	flag.Float64Var(&o.overloadFactor, "overload-factor", 2, "offered load of the overload run, in capacities")
 	flag.DurationVar(&o.recoverFor, "recover", 20*time.Second, "open-loop run at half capacity after the overload run")
 	flag.DurationVar(&o.soakFor, "soak", 10*time.Minute, "open-loop soak at half capacity, sampling both sidecars every 10s (0: skip)")
-	flag.IntVar(&o.workers, "workers", 512, "client connections of the open-loop runs")
-	flag.IntVar(&o.maxRequests, "max-requests", 0, "overload.max_requests of the load pair (default: twice -capacity-conns)")
+	flag.IntVar(&o.workers, "workers", 1024, "client connections of the open-loop runs")
+	flag.IntVar(&o.maxRequests, "max-requests", 0, "overload.max_requests of the overload and soak pairs (default: the capacity times -admit-latency)")
+	flag.DurationVar(&o.admitLatency, "admit-latency", 50*time.Millisecond, "the queueing the default max_requests admits at capacity (Little's law)")
+	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "closed-loop warm-up of each load pair, not recorded")
 	flag.StringVar(&o.maxMemory, "max-memory", "128MiB", "overload.max_memory of the load pair")
 	flag.Parse()
-	if o.maxRequests == 0 {
-		o.maxRequests = 2 * o.capacityConns
-	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
@@ -56,6 +55,7 @@ type options struct {
 	bin                                           string
 	idle, burst                                   int
 	capacityFor, overloadFor, recoverFor, soakFor time.Duration
+	admitLatency, warmup                          time.Duration
 	capacityConns, workers, maxRequests           int
 	overloadFactor                                float64
 	maxMemory                                     string

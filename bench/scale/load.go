@@ -34,8 +34,12 @@ func startLoadPair(o options, app string, maxRequests int) (loadPair, error) {
 	}
 	budget := fmt.Sprintf("overload: {max_requests: %d, max_memory: %s}\n", maxRequests, o.maxMemory)
 	p := loadPair{up: addrs[0]}
+	flags := []string{"-log-level", "warn"}
+	if o.profileDir != "" {
+		flags = append(flags, "-enable-pprof")
+	}
 	p.Mesh, err = binmesh.Start(context.Background(), binmesh.Options{
-		Bin: o.bin, TrustDomain: trustDomain, Flags: []string{"-log-level", "warn"},
+		Bin: o.bin, TrustDomain: trustDomain, Flags: flags,
 		Sidecars: []binmesh.Sidecar{
 			{Name: "client", Admin: addrs[2], Config: fmt.Sprintf(`upstreams:
   - {name: web, bind: %q, protocol: http, endpoints: [{address: %q, spiffe_id: %q}]}
@@ -252,8 +256,9 @@ type step struct {
 // behind the generator's). The latency of a request is from its
 // hand-over to the end of its response. It returns every outcome and the
 // not-sent arrivals per window of the given width.
-func openLoop(addr string, workers int, steps []step, window time.Duration) (results []result, notSent []int, offered []int) {
+func openLoop(addr string, workers int, steps []step, window time.Duration) (results []result, notSent []int, offered []int, errs errorCounts) {
 	jobs := make(chan time.Duration)
+	errs = errorCounts{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -263,8 +268,13 @@ func openLoop(addr string, workers int, steps []step, window time.Duration) (res
 			var mine []result
 			for at := range jobs {
 				t := time.Now()
-				k, _ := cl.do()
+				k, err := cl.do()
 				mine = append(mine, result{at: at, lat: time.Since(t), kind: k})
+				if err != nil {
+					mu.Lock()
+					errs.add(at, err)
+					mu.Unlock()
+				}
 			}
 			if cl.c != nil {
 				cl.c.Close()
@@ -306,7 +316,43 @@ func openLoop(addr string, workers int, steps []step, window time.Duration) (res
 	}
 	close(jobs)
 	wg.Wait()
-	return results, notSent, offered
+	return results, notSent, offered, errs
+}
+
+// errorCounts counts the other errors by message, with when (from the
+// start of the run) each was first seen.
+type errorCounts map[string]*struct {
+	n     int
+	first time.Duration
+}
+
+func (e errorCounts) add(at time.Duration, err error) {
+	msg := err.Error()
+	// Addresses and ports differ per connection; the kind is what counts.
+	if i := strings.LastIndex(msg, ": "); i >= 0 && strings.Contains(msg[:i], "127.0.0.1") {
+		msg = msg[i+2:]
+	}
+	c := e[msg]
+	if c == nil {
+		c = &struct {
+			n     int
+			first time.Duration
+		}{first: at}
+		e[msg] = c
+	}
+	c.n++
+}
+
+func (e errorCounts) String() string {
+	if len(e) == 0 {
+		return "none"
+	}
+	var parts []string
+	for msg, c := range e {
+		parts = append(parts, fmt.Sprintf("%d x %q (first at %v)", c.n, msg, c.first.Round(time.Millisecond)))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "; ")
 }
 
 // windows cuts results into windows of width w.
@@ -334,7 +380,7 @@ func overload(o options, p loadPair, capacity float64) error {
 	cpu := watchCPU(window, client.Pid(), p.Sidecar("web").Pid(), os.Getpid())
 	fmt.Printf("overload: open loop, %d client connections: 0.5x for %v, %gx for %v, 0.5x for %v\n",
 		o.workers, baseline.d, o.overloadFactor, o.overloadFor, o.recoverFor)
-	results, notSent, offered := openLoop(p.up, o.workers, steps, window)
+	results, notSent, offered, errs := openLoop(p.up, o.workers, steps, window)
 	rssMax := peak()
 	cpus := cpu()
 	select {
@@ -376,6 +422,7 @@ func overload(o options, p loadPair, capacity float64) error {
 		tot.other += c.other
 	}
 	fmt.Printf("overload: total offered %d, admitted %d, shed %d, other errors %d, not sent %d\n", tot.offered, tot.ok, tot.shed, tot.other, tot.notSent)
+	fmt.Printf("overload: other errors: %v\n", errs)
 	for _, name := range []string{"client", "web"} {
 		m, err := scrape(p.Sidecar(name).Admin)
 		if err != nil {

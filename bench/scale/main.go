@@ -44,6 +44,7 @@ func main() {
 	flag.DurationVar(&o.admitLatency, "admit-latency", 50*time.Millisecond, "the queueing the default max_requests admits at capacity (Little's law)")
 	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "closed-loop warm-up of each load pair, not recorded")
 	flag.StringVar(&o.maxMemory, "max-memory", "128MiB", "overload.max_memory of the load pair")
+	flag.StringVar(&o.profileDir, "profile-dir", "", "run the load pairs with -enable-pprof and save the soak's heap and goroutine profiles after the first minute and at the end here")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
@@ -58,7 +59,7 @@ type options struct {
 	admitLatency, warmup                          time.Duration
 	capacityConns, workers, maxRequests           int
 	overloadFactor                                float64
-	maxMemory                                     string
+	maxMemory, profileDir                         string
 }
 
 func run(o options) error {

@@ -2,6 +2,10 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -46,14 +50,16 @@ func soak(o options, p loadPair, rate float64) error {
 	done := make(chan struct{})
 	var results []result
 	var notSent, offered []int
+	var errs errorCounts
 	go func() {
 		defer close(done)
-		results, notSent, offered = openLoop(p.up, o.workers, []step{{rate, o.soakFor}}, o.soakFor)
+		results, notSent, offered, errs = openLoop(p.up, o.workers, []step{{rate, o.soakFor}}, o.soakFor)
 	}()
 	fmt.Printf("soak: open loop at %.0f req/s (half capacity) for %v, %d client connections, sampling every %v\n", rate, o.soakFor, o.workers, soakEvery)
 	start := time.Now()
 	tick := time.NewTicker(soakEvery)
 	defer tick.Stop()
+	profiled := false
 	for running := true; running; {
 		select {
 		case <-done:
@@ -62,6 +68,12 @@ func soak(o options, p loadPair, rate float64) error {
 		case <-tick.C:
 		}
 		t := time.Since(start)
+		if o.profileDir != "" && t >= soakWarmup && !profiled {
+			profiled = true
+			if err := saveProfiles(p, names, o.profileDir, "1m"); err != nil {
+				return err
+			}
+		}
 		for _, name := range names {
 			sc := p.Sidecar(name)
 			m, err := scrape(sc.Admin)
@@ -86,10 +98,30 @@ func soak(o options, p loadPair, rate float64) error {
 			samples[name] = append(samples[name], s)
 		}
 	}
+	if o.profileDir != "" {
+		if err := saveProfiles(p, names, o.profileDir, "end"); err != nil {
+			return err
+		}
+	}
 	ws := windows(results, notSent, offered, o.soakFor)
 	c := ws[0]
 	fmt.Printf("soak: offered %d, admitted %d, shed %d, other errors %d, not sent %d; admitted p50 %s p99 %s\n",
 		c.offered, c.ok, c.shed, c.other, c.notSent, ms(c.lat.p(0.5)), ms(c.lat.p(0.99)))
+	fmt.Printf("soak: other errors: %v\n", errs)
+	for _, name := range names {
+		fmt.Printf("soak: %s samples (s", name)
+		for _, ser := range soakSeries {
+			fmt.Printf(", %s", ser.name)
+		}
+		fmt.Print("):")
+		for _, s := range samples[name] {
+			fmt.Printf(" %.0f", s.t.Seconds())
+			for i, ser := range soakSeries {
+				fmt.Printf("/%.1f", s.v[i]/ser.unit)
+			}
+		}
+		fmt.Println()
+	}
 	fmt.Println("| sidecar | series | first | last | max | slope per minute (after the first minute) | growth over the soak | threshold | verdict |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	pass, short := c.other == 0, false
@@ -161,4 +193,30 @@ func leastSquares(xs, ys []float64) float64 {
 		return 0
 	}
 	return (n*sxy - sx*sy) / d
+}
+
+// saveProfiles writes each sidecar's heap and goroutine profiles (the
+// pair runs with -enable-pprof when -profile-dir is set) as
+// NAME-KIND-WHEN.pb.gz into dir.
+func saveProfiles(p loadPair, names []string, dir, when string) error {
+	for _, name := range names {
+		for _, kind := range []string{"heap", "goroutine"} {
+			resp, err := http.Get("http://" + p.Sidecar(name).Admin + "/debug/pprof/" + kind)
+			if err != nil {
+				return err
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("%s /debug/pprof/%s: status %d", name, kind, resp.StatusCode)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name+"-"+kind+"-"+when+".pb.gz"), b, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -27,6 +27,7 @@ var soakSeries = []struct {
 	{"heap live", "go_gc_heap_live_bytes", 1 << 20, "MiB", 2 << 20, false},
 	{"heap objects (live and garbage)", "go_memory_classes_heap_objects_bytes", 1 << 20, "MiB", 0, true},
 	{"GC cycles", "go_gc_cycles_total_gc_cycles_total", 1, "", 0, true},
+	{"client connections open", "outrider_overload_connections", 1, "", 0, true},
 	{"goroutines", "go_goroutines", 1, "", 20, false},
 	{"open fds", "process_open_fds", 1, "", 20, false},
 	{"RSS", "", 1 << 20, "MiB", 8 << 20, false},

@@ -164,12 +164,11 @@ type result struct {
 }
 
 // client is one keep-alive connection to the upstream listener, dialled
-// again after the sidecar closed it (a shed request closes it).
+// again after the sidecar closed it or an exchange failed.
 type client struct {
-	addr  string
-	c     net.Conn
-	br    *bufio.Reader
-	first atomic.Pointer[string] // the first unexpected outcome, for the report
+	addr string
+	c    net.Conn
+	br   *bufio.Reader
 }
 
 func (cl *client) do() (kind, error) {

@@ -167,18 +167,9 @@ func rss(pid int) (int64, error) {
 
 // request sends one keep-alive GET on c and reads the answer.
 func request(c net.Conn, br *bufio.Reader) error {
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: web\r\n\r\n"); err != nil {
-		return err
-	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err == nil && resp.StatusCode != 200 {
-		err = fmt.Errorf("status %d", resp.StatusCode)
+	k, _, err := exchange(c, br)
+	if err == nil && k != kindOK {
+		err = errors.New("shed: 503 overloaded")
 	}
 	return err
 }

@@ -75,8 +75,12 @@ func withPair(o options, app string, maxRequests int, f func(loadPair) error) er
 // max_requests (10,000, not reached by the closed loop), the other two
 // the one sized from the capacity, and neither's heap blurs the next's.
 func load(o options, app string) error {
-	var rate float64
+	rate := o.capacityRate
 	err := withPair(o, app, 0, func(p loadPair) error {
+		if rate > 0 {
+			fmt.Printf("capacity: taken as %.0f req/s (-capacity-rate)\n", rate)
+			return nil
+		}
 		c, lat := closedLoop(p.up, o.capacityConns, o.capacityFor)
 		rate = c.rate(o.capacityFor)
 		fmt.Printf("capacity: %d keep-alive clients, closed loop for %v: %.0f req/s; latency p50 %s p99 %s (%d errors)\n",

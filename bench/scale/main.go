@@ -35,6 +35,7 @@ func main() {
 	flag.IntVar(&o.burst, "burst", 1000, "connections opened at once through the L4 pair (0: skip)")
 	flag.DurationVar(&o.capacityFor, "capacity", 10*time.Second, "closed-loop run that finds the HTTP pair's capacity (needed by -overload and -soak)")
 	flag.IntVar(&o.capacityConns, "capacity-conns", 32, "keep-alive clients of the closed-loop run")
+	flag.Float64Var(&o.capacityRate, "capacity-rate", 0, "take this as the capacity (req/s) instead of measuring it: the same offered load for runs to compare")
 	flag.DurationVar(&o.overloadFor, "overload", 60*time.Second, "open-loop run at -overload-factor times the capacity (0: skip the overload phase)")
 	flag.Float64Var(&o.overloadFactor, "overload-factor", 2, "offered load of the overload run, in capacities")
 	flag.DurationVar(&o.recoverFor, "recover", 20*time.Second, "open-loop run at half capacity after the overload run")
@@ -58,7 +59,7 @@ type options struct {
 	capacityFor, overloadFor, recoverFor, soakFor time.Duration
 	admitLatency, warmup                          time.Duration
 	capacityConns, workers, maxRequests           int
-	overloadFactor                                float64
+	overloadFactor, capacityRate                  float64
 	maxMemory, profileDir                         string
 }
 

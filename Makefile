@@ -67,9 +67,11 @@ demo: build tools-consul tools-jaeger
 bench: build tools-consul
 	bench/pair.sh
 
-## scale: idle connections held and a burst of new ones through a real pair (see bench/README.md)
+## scale: idle connections held, a burst of new ones, twice the capacity for 60 s and a 10-minute
+## soak at half capacity through a real pair (about 14 minutes; see bench/README.md)
 scale: build
-	$(GO) run ./bench/scale -outrider $(BIN)
+	mkdir -p bench/results && set -o pipefail && (uptime && $(GO) run ./bench/scale -outrider $(BIN) && uptime) 2>&1 | \
+		tee bench/results/scale-$$(date -u +%Y%m%dT%H%M%SZ).txt
 
 clean:
 	rm -rf bin

@@ -3,7 +3,8 @@
 // application behind it received.
 //
 // TestMain builds the outrider binary; the first test starts three of them
-// in static mode from files whose identities `outrider cert` issued: A, a
+// (with internal/testutil/binmesh, as bench/scale does) in static mode
+// from files whose identities `outrider cert` issued: A, a
 // client-side sidecar with an http and an http2 upstream, and B and B2,
 // server-side sidecars (protocols http and http2) that allow A's SPIFFE ID,
 // deny the path prefix /admin to everyone, and forward a JWT claim in

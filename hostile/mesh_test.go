@@ -14,8 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +27,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/outrider-mesh/outrider/internal/testutil"
+	"github.com/outrider-mesh/outrider/internal/testutil/binmesh"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 )
 
@@ -63,9 +61,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bin = filepath.Join(dir, "outrider")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/outrider").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "hostile: go build ./cmd/outrider: %v\n%s", err, out)
+	if bin, err = binmesh.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "hostile:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -79,21 +76,12 @@ func TestMain(m *testing.M) {
 
 // mesh is the running topology.
 type mesh struct {
-	dir         string
+	sidecars    *binmesh.Mesh
 	rec, rec2   *recorder
-	procs       []*proc
 	upB, upB2   string // A's upstream listeners
 	pubB, pubB2 string // the public (mTLS) listeners
 	peerTLS     func(server string, alpn ...string) *tls.Config
 	jwtKey      *ecdsa.PrivateKey
-}
-
-// proc is one sidecar process.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	out    testutil.Buffer
-	exited chan struct{}
 }
 
 var (
@@ -117,24 +105,13 @@ func getMesh(t *testing.T) *mesh {
 }
 
 func startMesh(ports []int) (*mesh, error) {
-	dir, err := os.MkdirTemp("", "outrider-hostile-mesh-")
-	if err != nil {
-		return nil, err
-	}
-	m := &mesh{dir: dir}
+	m := &mesh{}
+	var err error
 	if m.rec, err = newRecorder(); err != nil {
 		return m, err
 	}
 	if m.rec2, err = newRecorder(); err != nil {
 		return m, err
-	}
-	if err := run(bin, "cert", "ca", "-trust-domain", trustDomain, "-out", filepath.Join(dir, "ca")); err != nil {
-		return m, err
-	}
-	for name, id := range map[string]string{"a": idA, "b": idB, "b2": idB2} {
-		if err := run(bin, "cert", "svid", "-ca", filepath.Join(dir, "ca"), "-spiffe-id", id, "-out", filepath.Join(dir, name)); err != nil {
-			return m, err
-		}
 	}
 	if m.jwtKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 		return m, err
@@ -145,12 +122,11 @@ func startMesh(ports []int) (*mesh, error) {
 	}
 	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
 	m.upB, m.upB2, m.pubB, m.pubB2 = addr(0), addr(1), addr(2), addr(3)
-	identity := func(name string) string {
-		d := filepath.Join(dir, name)
-		return fmt.Sprintf("identity:\n  files: {cert: %s/svid.pem, key: %s/svid-key.pem, bundles: {%s: %s/bundle.pem}}\n", d, d, trustDomain, d)
-	}
-	files := map[string]string{
-		"a": "service: a\n" + identity("a") + fmt.Sprintf(`upstreams:
+	m.sidecars, err = binmesh.Start(context.Background(), binmesh.Options{
+		Bin:         bin,
+		TrustDomain: trustDomain,
+		Sidecars: []binmesh.Sidecar{
+			{Name: "a", Admin: addr(4), Config: fmt.Sprintf(`upstreams:
   - name: b
     bind: %q
     protocol: http
@@ -159,36 +135,20 @@ func startMesh(ports []int) (*mesh, error) {
     bind: %q
     protocol: http2
     endpoints: [{address: %q, spiffe_id: %q}]
-admin: {bind: %q}
-`, m.upB, m.pubB, idB, m.upB2, m.pubB2, idB2, addr(4)),
-		"b":  "service: b\n" + identity("b") + public(m.pubB, m.rec.addr(), "http", addr(5), string(jwks)),
-		"b2": "service: b2\n" + identity("b2") + public(m.pubB2, m.rec2.addr(), "http2", addr(6), string(jwks)),
-	}
-	admins := map[string]string{"a": addr(4), "b": addr(5), "b2": addr(6)}
-	for _, name := range []string{"a", "b", "b2"} {
-		file := filepath.Join(dir, name+".yaml")
-		if err := os.WriteFile(file, []byte(files[name]), 0o600); err != nil {
-			return m, err
-		}
-		p := &proc{name: name, cmd: exec.Command(bin, "run", "-config", file), exited: make(chan struct{})}
-		p.cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_TRACES_EXPORTER=none")
-		p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-		if err := p.cmd.Start(); err != nil {
-			return m, err
-		}
-		go func() { p.cmd.Wait(); close(p.exited) }()
-		m.procs = append(m.procs, p)
-	}
-	for _, p := range m.procs {
-		if err := waitReady(admins[p.name], p); err != nil {
-			return m, fmt.Errorf("%v\n%s", err, m.logs())
-		}
-	}
-	svid, err := x509svid.Load(filepath.Join(dir, "a", "svid.pem"), filepath.Join(dir, "a", "svid-key.pem"))
+`, m.upB, m.pubB, idB, m.upB2, m.pubB2, idB2)},
+			{Name: "b", Admin: addr(5), Config: public(m.pubB, m.rec.addr(), "http", string(jwks))},
+			{Name: "b2", Admin: addr(6), Config: public(m.pubB2, m.rec2.addr(), "http2", string(jwks))},
+		},
+	})
 	if err != nil {
 		return m, err
 	}
-	bundle, err := x509bundle.Load(spiffeid.RequireTrustDomainFromString(trustDomain), filepath.Join(dir, "a", "bundle.pem"))
+	cert, key, bundlePEM := m.sidecars.Files("a")
+	svid, err := x509svid.Load(cert, key)
+	if err != nil {
+		return m, err
+	}
+	bundle, err := x509bundle.Load(spiffeid.RequireTrustDomainFromString(trustDomain), bundlePEM)
 	if err != nil {
 		return m, err
 	}
@@ -201,7 +161,7 @@ admin: {bind: %q}
 }
 
 // public is the public listener and authorization of B or B2.
-func public(bind, app, protocol, admin, jwks string) string {
+func public(bind, app, protocol, jwks string) string {
 	return fmt.Sprintf(`public: {bind: %q, local_service: %q, protocol: %s}
 authorization:
   default: deny
@@ -214,54 +174,20 @@ authorization:
       issuer: %q
       jwks: {inline: %q}
       forward: {claims: [{path: [sub], header: X-User}]}
-admin: {bind: %q}
-`, bind, app, protocol, idA, idA, issuer, jwks, admin)
-}
-
-// run runs the binary to completion.
-func run(name string, args ...string) error {
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-// waitReady polls admin's /ready until it answers 200.
-func waitReady(admin string, p *proc) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + admin + "/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("sidecar %s exited before it was ready", p.name)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("sidecar %s not ready on %s after 30s (last: %v)", p.name, admin, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+`, bind, app, protocol, idA, idA, issuer, jwks)
 }
 
 // logs is every sidecar's output, for failure messages.
 func (m *mesh) logs() string {
-	var b strings.Builder
-	for _, p := range m.procs {
-		fmt.Fprintf(&b, "--- sidecar %s:\n%s", p.name, p.out.String())
+	if m.sidecars == nil {
+		return ""
 	}
-	return b.String()
+	return m.sidecars.Logs()
 }
 
 func (m *mesh) stop() {
-	for _, p := range m.procs {
-		p.cmd.Process.Kill()
-		<-p.exited
+	if m.sidecars != nil {
+		m.sidecars.Stop()
 	}
 	if m.rec != nil {
 		m.rec.close()
@@ -269,7 +195,6 @@ func (m *mesh) stop() {
 	if m.rec2 != nil {
 		m.rec2.close()
 	}
-	os.RemoveAll(m.dir)
 }
 
 // token is a JWT from the mesh's issuer for subject sub.

@@ -411,9 +411,16 @@ func (hc *h1Conn) forward() bool {
 		if p.overload.LogRefusal() {
 			p.log.Warn("overloaded: requests shed", "listener", p.target.name(), "reason", string(reason))
 		}
-		hc.fail(503, "overloaded", errOverloaded, true)
+		// A request beyond max_requests leaves the connection open, as
+		// Envoy's stop_accepting_requests does: closing it would make
+		// the client reconnect (an mTLS handshake on the mesh side),
+		// costing more than the request shed. Memory shedding closes it
+		// (Envoy's disable_http_keepalive), and so does a body not read.
+		keep := reason == overload.ReasonMaxRequests && p.overload.KeepAlive() &&
+			!hc.clientClose && hc.req.Body == http1.BodyNone
+		hc.fail(503, "overloaded", errOverloaded, !keep)
 		hc.finish()
-		return false
+		return keep
 	}
 	p.route.InFlight(1)
 	keep := hc.forwardAttempts()

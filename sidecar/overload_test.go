@@ -29,7 +29,8 @@ import (
 // server side answers 503 (flag OM) without forwarding and closes
 // keep-alive connections; above refuse_at it closes new connections at
 // accept; back under, it serves again. max_requests sheds the request
-// beyond the bound; max_connections closes the connection beyond it.
+// beyond the bound and keeps its connection; max_connections closes the
+// connection beyond it.
 func TestOverloadManager(t *testing.T) {
 	t.Parallel()
 	ca := mtlstest.NewCA(t, "example.org")
@@ -147,8 +148,28 @@ func TestOverloadManager(t *testing.T) {
 		if st, code := do("/echo"); st != 503 || code != "overloaded" {
 			t.Errorf("second request: %d %q, want 503 overloaded", st, code)
 		}
+		// On a mesh connection held to web straight, the shed answer
+		// keeps the connection (a reconnect would cost a handshake), and
+		// the next request on it is served once the slow one is done.
+		tc := dialMesh(t, ca, webPublic)
+		br := bufio.NewReader(tc)
+		fmt.Fprintf(tc, "GET /echo HTTP/1.1\r\nHost: web\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || resp.Header.Get("X-Outrider-Error") != "overloaded" || resp.Close {
+			t.Errorf("direct: %d %q close=%v, want 503 overloaded and the connection kept", resp.StatusCode, resp.Header.Get("X-Outrider-Error"), resp.Close)
+		}
 		if app.count() != before+1 {
 			t.Errorf("the application saw %d requests, want 1", app.count()-before)
+		}
+		wg.Wait()
+		fmt.Fprintf(tc, "GET /echo HTTP/1.1\r\nHost: web\r\n\r\n")
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+			t.Errorf("the next request on the kept connection: %v %v, want 200", resp, err)
 		}
 	})
 

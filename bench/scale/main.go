@@ -17,57 +17,123 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/outrider-mesh/outrider/internal/testutil/binmesh"
 )
 
 const trustDomain = "scale.test"
 
 func main() {
-	bin := flag.String("outrider", "bin/outrider", "the outrider binary")
-	idle := flag.Int("idle", 10000, "idle client connections to hold through the HTTP pair (0: skip)")
-	burst := flag.Int("burst", 1000, "connections opened at once through the L4 pair (0: skip)")
+	var o options
+	flag.StringVar(&o.bin, "outrider", "bin/outrider", "the outrider binary")
+	flag.IntVar(&o.idle, "idle", 10000, "idle client connections to hold through the HTTP pair (0: skip)")
+	flag.IntVar(&o.burst, "burst", 1000, "connections opened at once through the L4 pair (0: skip)")
+	flag.DurationVar(&o.capacityFor, "capacity", 10*time.Second, "closed-loop run that finds the HTTP pair's capacity (needed by -overload and -soak)")
+	flag.IntVar(&o.capacityConns, "capacity-conns", 32, "keep-alive clients of the closed-loop run")
+	flag.Float64Var(&o.capacityRate, "capacity-rate", 0, "take this as the capacity (req/s) instead of measuring it: the same offered load for runs to compare")
+	flag.DurationVar(&o.overloadFor, "overload", 60*time.Second, "open-loop run at -overload-factor times the capacity (0: skip the overload phase)")
+	flag.Float64Var(&o.overloadFactor, "overload-factor", 2, "offered load of the overload run, in capacities")
+	flag.DurationVar(&o.recoverFor, "recover", 20*time.Second, "open-loop run at half capacity after the overload run")
+	flag.DurationVar(&o.soakFor, "soak", 10*time.Minute, "open-loop soak at half capacity, sampling both sidecars every 10s (0: skip)")
+	flag.IntVar(&o.workers, "workers", 1024, "client connections of the open-loop runs")
+	flag.IntVar(&o.maxRequests, "max-requests", 0, "overload.max_requests of the overload and soak pairs (default: the capacity times -admit-latency)")
+	flag.DurationVar(&o.admitLatency, "admit-latency", 50*time.Millisecond, "the queueing the default max_requests admits at capacity (Little's law)")
+	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "closed-loop warm-up of each load pair, not recorded")
+	flag.StringVar(&o.maxMemory, "max-memory", "128MiB", "overload.max_memory of the load pair")
+	flag.StringVar(&o.profileDir, "profile-dir", "", "run the load pairs with -enable-pprof and save the soak's heap and goroutine profiles after the first minute and at the end here")
 	flag.Parse()
-	if err := run(*bin, *idle, *burst); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
 	}
 }
 
-type pair struct {
-	dir           string
-	procs         map[string]*exec.Cmd
-	httpUp, tcpUp string // the client sidecar's listeners
+type options struct {
+	bin                                           string
+	idle, burst                                   int
+	capacityFor, overloadFor, recoverFor, soakFor time.Duration
+	admitLatency, warmup                          time.Duration
+	capacityConns, workers, maxRequests           int
+	overloadFactor, capacityRate                  float64
+	maxMemory, profileDir                         string
 }
 
-func run(bin string, idle, burst int) error {
+func run(o options) error {
 	app, err := startApp()
 	if err != nil {
 		return err
 	}
-	p, err := startPair(bin, app)
-	if p != nil {
-		defer p.stop()
+	if o.idle > 0 || o.burst > 0 {
+		if err := connections(o, app); err != nil {
+			return err
+		}
+	}
+	if o.overloadFor > 0 || o.soakFor > 0 {
+		if err := load(o, app); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// connPair is the mesh of the connection figures: a client sidecar with
+// an HTTP and a TCP upstream, each to its own server sidecar in front of
+// app, every budget at its default.
+type connPair struct {
+	*binmesh.Mesh
+	httpUp, tcpUp string // the client sidecar's listeners
+}
+
+func connections(o options, app string) error {
+	addrs, err := binmesh.FreeAddrs(7)
+	if err != nil {
+		return err
+	}
+	p := connPair{httpUp: addrs[0], tcpUp: addrs[1]}
+	m, err := binmesh.Start(context.Background(), binmesh.Options{
+		Bin: o.bin, TrustDomain: trustDomain, Flags: []string{"-log-level", "warn"},
+		Sidecars: []binmesh.Sidecar{
+			{Name: "client", Admin: addrs[4], Config: fmt.Sprintf(`upstreams:
+  - {name: web, bind: %q, protocol: http, endpoints: [{address: %q, spiffe_id: %q}]}
+  - {name: webtcp, bind: %q, protocol: tcp, endpoints: [{address: %q, spiffe_id: %q}]}
+`, p.httpUp, addrs[2], id("web"), p.tcpUp, addrs[3], id("webtcp"))},
+			{Name: "web", Admin: addrs[5], Config: server(addrs[2], app, "http", "")},
+			{Name: "webtcp", Admin: addrs[6], Config: server(addrs[3], app, "tcp", "")},
+		},
+	})
+	if m != nil {
+		defer m.Stop()
 	}
 	if err != nil {
 		return err
 	}
-	if idle > 0 {
-		if err := idleConnections(p, idle); err != nil {
-			return fmt.Errorf("idle: %w", err)
+	p.Mesh = m
+	if o.idle > 0 {
+		if err := idleConnections(p, o.idle); err != nil {
+			return fmt.Errorf("idle: %w\n%s", err, m.Logs())
 		}
 	}
-	if burst > 0 {
-		if err := burstL4(p, burst); err != nil {
-			return fmt.Errorf("burst: %w", err)
+	if o.burst > 0 {
+		if err := burstL4(p, o.burst); err != nil {
+			return fmt.Errorf("burst: %w\n%s", err, m.Logs())
 		}
 	}
 	return nil
+}
+
+// server is a server sidecar's configuration: a public listener in front
+// of app that admits the client, and extra (an overload section).
+func server(bind, app, protocol, extra string) string {
+	return fmt.Sprintf(`public: {bind: %q, local_service: %q, protocol: %s}
+authorization:
+  rules:
+    - allow: {spiffe_id: %q}
+`, bind, app, protocol, id("client")) + extra
 }
 
 // startApp is the application behind the server side: a plain HTTP server
@@ -83,112 +149,7 @@ func startApp() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-func startPair(bin, app string) (*pair, error) {
-	dir, err := os.MkdirTemp("", "outrider-scale-")
-	if err != nil {
-		return nil, err
-	}
-	p := &pair{dir: dir, procs: map[string]*exec.Cmd{}}
-	ports, err := freePorts(7)
-	if err != nil {
-		return p, err
-	}
-	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
-	p.httpUp, p.tcpUp = addr(0), addr(1)
-	if err := command(bin, "cert", "ca", "-trust-domain", trustDomain, "-out", filepath.Join(dir, "ca")); err != nil {
-		return p, err
-	}
-	for _, name := range []string{"client", "web", "webtcp"} {
-		if err := command(bin, "cert", "svid", "-ca", filepath.Join(dir, "ca"), "-spiffe-id", id(name), "-out", filepath.Join(dir, name)); err != nil {
-			return p, err
-		}
-	}
-	identity := func(name string) string {
-		d := filepath.Join(dir, name)
-		return fmt.Sprintf("identity:\n  files: {cert: %s/svid.pem, key: %s/svid-key.pem, bundles: {%s: %s/bundle.pem}}\n", d, d, trustDomain, d)
-	}
-	server := func(name, bind, protocol, admin string) string {
-		return "service: " + name + "\n" + identity(name) + fmt.Sprintf(`public: {bind: %q, local_service: %q, protocol: %s}
-authorization:
-  rules:
-    - allow: {spiffe_id: %q}
-admin: {bind: %q}
-`, bind, app, protocol, id("client"), admin)
-	}
-	files := map[string]string{
-		"client": "service: client\n" + identity("client") + fmt.Sprintf(`upstreams:
-  - {name: web, bind: %q, protocol: http, endpoints: [{address: %q, spiffe_id: %q}]}
-  - {name: webtcp, bind: %q, protocol: tcp, endpoints: [{address: %q, spiffe_id: %q}]}
-admin: {bind: %q}
-`, p.httpUp, addr(2), id("web"), p.tcpUp, addr(3), id("webtcp"), addr(4)),
-		"web":    server("web", addr(2), "http", addr(5)),
-		"webtcp": server("webtcp", addr(3), "tcp", addr(6)),
-	}
-	admins := map[string]string{"client": addr(4), "web": addr(5), "webtcp": addr(6)}
-	for name, text := range files {
-		file := filepath.Join(dir, name+".yaml")
-		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
-			return p, err
-		}
-		cmd := exec.Command(bin, "run", "-config", file, "-log-level", "warn")
-		cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=")
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			return p, err
-		}
-		p.procs[name] = cmd
-	}
-	for name, admin := range admins {
-		if err := waitReady(admin); err != nil {
-			return p, fmt.Errorf("%s: %w", name, err)
-		}
-	}
-	return p, nil
-}
-
 func id(name string) string { return "spiffe://" + trustDomain + "/" + name }
-
-func (p *pair) stop() {
-	for _, cmd := range p.procs {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}
-	os.RemoveAll(p.dir)
-}
-
-func command(name string, args ...string) error {
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-func waitReady(admin string) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get("http://" + admin + "/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return errors.New("not ready in 20s")
-}
 
 // rss reads a process's resident memory from /proc, in bytes.
 func rss(pid int) (int64, error) {
@@ -207,18 +168,9 @@ func rss(pid int) (int64, error) {
 
 // request sends one keep-alive GET on c and reads the answer.
 func request(c net.Conn, br *bufio.Reader) error {
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: web\r\n\r\n"); err != nil {
-		return err
-	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err == nil && resp.StatusCode != 200 {
-		err = fmt.Errorf("status %d", resp.StatusCode)
+	k, _, err := exchange(c, br)
+	if err == nil && k != kindOK {
+		err = errors.New("shed: 503 overloaded")
 	}
 	return err
 }
@@ -226,8 +178,8 @@ func request(c net.Conn, br *bufio.Reader) error {
 // idleConnections opens n client connections to the HTTP pair, each makes
 // one request and then stays open and idle; it reports the outbound
 // sidecar's resident memory per idle connection.
-func idleConnections(p *pair, n int) error {
-	pid := p.procs["client"].Process.Pid
+func idleConnections(p connPair, n int) error {
+	pid := p.Sidecar("client").Pid()
 	// Warm the sidecar (pools, first handshake) so the baseline holds
 	// what every connection shares.
 	if err := oneRequest(p.httpUp); err != nil {
@@ -297,7 +249,7 @@ func oneRequest(addr string) error {
 
 // burstL4 opens n connections at once through the L4 pair, each sending
 // one request, and counts those answered.
-func burstL4(p *pair, n int) error {
+func burstL4(p connPair, n int) error {
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup

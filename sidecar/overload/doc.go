@@ -8,7 +8,9 @@
 //     closed as soon as it is accepted (before a TLS handshake or a byte
 //     read), counted in outrider_overload_refused_connections_total.
 //   - max_requests: HTTP requests in flight. One more is answered 503 with
-//     the response flag OM and never forwarded.
+//     the response flag OM and never forwarded; its HTTP/1.1 connection
+//     stays open (a reconnect, with its handshake, would cost more than
+//     the request shed), unless memory shedding is on too.
 //   - max_memory: the Go runtime's memory in use, read every 100ms. From
 //     shed_at (95%) of it new requests are shed with 503 and keep-alive
 //     connections closed after their current request; from refuse_at

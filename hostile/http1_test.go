@@ -19,14 +19,29 @@ const (
 	// viaB: straight to B's public listener over mTLS holding A's
 	// identity, as a hostile peer sidecar would send.
 	viaB
+	// viaBgw: as viaB, to B3, whose gateway serves every request (the
+	// gateway's handlers and proxy instead of the lean forwarding). A
+	// case that runs via B runs here too, with the same expectations.
+	viaBgw
 	both = viaA | viaB
 )
 
 func (e entry) String() string {
-	if e == viaA {
+	switch e {
+	case viaA:
 		return "via-A"
+	case viaBgw:
+		return "via-B-gateway"
 	}
 	return "via-B"
+}
+
+// asB is e with viaBgw read as viaB, for a case's via and keep sets.
+func (e entry) asB() entry {
+	if e == viaBgw {
+		return viaB
+	}
+	return e
 }
 
 // h1Case is one hostile HTTP/1.1 input.
@@ -297,7 +312,7 @@ func TestHTTP1(t *testing.T) {
 		{
 			name: "spoofed X-Forwarded-For in two fields: the sidecar's entry is last", status: 200, keep: both,
 			send:     "GET / HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 7.7.7.7\r\n\r\n",
-			upstream: one(xffIsSidecars("6.6.6.6, ")),
+			upstream: one(xffIsSidecars("6.6.6.6, 7.7.7.7, ")), // one list (RFC 9110 section 5.3)
 		},
 		{
 			name: "spoofed JWT claim header X-User stripped", status: 200, keep: both,
@@ -343,8 +358,8 @@ func TestHTTP1(t *testing.T) {
 	}
 	cases = append(cases, bypassCases()...)
 	for _, c := range cases {
-		for _, e := range []entry{viaA, viaB} {
-			if c.via != 0 && c.via&e == 0 {
+		for _, e := range []entry{viaA, viaB, viaBgw} {
+			if c.via != 0 && c.via&e.asB() == 0 {
 				continue
 			}
 			t.Run(e.String()+"/"+c.name, func(t *testing.T) {
@@ -453,15 +468,16 @@ func bypassCases() []h1Case {
 
 // runH1 runs one case through entry e.
 func (m *mesh) runH1(t *testing.T, e entry, c h1Case) {
-	m.rec.reset()
+	rec := m.recFor(e)
+	rec.reset()
 	send := strings.ReplaceAll(c.send, "{host}", host)
-	res := exchange(m.dial(t, e), send, c.keep&e != 0)
+	res := exchange(m.dial(t, e), send, c.keep&e.asB() != 0)
 	m.barrier(t, e)
-	got := m.rec.caseRequests()
+	got := rec.caseRequests()
 	defer func() {
 		if t.Failed() {
 			t.Logf("sent %q\nclient received %q\nupstream received %v\nupstream connections' bytes (barrier included): %q",
-				send, res.raw, got, m.rec.raw())
+				send, res.raw, got, rec.raw())
 		}
 	}()
 	if res.err != nil {
@@ -519,10 +535,21 @@ func (m *mesh) barrier(t *testing.T, e entry) {
 	}
 }
 
+// recFor is the recorder behind e's server-side sidecar.
+func (m *mesh) recFor(e entry) *recorder {
+	if e == viaBgw {
+		return m.rec3
+	}
+	return m.rec
+}
+
 func (m *mesh) dial(t *testing.T, e entry) net.Conn {
 	t.Helper()
-	if e == viaB {
+	switch e {
+	case viaB:
 		return m.dialPeer(t, m.pubB, idB, "http/1.1")
+	case viaBgw:
+		return m.dialPeer(t, m.pubB3, idB3, "http/1.1")
 	}
 	c, err := net.DialTimeout("tcp", m.upB, 5*time.Second)
 	if err != nil {

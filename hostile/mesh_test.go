@@ -49,6 +49,7 @@ const (
 	idA         = "spiffe://hostile.test/a"
 	idB         = "spiffe://hostile.test/b"
 	idB2        = "spiffe://hostile.test/b2"
+	idB3        = "spiffe://hostile.test/b3"
 	issuer      = "https://issuer.hostile.test"
 )
 
@@ -80,8 +81,13 @@ type mesh struct {
 	rec, rec2   *recorder
 	upB, upB2   string // A's upstream listeners
 	pubB, pubB2 string // the public (mTLS) listeners
-	peerTLS     func(server string, alpn ...string) *tls.Config
-	jwtKey      *ecdsa.PrivateKey
+	// B3 is B with a gateway whose route takes every request, so the
+	// HTTP/1.1 cases also run through the gateway's handlers; rec3 is
+	// behind it.
+	pubB3   string
+	rec3    *recorder
+	peerTLS func(server string, alpn ...string) *tls.Config
+	jwtKey  *ecdsa.PrivateKey
 }
 
 var (
@@ -95,7 +101,7 @@ var (
 func getMesh(t *testing.T) *mesh {
 	t.Helper()
 	meshOnce.Do(func() {
-		ports := consultest.FreePorts(t, 9)
+		ports := consultest.FreePorts(t, 11)
 		theMesh, meshErr = startMesh(ports)
 	})
 	if meshErr != nil {
@@ -113,6 +119,9 @@ func startMesh(ports []int) (*mesh, error) {
 	if m.rec2, err = newRecorder(); err != nil {
 		return m, err
 	}
+	if m.rec3, err = newRecorder(); err != nil {
+		return m, err
+	}
 	if m.jwtKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 		return m, err
 	}
@@ -121,7 +130,7 @@ func startMesh(ports []int) (*mesh, error) {
 		return m, err
 	}
 	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
-	m.upB, m.upB2, m.pubB, m.pubB2 = addr(0), addr(1), addr(2), addr(3)
+	m.upB, m.upB2, m.pubB, m.pubB2, m.pubB3 = addr(0), addr(1), addr(2), addr(3), addr(9)
 	m.sidecars, err = binmesh.Start(context.Background(), binmesh.Options{
 		Bin:         bin,
 		TrustDomain: trustDomain,
@@ -138,6 +147,8 @@ func startMesh(ports []int) (*mesh, error) {
 `, m.upB, m.pubB, idB, m.upB2, m.pubB2, idB2)},
 			{Name: "b", Admin: addr(5), Config: public(m.pubB, m.rec.addr(), "http", string(jwks))},
 			{Name: "b2", Admin: addr(6), Config: public(m.pubB2, m.rec2.addr(), "http2", string(jwks))},
+			{Name: "b3", Admin: addr(10), Config: strings.Replace(public(m.pubB3, m.rec3.addr(), "http", string(jwks)), "protocol: http}",
+				"protocol: http, gateway: {routes: [{name: all, filter: {response_headers: {set: {x-gateway: b3}}}}]}}", 1)},
 		},
 	})
 	if err != nil {
@@ -194,6 +205,9 @@ func (m *mesh) stop() {
 	}
 	if m.rec2 != nil {
 		m.rec2.close()
+	}
+	if m.rec3 != nil {
+		m.rec3.close()
 	}
 }
 

@@ -78,6 +78,9 @@ func (hc *h1Conn) serveGateway(gw *gateway.Gateway, u *url.URL) bool {
 		// Framing and hop-by-hop fields are the loop's; what net/http's
 		// server keeps in Header otherwise is kept.
 		if http1.HopByHop(f.Name) || http1.NameIs(f.Name, "host") || http1.NameIs(f.Name, "expect") {
+			if http1.NameIs(f.Name, "te") && httpguts.HeaderValuesContainsToken([]string{string(f.Value)}, "trailers") {
+				r.Header["Te"] = []string{"trailers"} // the one TE a proxy forwards; ReverseProxy does
+			}
 			continue
 		}
 		k := http.CanonicalHeaderKey(string(f.Name))
@@ -94,7 +97,8 @@ func (hc *h1Conn) serveGateway(gw *gateway.Gateway, u *url.URL) bool {
 		}
 		r.TLS = hc.tlsState
 	}
-	body := &h1Body{hc: hc}
+	rec := &h2Record{upstreamDur: -1, rule: hc.rec.rule}
+	body := &h1Body{hc: hc, rec: rec}
 	switch req.Body {
 	case http1.BodyNone:
 		r.Body = http.NoBody
@@ -109,7 +113,6 @@ func (hc *h1Conn) serveGateway(gw *gateway.Gateway, u *url.URL) bool {
 		hc.ci = connInfo{src: hc.src, peer: p.peer, authz: p.authz, norm: p.norm, jwt: p.jwt}
 		hc.ciSet = true
 	}
-	rec := &h2Record{upstreamDur: -1, rule: hc.rec.rule}
 	if p.jwt != nil {
 		rec.claims = hc.tokens.verified()
 	}
@@ -161,7 +164,8 @@ func (hc *h1Conn) runGateway(gw *gateway.Gateway, w *h1Writer, r *http.Request, 
 // expects 100-continue sends the 100 first.
 type h1Body struct {
 	hc      *h1Conn
-	left    int64 // Content-Length body: bytes not read yet
+	rec     *h2Record // told when the body's framing or idle bound failed it
+	left    int64     // Content-Length body: bytes not read yet
 	chunked bool
 	n       int64 // body bytes the handler read
 	started bool
@@ -227,6 +231,12 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	if err != nil {
 		b.err = err
+		switch {
+		case errors.Is(err, http1.ErrBodyFraming):
+			b.rec.bodyMalformed.Store(true)
+		case isTimeout(err):
+			b.rec.bodyTimedOut.Store(true)
+		}
 	}
 	return n, err
 }

@@ -1109,10 +1109,19 @@ func (hc *h1Conn) setForwarded() {
 		hc.srcText = hc.src.String() // once per connection: formatting allocates
 	}
 	ip := hc.srcText
-	if prior, ok := h.Get("X-Forwarded-For"); ok {
-		h.Set("X-Forwarded-For", string(prior)+", "+ip)
-	} else {
+	switch prior, n := h.Lookup("X-Forwarded-For"); n {
+	case 0:
 		h.Add("X-Forwarded-For", ip)
+	case 1:
+		h.Set("X-Forwarded-For", string(prior)+", "+ip)
+	default:
+		// Several fields are one list (RFC 9110 section 5.3), as the
+		// net/http path joins them: this hop goes last.
+		var b []byte
+		for _, v := range h.Values("X-Forwarded-For") {
+			b = append(append(b, v...), ", "...)
+		}
+		h.Set("X-Forwarded-For", string(b)+ip)
 	}
 	if !h.Has("X-Forwarded-Proto") {
 		h.Add("X-Forwarded-Proto", "https")

@@ -507,9 +507,10 @@ type h2Record struct {
 	upstreamDur time.Duration
 	traceID     string
 	spanID      string
-	// bodyTimedOut: the request body's idle bound cut it (set on the
-	// transport's goroutine).
-	bodyTimedOut atomic.Bool
+	// bodyTimedOut: the request body's idle bound cut it; bodyMalformed:
+	// its chunked framing was bad (HTTP/1.1 loop). Set on the
+	// transport's goroutine.
+	bodyTimedOut, bodyMalformed atomic.Bool
 }
 
 type h2RecordKey struct{}
@@ -583,7 +584,16 @@ func (copyBuffers) Put(b []byte) {
 func proxyError(w http.ResponseWriter, r *http.Request, err error, name string, stat *counters, log *slog.Logger) {
 	stat.upstreamFailures.Add(1)
 	status, code, msg, grpcCode := 502, errUpstreamReset, "upstream reset before response", 14
+	rec := h2RecordFrom(r.Context())
 	switch {
+	case rec != nil && rec.bodyMalformed.Load():
+		// The client's body framing failed mid-body (the HTTP/1.1
+		// loop's codec): the application saw an aborted request.
+		stat.upstreamFailures.Add(-1)
+		stat.badRequests.Add(1)
+		log.Warn("malformed request body rejected", "upstream", name, "remote", r.RemoteAddr, "status", 400)
+		status, code, msg = 400, errBadRequest, "malformed request body"
+		w.Header().Set("Connection", "close")
 	case bodyTimedOut(r):
 		// Slow POST: the client stopped sending its body.
 		stat.upstreamFailures.Add(-1)

@@ -8,7 +8,10 @@
 // client-side sidecar with an http and an http2 upstream, and B and B2,
 // server-side sidecars (protocols http and http2) that allow A's SPIFFE ID,
 // deny the path prefix /admin to everyone, and forward a JWT claim in
-// X-User. Behind B and B2 is a recording application: a raw TCP server, not
+// X-User; B3 is B with a gateway whose route takes every request, and
+// every HTTP/1.1 case sent straight to B is sent to B3 too, with the same
+// expectations, so the gateway's handlers and proxy keep the lean path's
+// guarantees. Behind B, B2 and B3 is a recording application: a raw TCP server, not
 // net/http (which would normalize what it read), that keeps every request
 // as its bytes arrived and answers each with a fixed 200.
 //

@@ -49,6 +49,18 @@ func TestOverloadManager(t *testing.T) {
 		Overload: webOv,
 	})
 	clientOv := overload.New(overload.Budget{MaxConnections: 2})
+	// webIdle waits for web's one request slot: it is given back just
+	// after the answer went out, so a request sent on its heels may be
+	// shed.
+	webIdle := func() {
+		t.Helper()
+		eventually(t, 5*time.Second, func() error {
+			if n := webOv.Status().Requests; n != 0 {
+				return fmt.Errorf("web has %d requests in flight", n)
+			}
+			return nil
+		})
+	}
 	allowNone, _ := policy.CompileRules(nil, policy.RulesOptions{})
 	client := startSidecar(t, nil, sidecar.Options{
 		Config: &sidecar.Config{Service: "client", Upstreams: []sidecar.Upstream{{
@@ -167,6 +179,7 @@ func TestOverloadManager(t *testing.T) {
 			t.Errorf("the application saw %d requests, want 1", app.count()-before)
 		}
 		wg.Wait()
+		webIdle()
 		fmt.Fprintf(tc, "GET /echo HTTP/1.1\r\nHost: web\r\n\r\n")
 		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
 			t.Errorf("the next request on the kept connection: %v %v, want 200", resp, err)
@@ -174,6 +187,7 @@ func TestOverloadManager(t *testing.T) {
 	})
 
 	t.Run("max_connections: the connection beyond is closed", func(t *testing.T) {
+		webIdle()
 		held := make([]net.Conn, 2)
 		for i := range held {
 			conn, err := net.Dial("tcp", upstream)

@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -132,7 +133,7 @@ func (hc *h1Conn) serveGateway(gw *gateway.Gateway, u *url.URL) bool {
 	}
 	readAll := body.finish()
 
-	hc.rec.status, hc.rec.tx, hc.rec.rx = w.status, w.tx, body.n
+	hc.rec.status, hc.rec.tx, hc.rec.rx = w.status, w.tx, body.count()
 	hc.rec.flag = rec.flag
 	hc.rec.upstreamDur, hc.rec.attempts, hc.rec.endpoint = rec.upstreamDur, rec.attempts, rec.endpoint
 	return keep && readAll && !w.hijacked
@@ -162,28 +163,47 @@ func (hc *h1Conn) runGateway(gw *gateway.Gateway, w *h1Writer, r *http.Request, 
 // chunked one decoded (and its framing checked) by http1.CopyBody on a
 // goroutine of its own into a pipe. The first read of a body whose client
 // expects 100-continue sends the 100 first.
+//
+// net/http's transport reads a request body on a goroutine of its own,
+// which may still be reading when the handler has returned (an answer
+// that came before the whole body was sent): mu serializes the reads
+// with finish, which stops such a reader before the loop takes the
+// connection's reader back.
 type h1Body struct {
-	hc      *h1Conn
-	rec     *h2Record // told when the body's framing or idle bound failed it
-	left    int64     // Content-Length body: bytes not read yet
+	hc  *h1Conn
+	rec *h2Record // told when the body's framing or idle bound failed it
+
+	mu      sync.Mutex
+	left    int64 // Content-Length body: bytes not read yet
 	chunked bool
-	n       int64 // body bytes the handler read
+	n       int64 // body bytes read
 	started bool
 	err     error // sticky: the body ended (io.EOF) or failed
+	closed  bool  // finish ran: reads fail
 
 	pr   *io.PipeReader
 	done chan error // the chunked copy's end
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, errGatewayBodyAbandoned
+	}
+	return b.read(p)
+}
+
+// read is Read with mu held.
+func (b *h1Body) read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
 	if !b.started {
 		b.started = true
 		if hc := b.hc; hc.req.Expect100 {
-			// The transport reads the body on its own goroutine, while
-			// another may relay the application's 1xx answers.
+			// Another transport goroutine may be relaying the
+			// application's 1xx answers.
 			hc.interimMu.Lock()
 			_, _ = hc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 			err := hc.bw.Flush()
@@ -232,6 +252,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if err != nil {
 		b.err = err
 		switch {
+		case b.closed:
 		case errors.Is(err, http1.ErrBodyFraming):
 			b.rec.bodyMalformed.Store(true)
 		case isTimeout(err):
@@ -245,29 +266,69 @@ func (b *h1Body) Read(p []byte) (int, error) {
 // settles the body).
 func (b *h1Body) Close() error { return nil }
 
+// count is the body bytes read so far.
+func (b *h1Body) count() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n
+}
+
 // finish settles the body once the handler returned, and reports whether
-// the connection may carry another request: the body was read to its end
-// (up to maxDiscardBody more is read and dropped to get there).
+// the connection may carry another request: the body was read to its
+// end. A body nobody is reading is read on, up to maxDiscardBody, to get
+// there; one a transport goroutine is still reading is cut (its read
+// interrupted), and the connection closes.
 func (b *h1Body) finish() bool {
 	if b.hc.req.Body == http1.BodyNone {
 		return true
 	}
-	if b.err == nil && !(b.hc.req.Expect100 && !b.started) {
-		// Read what is left, bounded (a client that expects 100-continue
-		// and was not told to send its body sends none).
-		_, _ = io.CopyN(io.Discard, b, maxDiscardBody)
+	cut := false
+	if !b.mu.TryLock() {
+		cut = true
+		b.interrupt(b.mu.TryLock)
+	}
+	defer b.mu.Unlock()
+	b.closed = true
+	if !cut && b.err == nil && !(b.hc.req.Expect100 && !b.started) {
+		// (A client that expects 100-continue and was not told to send
+		// its body sends none.)
+		_, _ = io.CopyN(io.Discard, readerFunc(b.read), maxDiscardBody)
 	}
 	if b.chunked && b.started {
 		if b.err != io.EOF {
 			// The copy may still be reading the client: stop it before
 			// the loop (or the reader's pool) gets the reader back.
-			b.hc.c.SetReadDeadline(time.Unix(1, 0))
+			cut = true
 			b.pr.CloseWithError(errGatewayBodyAbandoned)
+			b.interrupt(func() bool {
+				select {
+				case <-b.done:
+					return true
+				default:
+					return false
+				}
+			})
+		} else {
+			<-b.done
 		}
-		<-b.done
 	}
-	return b.err == io.EOF
+	return !cut && b.err == io.EOF
 }
+
+// interrupt moves the connection's read deadline to the past until
+// stopped reports that the read it aimed at returned (a read re-arms the
+// deadline under the body idle bound, so once is not enough). The
+// connection cannot be read after it.
+func (b *h1Body) interrupt(stopped func() bool) {
+	for !stopped() {
+		b.hc.c.SetReadDeadline(time.Unix(1, 0))
+		time.Sleep(time.Millisecond)
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 var errGatewayBodyAbandoned = errors.New("sidecar: request body left unread by the gateway")
 

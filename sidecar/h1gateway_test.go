@@ -436,3 +436,36 @@ func TestH1GatewayHandlerPanics(t *testing.T) {
 		t.Errorf("after the panics: %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestH1GatewayBodyReadAfterHandler: net/http's transport may still be
+// reading a request body on its own goroutine when the handler has
+// answered (here a handler that does the same). The answer is not held
+// up by that reader, the reader is stopped before the loop takes the
+// connection back (the race detector checks), and the connection closes.
+func TestH1GatewayBodyReadAfterHandler(t *testing.T) {
+	for _, chunked := range []bool{false, true} {
+		l := startGatewayLoop(t, func(w http.ResponseWriter, r *http.Request) {
+			go io.Copy(io.Discard, r.Body)
+			time.Sleep(20 * time.Millisecond)
+			w.WriteHeader(413)
+		})
+		c, br := dialLoop(t, l.addr)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		head := "POST /gw/up HTTP/1.1\r\nHost: web\r\nContent-Length: 1000000\r\n\r\n"
+		piece := strings.Repeat("x", 1000)
+		if chunked {
+			head = "POST /gw/up HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n"
+			piece = fmt.Sprintf("%x\r\n%s\r\n", 1000, strings.Repeat("x", 1000))
+		}
+		io.WriteString(c, head+piece) // and nothing more: the body stalls
+		// Without the interruption the answer would wait out the 60s
+		// body idle bound, past the connection's 10s deadline.
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 413 {
+			t.Fatalf("chunked=%v: %v %v", chunked, resp, err)
+		}
+		if _, err := br.ReadByte(); err == nil {
+			t.Errorf("chunked=%v: the connection stayed open", chunked)
+		}
+	}
+}

@@ -19,4 +19,11 @@
 //	accept -> pick an endpoint from the latest snapshot -> dial with mTLS,
 //	server's SPIFFE ID must be the destination's -> splice; a failed dial
 //	tries another endpoint
+//
+// HTTP services are proxied per request: HTTP/1.1 on a lean loop
+// (h1proxy.go) that parses heads with package http1 and relays bodies
+// with their framing checked; HTTP/2, gRPC and ingress listeners on
+// net/http (h2proxy.go, behind the HTTP/2 abuse guard of h2guard.go). A
+// listener's gateway runs on both: on the loop for the requests it
+// handles (h1gateway.go), the others forwarded by the loop itself.
 package sidecar

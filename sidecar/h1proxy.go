@@ -553,6 +553,9 @@ func (hc *h1Conn) forwardAttempts() bool {
 	preflight := gw != nil && hc.isPreflight() && gw.AnswersPreflight(gwURL.Path)
 	if preflight {
 		hc.rec.rule = preflightRule
+		if p.jwt != nil {
+			hc.tokens.reset(h1JWTRequest{req}) // no claims: nothing was verified for it
+		}
 	}
 	if p.authz != nil && !preflight {
 		if d := hc.authorize(path); !d.Allow {

@@ -559,12 +559,6 @@ func (b *countingBody) disarm() {
 	}
 }
 
-// bodyTimedOut reports whether r's body was cut by its idle timeout.
-func bodyTimedOut(r *http.Request) bool {
-	rec := h2RecordFrom(r.Context())
-	return rec != nil && rec.bodyTimedOut.Load()
-}
-
 // copyBuffers lends ReverseProxy its body-copy buffers (it allocates 32
 // KiB per request without a pool).
 type copyBuffers struct{}
@@ -582,21 +576,23 @@ func (copyBuffers) Put(b []byte) {
 // proxyError answers a request the sidecar could not forward: gRPC calls
 // get a trailers-only response with a grpc-status, others a short body.
 func proxyError(w http.ResponseWriter, r *http.Request, err error, name string, stat *counters, log *slog.Logger) {
-	stat.upstreamFailures.Add(1)
 	status, code, msg, grpcCode := 502, errUpstreamReset, "upstream reset before response", 14
 	rec := h2RecordFrom(r.Context())
+	malformed := rec != nil && rec.bodyMalformed.Load()
+	timedOut := rec != nil && rec.bodyTimedOut.Load()
+	if !malformed && !timedOut { // the client's own body failed otherwise
+		stat.upstreamFailures.Add(1)
+	}
 	switch {
-	case rec != nil && rec.bodyMalformed.Load():
+	case malformed:
 		// The client's body framing failed mid-body (the HTTP/1.1
 		// loop's codec): the application saw an aborted request.
-		stat.upstreamFailures.Add(-1)
 		stat.badRequests.Add(1)
 		log.Warn("malformed request body rejected", "upstream", name, "remote", r.RemoteAddr, "status", 400)
 		status, code, msg = 400, errBadRequest, "malformed request body"
 		w.Header().Set("Connection", "close")
-	case bodyTimedOut(r):
+	case timedOut:
 		// Slow POST: the client stopped sending its body.
-		stat.upstreamFailures.Add(-1)
 		log.Warn("request body timed out", "upstream", name, "remote", r.RemoteAddr, "idle", connInfoFrom(r.Context()).bodyIdle)
 		status, code, msg = 408, errBodyTimeout, "request body timeout"
 		if r.ProtoMajor == 1 {

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"sync/atomic"
 	"time"
 
@@ -248,4 +250,128 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 	}
 	// The HTTP server owns br from here on; it is not pooled.
 	in.h2Server.serveConn(&bufferedConn{Conn: tc, r: br}, info)
+}
+
+// syncRoundTrip sends a request without a body to the HTTP/1.1
+// application over the HTTP/1.1 loop's own pool, on the caller's
+// goroutine, for the net/http path's proxy (the gateway's, and HTTP/2
+// requests): no transport goroutines hand the request and the answer
+// over (what that proxy cost most on top of the loop). An
+// answer's body gives the connection back once read to its end. A reused
+// connection that fails before any answer arrives is retried once on a
+// fresh one for a replayable request (GET, HEAD, OPTIONS, TRACE), as
+// net/http's transport does.
+func (in *inbound) syncRoundTrip(r *http.Request) (*http.Response, error) {
+	cfg := in.cfg.Load()
+	for attempt := 0; ; attempt++ {
+		uc, err := in.app.get(r.Context(), 0)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := uc.roundTrip(r, cfg.LocalRequestTimeout)
+		if err == nil {
+			return resp, nil
+		}
+		uc.Conn.Close()
+		replayable := r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions || r.Method == http.MethodTrace
+		if !uc.reused || !replayable || attempt > 0 || !errors.Is(err, errNoAnswer) {
+			return nil, err
+		}
+	}
+}
+
+// errNoAnswer: the connection ended before any byte of an answer.
+var errNoAnswer = errors.New("sidecar: the application closed the connection before answering")
+
+// roundTrip writes r on uc and reads the answer's head; responseTimeout
+// (0: none) bounds the wait for it.
+func (uc *upConn) roundTrip(r *http.Request, responseTimeout time.Duration) (_ *http.Response, err error) {
+	// The request's end (a part's timeout, an HTTP/2 stream reset)
+	// aborts the exchange, the body's reads included.
+	ctx := r.Context()
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { uc.Conn.SetDeadline(time.Unix(1, 0)) })
+		defer func() {
+			if err != nil {
+				stop()
+				if ctx.Err() != nil {
+					err = ctx.Err()
+				}
+			}
+		}()
+	}
+	if err := r.Write(uc.bw); err != nil {
+		return nil, err
+	}
+	if err := uc.bw.Flush(); err != nil {
+		return nil, err
+	}
+	if responseTimeout > 0 {
+		uc.Conn.SetReadDeadline(time.Now().Add(responseTimeout))
+		uc.deadline = true
+	}
+	trace := httptrace.ContextClientTrace(r.Context())
+	for interim := 0; ; interim++ {
+		if _, err := uc.br.Peek(1); err != nil {
+			if errors.Is(err, io.EOF) || isReset(err) {
+				return nil, errNoAnswer
+			}
+			return nil, err
+		}
+		resp, err := http.ReadResponse(uc.br, r)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == 101 {
+			uc.clearDeadline()
+			resp.Body = &pooledBody{ReadCloser: resp.Body, uc: uc, keep: !resp.Close, stop: stop, eof: resp.Body == http.NoBody}
+			return resp, nil
+		}
+		if interim == maxInterim {
+			return nil, errTooManyInterim
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// pooledBody is an answer's body read from a pooled connection: read to
+// its end, the connection goes back to the pool; closed before, it is
+// closed.
+type pooledBody struct {
+	io.ReadCloser
+	uc   *upConn
+	keep bool
+	eof  bool
+	stop func() bool // nil, or unregisters the request's abort
+}
+
+func (b *pooledBody) Read(p []byte) (int, error) {
+	if b.uc == nil {
+		return 0, io.EOF
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *pooledBody) Close() error {
+	uc := b.uc
+	if uc == nil {
+		return nil
+	}
+	b.uc = nil
+	aborted := b.stop != nil && !b.stop()
+	if b.eof && b.keep && !aborted && uc.br.Buffered() == 0 {
+		uc.pool.put(uc)
+	} else {
+		uc.Conn.Close()
+	}
+	return nil
 }

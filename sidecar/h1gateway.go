@@ -384,7 +384,7 @@ func (w *h1Writer) WriteHeader(code int) {
 		}
 		w.interim++
 		hc.interimMu.Lock()
-		writeStatusLine(bw, code)
+		http1.WriteStatusLine(bw, code)
 		w.writeFields(nil)
 		_, _ = bw.WriteString("\r\n")
 		w.fail(bw.Flush())
@@ -438,7 +438,7 @@ func (w *h1Writer) commit(known int) {
 		}
 	}
 	bw := hc.bw
-	writeStatusLine(bw, w.status)
+	http1.WriteStatusLine(bw, w.status)
 	if _, ok := h["Date"]; !ok {
 		_, _ = bw.WriteString("Date: ")
 		_, _ = bw.WriteString(httpDate())
@@ -484,14 +484,6 @@ func writeField(bw *bufio.Writer, name, v string) {
 }
 
 var fieldValueReplacer = strings.NewReplacer("\r", " ", "\n", " ", "\x00", " ")
-
-func writeStatusLine(bw *bufio.Writer, code int) {
-	_, _ = bw.WriteString("HTTP/1.1 ")
-	_, _ = bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
-	_ = bw.WriteByte(' ')
-	_, _ = bw.WriteString(http1.StatusText(code))
-	_, _ = bw.WriteString("\r\n")
-}
 
 func (w *h1Writer) fail(err error) {
 	if err != nil && w.err == nil {

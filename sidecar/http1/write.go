@@ -23,11 +23,8 @@ func WriteError(w *bufio.Writer, status int, body string, close bool, extra ...s
 			return errBadExtra
 		}
 	}
-	_, _ = w.WriteString("HTTP/1.1 ")
-	_, _ = w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(status), 10))
-	_ = w.WriteByte(' ')
-	_, _ = w.WriteString(StatusText(status))
-	_, _ = w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+	WriteStatusLine(w, status)
+	_, _ = w.WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ")
 	_, _ = w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(body)+1), 10))
 	_, _ = w.WriteString("\r\n")
 	for i := 0; i < len(extra); i += 2 {
@@ -43,6 +40,16 @@ func WriteError(w *bufio.Writer, status int, body string, close bool, extra ...s
 	_, _ = w.WriteString(body)
 	// bufio.Writer errors are sticky: the last write reports any of them.
 	return w.WriteByte('\n')
+}
+
+// WriteStatusLine writes "HTTP/1.1 <status> <reason>\r\n" to w (errors
+// are w's, sticky).
+func WriteStatusLine(w *bufio.Writer, status int) {
+	_, _ = w.WriteString("HTTP/1.1 ")
+	_, _ = w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(status), 10))
+	_ = w.WriteByte(' ')
+	_, _ = w.WriteString(StatusText(status))
+	_, _ = w.WriteString("\r\n")
 }
 
 func validName(s string) bool {

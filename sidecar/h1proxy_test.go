@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/outrider-mesh/outrider/discovery"
+	"github.com/outrider-mesh/outrider/internal/testutil"
 	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/sidecar/balance"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
@@ -461,8 +461,8 @@ func benchRequests(b *testing.B, addr, req string) {
 	discard := bufio.NewWriter(io.Discard)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := cpuTime()
-	defer func() { b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op") }()
+	cpu0 := testutil.CPUTime()
+	defer func() { b.ReportMetric(float64(testutil.CPUTime()-cpu0)/float64(b.N), "cpu-ns/op") }()
 	for range b.N {
 		if _, err := c.Write(raw); err != nil {
 			b.Fatal(err)
@@ -474,15 +474,6 @@ func benchRequests(b *testing.B, addr, req string) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// cpuTime is the process's user and system CPU time in nanoseconds: the
-// benchmark's client and backend run in the process too, so compare the
-// cpu-ns/op of cases, not the figure itself with a sidecar pair's.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // BenchmarkH1ProxyTracing is BenchmarkH1Proxy (outbound side) with

@@ -5,11 +5,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"syscall"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outrider-mesh/outrider/internal/testutil"
 )
 
 // BenchmarkSpan measures what the sidecar pays per request for one span
@@ -44,7 +45,7 @@ func BenchmarkSpan(b *testing.B) {
 			tracer := tr.Tracer()
 			ctx := context.Background()
 			b.ReportAllocs()
-			cpu0 := cpuTime()
+			cpu0 := testutil.CPUTime()
 			n := 0
 			for b.Loop() {
 				// A proxy yields on every read; a benchmark loop would not,
@@ -67,17 +68,10 @@ func BenchmarkSpan(b *testing.B) {
 			if err := tr.Shutdown(context.Background()); err != nil {
 				b.Fatal(err)
 			}
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/span")
+			b.ReportMetric(float64(testutil.CPUTime()-cpu0)/float64(b.N), "cpu-ns/span")
 			if s := tr.Stats(); s.Dropped > 0 {
 				b.Fatalf("%d of %d spans dropped: the figure would be too low", s.Dropped, s.Started)
 			}
 		})
 	}
-}
-
-// cpuTime is the process's user and system CPU time in nanoseconds.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }

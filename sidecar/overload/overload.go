@@ -257,13 +257,21 @@ func (m *Manager) AdmitConnection() Reason {
 		m.refusedConnsMemory.Add(1)
 		return ReasonMemory
 	}
-	n := m.conns.Add(1)
-	if max := m.budget.MaxConnections; max > 0 && n > int64(max) {
-		m.conns.Add(-1)
-		m.refusedConns.Add(1)
+	if !take(&m.conns, m.budget.MaxConnections, &m.refusedConns) {
 		return ReasonMaxConnections
 	}
 	return ReasonNone
+}
+
+// take counts one more in n unless that passes max (> 0), in which case
+// it counts the refusal in refused instead and reports false.
+func take(n *atomic.Int64, max int, refused *atomic.Int64) bool {
+	if v := n.Add(1); max > 0 && v > int64(max) {
+		n.Add(-1)
+		refused.Add(1)
+		return false
+	}
+	return true
 }
 
 // ConnectionDone releases an admitted connection.
@@ -283,10 +291,7 @@ func (m *Manager) AdmitRequest() Reason {
 		m.shedMemory.Add(1)
 		return ReasonMemory
 	}
-	n := m.requests.Add(1)
-	if max := m.budget.MaxRequests; max > 0 && n > int64(max) {
-		m.requests.Add(-1)
-		m.shed.Add(1)
+	if !take(&m.requests, m.budget.MaxRequests, &m.shed) {
 		return ReasonMaxRequests
 	}
 	return ReasonNone

@@ -188,6 +188,7 @@ func benchKeepAlive(b *testing.B, addr, req string) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := testutil.CPUTime()
+	r0, w0 := testutil.Syscalls()
 	for range b.N {
 		if _, err := c.Write(raw); err != nil {
 			b.Fatal(err)
@@ -205,4 +206,7 @@ func benchKeepAlive(b *testing.B, addr, req string) {
 		}
 	}
 	b.ReportMetric(float64(testutil.CPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
+	r1, w1 := testutil.Syscalls()
+	b.ReportMetric(float64(r1-r0)/float64(b.N), "reads/op")
+	b.ReportMetric(float64(w1-w0)/float64(b.N), "writes/op")
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/outrider-mesh/outrider/policy/jwtauth"
 	"github.com/outrider-mesh/outrider/policy/pathnorm"
 	"github.com/outrider-mesh/outrider/sidecar/http1"
+	"github.com/outrider-mesh/outrider/telemetry/tracing"
 )
 
 // Per-request authorization on the inbound side of HTTP services: the
@@ -101,7 +102,7 @@ func noteDecision(span trace.Span, d policy.Decision) {
 	case d.Allow:
 		verdict = "allow"
 	}
-	span.SetAttributes(attribute.String("outrider.authz.decision", verdict), attribute.String("outrider.authz.rule", d.Rule))
+	tracing.SetAttributes(span, attribute.String("outrider.authz.decision", verdict), attribute.String("outrider.authz.rule", d.Rule))
 }
 
 // h1Headers is policy.Headers over an HTTP/1.1 head.

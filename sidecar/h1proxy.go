@@ -20,7 +20,6 @@ import (
 	"time"
 	"unsafe"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outrider-mesh/outrider/gateway"
@@ -535,8 +534,9 @@ func (hc *h1Conn) forwardAttempts() bool {
 		switch {
 		case handled:
 		case p.inbound:
-			_, span := tel.startServerSpan(base, carrier, unsafeString(req.Method), func() []attribute.KeyValue {
-				return serverAttrs(string(req.Method), string(req.Target), string(req.Host), hc.src.String(), p.peer)
+			_, span := tel.startServerSpan(base, carrier, unsafeString(req.Method), func(span trace.Span) {
+				target, host := copyPair(req.Target, req.Host)
+				serverAttrs(span, methodString(req.Method), target, host, hc.srcString(), p.peer)
 			})
 			hc.rec.span = span
 			if tel.access != nil {
@@ -624,8 +624,8 @@ func (hc *h1Conn) forwardAttempts() bool {
 		}
 		var span trace.Span
 		if parent != nil && ep != nil {
-			span = tel.startClientSpan(parent, carrier, unsafeString(req.Method), func() []attribute.KeyValue {
-				return clientAttrs(string(req.Method), string(req.Target), p.target.name(), ep.Address, ep.Identity.String(), attempt+1)
+			span = tel.startClientSpan(parent, carrier, unsafeString(req.Method), func(span trace.Span) {
+				clientAttrs(span, methodString(req.Method), string(req.Target), p.target.name(), ep.Address, ep.Identity.String(), attempt+1)
 			})
 			if tel.access != nil {
 				hc.rec.noteSpan(span)
@@ -1105,13 +1105,18 @@ func (hc *h1Conn) upstreamFailed(err error) bool {
 	return false
 }
 
+// srcString is src formatted, once per connection: formatting allocates.
+func (hc *h1Conn) srcString() string {
+	if hc.srcText == "" {
+		hc.srcText = hc.src.String()
+	}
+	return hc.srcText
+}
+
 // setForwarded records the mesh hop for the application.
 func (hc *h1Conn) setForwarded() {
 	h := &hc.req.Header
-	if hc.srcText == "" {
-		hc.srcText = hc.src.String() // once per connection: formatting allocates
-	}
-	ip := hc.srcText
+	ip := hc.srcString()
 	switch prior, n := h.Lookup("X-Forwarded-For"); n {
 	case 0:
 		h.Add("X-Forwarded-For", ip)

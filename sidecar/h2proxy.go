@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -371,8 +370,8 @@ func reverseProxy(rt http.RoundTripper, name string, inbound bool, stat *counter
 		if tel.tracer != nil {
 			carrier := propagation.HeaderCarrier(r.Header)
 			if inbound {
-				_, span = tel.startServerSpan(context.Background(), carrier, r.Method, func() []attribute.KeyValue {
-					return serverAttrs(r.Method, r.URL.Path, r.Host, ci.src.String(), ci.peer)
+				_, span = tel.startServerSpan(context.Background(), carrier, r.Method, func(span trace.Span) {
+					serverAttrs(span, r.Method, r.URL.Path, r.Host, ci.src.String(), ci.peer)
 				})
 			} else {
 				rec.parent = tel.prop.Extract(context.Background(), carrier)

@@ -22,6 +22,8 @@ import (
 	"github.com/outrider-mesh/outrider/gateway/clientip"
 	"github.com/outrider-mesh/outrider/gateway/reqinfo"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
+	"github.com/outrider-mesh/outrider/telemetry/tracing"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ingress is one ingress listener: HTTP(S) from clients outside the mesh,
@@ -203,8 +205,9 @@ func (ig *ingress) handler(s *Sidecar) http.Handler {
 		if tel.tracer != nil {
 			// The span's context goes into the request's headers, where the
 			// upstream's handler finds its parent.
-			_, span := tel.startServerSpan(context.Background(), propagation.HeaderCarrier(r.Header), r.Method, func() []attribute.KeyValue {
-				return append(serverAttrs(r.Method, r.URL.Path, r.Host, ip, ""), attribute.String("outrider.ingress", ig.cfg.Name))
+			_, span := tel.startServerSpan(context.Background(), propagation.HeaderCarrier(r.Header), r.Method, func(span trace.Span) {
+				serverAttrs(span, r.Method, r.URL.Path, r.Host, ip, "")
+				tracing.SetAttributes(span, attribute.String("outrider.ingress", ig.cfg.Name))
 			})
 			defer func() { endSpan(span, sw.status, "", nil) }()
 		}

@@ -28,6 +28,7 @@ import (
 	"github.com/outrider-mesh/outrider/sidecar/overload"
 	"github.com/outrider-mesh/outrider/sidecar/route"
 	"github.com/outrider-mesh/outrider/telemetry/metrics"
+	"github.com/outrider-mesh/outrider/telemetry/tracing"
 )
 
 // maxDialAttempts bounds how many distinct endpoints one connection tries.
@@ -353,7 +354,7 @@ func (o *outbound) handleL4(c net.Conn, cfg *Upstream) {
 	defer tc.Close()
 	defer ep.DoneWith(balance.Success)
 	if span != nil {
-		span.SetAttributes(attribute.String("network.peer.address", ep.Address), attribute.String("outrider.endpoint.spiffe_id", ep.Identity.String()))
+		tracing.SetAttributes(span, attribute.String("network.peer.address", ep.Address), attribute.String("outrider.endpoint.spiffe_id", ep.Identity.String()))
 	}
 	o.stat.active.Add(1)
 	recv, sent, err := forward(o.loops, tc, tc.NetConn().(*loopConn), c, o.conns, c)
@@ -489,8 +490,8 @@ func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		var span trace.Span
 		if rec.parent != nil {
-			span = o.tel.startClientSpan(rec.parent, propagation.HeaderCarrier(r.Header), r.Method, func() []attribute.KeyValue {
-				return clientAttrs(r.Method, r.URL.Path, o.name(), ep.Address, ep.Identity.String(), attempt+1)
+			span = o.tel.startClientSpan(rec.parent, propagation.HeaderCarrier(r.Header), r.Method, func(span trace.Span) {
+				clientAttrs(span, r.Method, r.URL.Path, o.name(), ep.Address, ep.Identity.String(), attempt+1)
 			})
 		}
 		out := *r

@@ -111,11 +111,13 @@ func endSpan(span trace.Span, status int, flag string, err error) {
 		span.End()
 		return
 	}
-	if status > 0 {
-		span.SetAttributes(attribute.Int("http.response.status_code", status))
-	}
-	if flag != "" {
-		span.SetAttributes(attribute.String("outrider.response_flags", flag))
+	switch {
+	case status > 0 && flag != "":
+		tracing.SetAttributes(span, attribute.Int("http.response.status_code", status), attribute.String("outrider.response_flags", flag))
+	case status > 0:
+		tracing.SetAttributes(span, attribute.Int("http.response.status_code", status))
+	case flag != "":
+		tracing.SetAttributes(span, attribute.String("outrider.response_flags", flag))
 	}
 	switch {
 	case err != nil:
@@ -159,6 +161,23 @@ func spanName(method string) string {
 	return "HTTP"
 }
 
+// methodString is method as a string that may outlive the request's
+// buffer: a constant for the common methods, else a copy.
+func methodString(method []byte) string {
+	for _, m := range spanMethods {
+		if string(method) == m {
+			return m
+		}
+	}
+	return string(method)
+}
+
+// copyPair copies a and b into strings that share one allocation.
+func copyPair(a, b []byte) (string, string) {
+	s := string(append(append(make([]byte, 0, len(a)+len(b)), a...), b...))
+	return s[:len(a)], s[len(a):]
+}
+
 var spanMethods = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
 
 // serverSpan and clientSpan are the spans' start options, made once (an
@@ -172,11 +191,11 @@ var (
 // read through carrier, and injects its context back so the application
 // sees the sidecar's span as its parent. Attributes are computed only for
 // a sampled span: an unsampled request costs an extract, a start and an
-// inject. attrs is called only then.
-func (t *telemetry) startServerSpan(base context.Context, carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) (context.Context, trace.Span) {
+// inject. attrs, which sets them, is called only then.
+func (t *telemetry) startServerSpan(base context.Context, carrier propagation.TextMapCarrier, method string, attrs func(trace.Span)) (context.Context, trace.Span) {
 	ctx, span := t.tracer.Start(t.extract(base, carrier), spanName(method), serverSpan...)
 	if span.IsRecording() {
-		span.SetAttributes(attrs()...)
+		attrs(span)
 	}
 	t.inject(ctx, carrier)
 	return ctx, span
@@ -228,7 +247,7 @@ func (t *telemetry) inject(ctx context.Context, carrier propagation.TextMapCarri
 	}
 	tid, sid := sc.TraceID(), sc.SpanID()
 	b := traceparent(tid, sid, sc.TraceFlags())
-	hc.h.Set("traceparent", string(b[:]))
+	hc.h.Set("traceparent", unsafeString(b[:])) // Set copies it
 	if sc.TraceState().Len() > 0 {
 		hc.h.Set("tracestate", sc.TraceState().String())
 	}
@@ -257,10 +276,10 @@ func validTraceparent(v []byte) bool {
 // startClientSpan starts the outbound span for one attempt, as a child of
 // parent (what the application sent, extracted once before the first
 // attempt, or nothing: a new trace), and injects it into the request.
-func (t *telemetry) startClientSpan(parent context.Context, carrier propagation.TextMapCarrier, method string, attrs func() []attribute.KeyValue) trace.Span {
+func (t *telemetry) startClientSpan(parent context.Context, carrier propagation.TextMapCarrier, method string, attrs func(trace.Span)) trace.Span {
 	ctx, span := t.tracer.Start(parent, spanName(method), clientSpan...)
 	if span.IsRecording() {
-		span.SetAttributes(attrs()...)
+		attrs(span)
 	}
 	t.inject(ctx, carrier)
 	return span
@@ -301,7 +320,7 @@ func (t *telemetry) fastUnsampled(h *http1.Header, method string, kind trace.Spa
 	}
 	sid := tracing.RandomSpanID()
 	b := traceparent(id, sid, 0)
-	h.Add("traceparent", string(b[:]))
+	h.Add("traceparent", unsafeString(b[:])) // Add copies it
 	return true, base
 }
 
@@ -332,25 +351,25 @@ func unhex(c byte) byte {
 
 // serverAttrs and clientAttrs follow the HTTP semantic conventions, plus
 // Outrider's identity attributes.
-func serverAttrs(method, path, host, client, peer string) []attribute.KeyValue {
-	return []attribute.KeyValue{
+// Outrider's identity attributes. They set them through
+// tracing.SetAttributes, which keeps the attributes off the heap.
+func serverAttrs(span trace.Span, method, path, host, client, peer string) {
+	tracing.SetAttributes(span,
 		attribute.String("http.request.method", method),
 		attribute.String("url.path", path),
 		attribute.String("server.address", host),
 		attribute.String("client.address", client),
-		attribute.String("outrider.peer.spiffe_id", peer),
-	}
+		attribute.String("outrider.peer.spiffe_id", peer))
 }
 
-func clientAttrs(method, path, upstream, endpoint, identity string, attempt int) []attribute.KeyValue {
-	return []attribute.KeyValue{
+func clientAttrs(span trace.Span, method, path, upstream, endpoint, identity string, attempt int) {
+	tracing.SetAttributes(span,
 		attribute.String("http.request.method", method),
 		attribute.String("url.path", path),
 		attribute.String("server.address", upstream),
 		attribute.String("network.peer.address", endpoint),
 		attribute.String("outrider.endpoint.spiffe_id", identity),
-		attribute.Int("outrider.attempt", attempt),
-	}
+		attribute.Int("outrider.attempt", attempt))
 }
 
 // connectionDone records an L4 connection: span (may be nil), access log.
@@ -358,7 +377,7 @@ func clientAttrs(method, path, upstream, endpoint, identity string, attempt int)
 func (t *telemetry) connectionDone(span trace.Span, dir, upstream, peer string, c net.Conn, start time.Time, rx, tx int64, flag, endpoint string, err error) {
 	var traceID, spanID string
 	if span != nil {
-		span.SetAttributes(attribute.Int64("outrider.bytes_received", rx), attribute.Int64("outrider.bytes_sent", tx))
+		tracing.SetAttributes(span, attribute.Int64("outrider.bytes_received", rx), attribute.Int64("outrider.bytes_sent", tx))
 		endSpan(span, 0, flag, err)
 		if sc := span.SpanContext(); sc.IsValid() {
 			traceID, spanID = sc.TraceID().String(), sc.SpanID().String()

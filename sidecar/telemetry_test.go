@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -24,7 +23,7 @@ func TestSpansUnderSampledAndUnsampledParents(t *testing.T) {
 		t.Fatal("parentbased_traceidratio not reported as parent-based")
 	}
 	const traceID, parentSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-	attrs := func() []attribute.KeyValue { return nil }
+	attrs := func(trace.Span) {}
 	for _, tc := range []struct {
 		flags    string
 		recorded int
@@ -60,7 +59,7 @@ func TestSpansUnderSampledAndUnsampledParents(t *testing.T) {
 // recorded span in that trace.
 func TestRootSamplingDecidedOnce(t *testing.T) {
 	tel, exp := tracedTelemetry(t, 0.1)
-	attrs := func() []attribute.KeyValue { return nil }
+	attrs := func(trace.Span) {}
 	sampled := map[string]bool{}
 	const n = 2000
 	for i := range n {
@@ -139,7 +138,7 @@ func TestFastUnsampledTraceparent(t *testing.T) {
 		var h http1.Header
 		handled, base := tel.fastUnsampled(&h, "GET", trace.SpanKindServer)
 		if !handled {
-			_, span := tel.startServerSpan(base, headerCarrier{&h}, "GET", func() []attribute.KeyValue { return nil })
+			_, span := tel.startServerSpan(base, headerCarrier{&h}, "GET", func(trace.Span) {})
 			endSpan(span, 200, "", nil)
 		}
 		v, _ := h.Get("traceparent")

@@ -33,7 +33,7 @@ import (
 // spanExporter sends batches of ended spans; the processor's goroutine is
 // its only caller. It must not keep batch after returning.
 type spanExporter interface {
-	exportSpans(ctx context.Context, batch []*span) error
+	exportSpans(ctx context.Context, batch []*spanData) error
 	shutdown(ctx context.Context) error
 }
 
@@ -47,8 +47,9 @@ type otlpExporter struct {
 	send sender
 }
 
-func (e *otlpExporter) exportSpans(ctx context.Context, batch []*span) error {
-	return withRetry(ctx, func() error { return e.send.send(ctx, e.enc.encode(batch)) })
+func (e *otlpExporter) exportSpans(ctx context.Context, batch []*spanData) error {
+	req := e.enc.encode(batch) // once: a retry sends the same bytes
+	return withRetry(ctx, func() error { return e.send.send(ctx, req) })
 }
 
 func (e *otlpExporter) shutdown(context.Context) error { return e.send.close() }
@@ -378,7 +379,7 @@ func newEncoder(res *resource.Resource, version string) encoder {
 
 // encode returns the request for batch; the bytes are valid until the next
 // call.
-func (e *encoder) encode(batch []*span) []byte {
+func (e *encoder) encode(batch []*spanData) []byte {
 	e.spans = e.spans[:0]
 	for _, s := range batch {
 		e.body = appendSpan(e.body[:0], s)
@@ -399,7 +400,7 @@ func (e *encoder) encode(batch []*span) []byte {
 }
 
 // appendSpan appends the fields of one Span message.
-func appendSpan(b []byte, s *span) []byte {
+func appendSpan(b []byte, s *spanData) []byte {
 	tid, sid := s.sc.TraceID(), s.sc.SpanID()
 	b = appendBytesField(b, fSpanTraceID, tid[:])
 	b = appendBytesField(b, fSpanSpanID, sid[:])

@@ -8,7 +8,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,7 +33,7 @@ type captureExporter struct {
 	err  error
 }
 
-func (c *captureExporter) exportSpans(_ context.Context, batch []*span) error {
+func (c *captureExporter) exportSpans(_ context.Context, batch []*spanData) error {
 	req := &coltracepb.ExportTraceServiceRequest{}
 	if err := proto.Unmarshal(c.enc.encode(batch), req); err != nil {
 		c.err = err
@@ -190,6 +192,82 @@ func TestSpanLimits(t *testing.T) {
 	}
 	if len(s.Events) != maxEvents || s.DroppedEventsCount != 2 {
 		t.Errorf("events %d dropped %d", len(s.Events), s.DroppedEventsCount)
+	}
+}
+
+// A span's data is pooled once exported: a span kept (or written to) after
+// End must neither change the span exported in its place nor lose its own
+// span context, whatever it recorded (here more attributes than the
+// inline buffer holds, and events).
+func TestEndedSpanIsDetachedFromItsPooledData(t *testing.T) {
+	tr, c := newCaptured(t, SamplerAlwaysOn)
+	tracer := tr.Tracer()
+	var old []trace.Span
+	var oldIDs []trace.SpanContext
+	for i := range 20 {
+		_, sp := tracer.Start(context.Background(), "old")
+		for j := range i {
+			sp.SetAttributes(attribute.Int("old"+strconv.Itoa(j), j))
+		}
+		sp.AddEvent("old-event")
+		sp.SetStatus(codes.Error, "old failure")
+		sp.End()
+		old, oldIDs = append(old, sp), append(oldIDs, sp.SpanContext())
+	}
+	c.reqs = nil
+	for i := range 20 {
+		_, sp := tracer.Start(context.Background(), "new")
+		SetAttributes(sp, attribute.Int("n", i))
+		for _, o := range old { // every ended span, written to while the new one records
+			o.SetAttributes(attribute.String("late", "x"))
+			SetAttributes(o, attribute.String("late", "y"))
+			o.SetName("late")
+			o.AddEvent("late")
+			o.RecordError(errors.New("late"))
+			o.SetStatus(codes.Error, "late")
+			o.End()
+		}
+		sp.End()
+	}
+	if len(c.reqs) != 20 {
+		t.Fatalf("%d exports after 20 new spans, want 20 (an ended span was exported again)", len(c.reqs))
+	}
+	for i, req := range c.reqs {
+		s := req.ResourceSpans[0].ScopeSpans[0].Spans[0]
+		if s.Name != "new" || len(s.Attributes) != 1 || s.Attributes[0].Key != "n" || s.Attributes[0].Value.GetIntValue() != int64(i) ||
+			len(s.Events) != 0 || s.Status != nil {
+			t.Errorf("span %d exported as %v", i, prototext.Format(s))
+		}
+	}
+	for i, o := range old {
+		if o.IsRecording() || !o.SpanContext().Equal(oldIDs[i]) || !o.SpanContext().IsValid() {
+			t.Errorf("ended span %d: recording %v, span context %v (was %v)", i, o.IsRecording(), o.SpanContext(), oldIDs[i])
+		}
+	}
+}
+
+// Ending a span while other goroutines write to it is safe (run with
+// -race), and what they wrote before End is exported.
+func TestEndRacesWithWriters(t *testing.T) {
+	tr, err := New(context.Background(), Config{Enabled: true, Sampler: SamplerAlwaysOn}, "web", WithExporter(discardExporter{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	for range 200 {
+		_, sp := tr.Tracer().Start(context.Background(), "op")
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Go(func() {
+				for j := range 20 {
+					SetAttributes(sp, attribute.Int("w"+strconv.Itoa(w), j))
+					sp.AddEvent("e")
+					sp.SetStatus(codes.Error, "x")
+				}
+			})
+		}
+		sp.End()
+		wg.Wait()
 	}
 }
 

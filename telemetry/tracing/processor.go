@@ -64,7 +64,7 @@ type processor struct {
 	interval  time.Duration
 	sync      bool
 
-	queue  chan *span
+	queue  chan *spanData
 	kick   chan struct{}      // capacity 1: batchSize spans are queued
 	flushc chan chan struct{} // ForceFlush requests; run closes the channel when done
 	stopc  chan struct{}      // closed by Shutdown
@@ -106,7 +106,7 @@ func newProcessor(exp spanExporter, o *options, queueSize int, timeout time.Dura
 		p.batchSize = queueSize
 	}
 	if !p.sync {
-		p.queue = make(chan *span, queueSize)
+		p.queue = make(chan *spanData, queueSize)
 		go p.run()
 	}
 	return p
@@ -114,15 +114,16 @@ func newProcessor(exp spanExporter, o *options, queueSize int, timeout time.Dura
 
 // onEnd queues a sampled span for export. It never blocks in batch mode; in
 // sync mode it exports before returning.
-func (p *processor) onEnd(s *span) {
+func (p *processor) onEnd(s *spanData) {
 	p.stats.started.Add(1)
 	if p.stopped.Load() {
 		p.stats.dropped.Add(1)
+		s.release()
 		return
 	}
 	if p.sync {
 		p.syncMu.Lock()
-		p.export([]*span{s})
+		p.export([]*spanData{s})
 		p.syncMu.Unlock()
 		return
 	}
@@ -137,6 +138,7 @@ func (p *processor) onEnd(s *span) {
 	default:
 		p.stats.dropped.Add(1)
 		p.stats.queueFull.Add(1)
+		s.release()
 	}
 }
 
@@ -196,7 +198,7 @@ func (p *processor) run() {
 	defer close(p.done)
 	tick := time.NewTicker(p.interval)
 	defer tick.Stop()
-	batch := make([]*span, 0, p.batchSize)
+	batch := make([]*spanData, 0, p.batchSize)
 	for {
 		select {
 		case <-p.kick:
@@ -220,7 +222,7 @@ func (p *processor) run() {
 
 // drain exports the spans queued now, in batches of batchSize, and returns
 // the emptied batch.
-func (p *processor) drain(batch []*span) []*span {
+func (p *processor) drain(batch []*spanData) []*spanData {
 	for n := len(p.queue); n > 0; n-- {
 		batch = append(batch, <-p.queue)
 		if len(batch) >= p.batchSize {
@@ -233,10 +235,11 @@ func (p *processor) drain(batch []*span) []*span {
 	return batch
 }
 
-// export sends batch under the export timeout, counts the outcome and
-// returns batch emptied for reuse (the exporter must not retain it, as with
-// the SDK's batch processor). A panicking exporter counts as a failed export.
-func (p *processor) export(batch []*span) []*span {
+// export sends batch under the export timeout, counts the outcome, returns
+// the spans' data to its pool and returns batch emptied for reuse (the
+// exporter must not retain the batch or its spans, as with the SDK's batch
+// processor). A panicking exporter counts as a failed export.
+func (p *processor) export(batch []*spanData) []*spanData {
 	n := int64(len(batch))
 	err := func() (err error) {
 		defer func() {
@@ -255,6 +258,9 @@ func (p *processor) export(batch []*span) []*span {
 			"endpoint", p.endpoint, "spans", n, "err", err)
 	} else {
 		p.stats.exported.Add(n)
+	}
+	for _, s := range batch {
+		s.release()
 	}
 	clear(batch)
 	return batch[:0]

@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"context"
+	"slices"
 
 	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -18,7 +19,7 @@ type sdkExporter struct {
 	ro    []sdktrace.ReadOnlySpan
 }
 
-func (e *sdkExporter) exportSpans(ctx context.Context, batch []*span) error {
+func (e *sdkExporter) exportSpans(ctx context.Context, batch []*spanData) error {
 	e.ro = e.ro[:0]
 	for _, s := range batch {
 		e.ro = append(e.ro, e.snapshot(s))
@@ -30,10 +31,10 @@ func (e *sdkExporter) exportSpans(ctx context.Context, batch []*span) error {
 
 func (e *sdkExporter) shutdown(ctx context.Context) error { return e.exp.Shutdown(ctx) }
 
-func (e *sdkExporter) snapshot(s *span) sdktrace.ReadOnlySpan {
+func (e *sdkExporter) snapshot(s *spanData) sdktrace.ReadOnlySpan {
 	stub := tracetest.SpanStub{
 		Name: s.name, SpanContext: s.sc, Parent: s.parent, SpanKind: s.kind,
-		StartTime: s.start, EndTime: s.end, Attributes: s.attrs,
+		StartTime: s.start, EndTime: s.end, Attributes: slices.Clone(s.attrs), // s is pooled once exported
 		Status:            sdktrace.Status{Code: s.status, Description: s.statusMsg},
 		DroppedAttributes: s.droppedAttrs, DroppedEvents: s.droppedEvents, DroppedLinks: s.droppedLinks,
 		Resource: e.res, InstrumentationScope: e.scope,

@@ -176,24 +176,43 @@ func waitServes(b *testing.B, addr, req string) {
 }
 
 // benchKeepAlive sends req b.N times on one keep-alive connection,
-// reading each response, and reports the process's CPU per request.
+// reporting CPU time and read and write system calls per request.
 func benchKeepAlive(b *testing.B, addr, req string) {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	raw := []byte(req)
+	c := dialKeepAlive(b, addr, req)
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := testutil.CPUTime()
 	r0, w0 := testutil.Syscalls()
-	for range b.N {
-		if _, err := c.Write(raw); err != nil {
+	c.send(b, b.N)
+	b.ReportMetric(float64(testutil.CPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
+	r1, w1 := testutil.Syscalls()
+	b.ReportMetric(float64(r1-r0)/float64(b.N), "reads/op")
+	b.ReportMetric(float64(w1-w0)/float64(b.N), "writes/op")
+}
+
+// keepAliveClient sends one request over and over on one connection.
+type keepAliveClient struct {
+	c   net.Conn
+	br  *bufio.Reader
+	raw []byte
+}
+
+func dialKeepAlive(b *testing.B, addr, req string) *keepAliveClient {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return &keepAliveClient{c: c, br: bufio.NewReader(c), raw: []byte(req)}
+}
+
+// send sends the request n times, each answer read in full and checked.
+func (k *keepAliveClient) send(b *testing.B, n int) {
+	for range n {
+		if _, err := k.c.Write(k.raw); err != nil {
 			b.Fatal(err)
 		}
-		resp, err := http.ReadResponse(br, nil)
+		resp, err := http.ReadResponse(k.br, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -205,8 +224,4 @@ func benchKeepAlive(b *testing.B, addr, req string) {
 			b.Fatalf("status %d", resp.StatusCode)
 		}
 	}
-	b.ReportMetric(float64(testutil.CPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
-	r1, w1 := testutil.Syscalls()
-	b.ReportMetric(float64(r1-r0)/float64(b.N), "reads/op")
-	b.ReportMetric(float64(w1-w0)/float64(b.N), "writes/op")
 }

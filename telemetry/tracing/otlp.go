@@ -506,11 +506,12 @@ func appendStatus(b []byte, code codes.Code, msg string) []byte {
 
 // appendKeyValue appends a KeyValue message as field num.
 func appendKeyValue(b []byte, num protowire.Number, kv attribute.KeyValue) []byte {
+	vs := sizeAnyValue(kv.Value) // once: the two lengths need it
 	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(sizeKeyValue(kv)))
+	b = protowire.AppendVarint(b, uint64(sizeMessage(fKVKey, len(kv.Key))+sizeMessage(fKVValue, vs)))
 	b = appendStringField(b, fKVKey, string(kv.Key))
 	b = protowire.AppendTag(b, fKVValue, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(sizeAnyValue(kv.Value)))
+	b = protowire.AppendVarint(b, uint64(vs))
 	return appendAnyValue(b, kv.Value)
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -242,6 +243,29 @@ func TestEndedSpanIsDetachedFromItsPooledData(t *testing.T) {
 	for i, o := range old {
 		if o.IsRecording() || !o.SpanContext().Equal(oldIDs[i]) || !o.SpanContext().IsValid() {
 			t.Errorf("ended span %d: recording %v, span context %v (was %v)", i, o.IsRecording(), o.SpanContext(), oldIDs[i])
+		}
+	}
+}
+
+// reset leaves no field set, so a pooled spanData carries nothing into the
+// next span (a field added to spanData must be reset too).
+func TestSpanDataReset(t *testing.T) {
+	d := newSpanData()
+	id := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}})
+	d.sc, d.parent, d.kind, d.start, d.end, d.name = id, id, trace.SpanKindServer, time.Now(), time.Now(), "op"
+	for i := range 20 {
+		d.addAttrs([]attribute.KeyValue{attribute.Int("k"+strconv.Itoa(i), i)})
+	}
+	d.addEvent("e", time.Now(), []attribute.KeyValue{attribute.Bool("b", true)})
+	d.addLink(trace.Link{SpanContext: id})
+	d.droppedAttrs, d.droppedEvents, d.droppedLinks, d.status, d.statusMsg = 1, 2, 3, codes.Error, "x"
+	d.attrs = d.attrBuf[:5]
+	d.reset()
+	if v := reflect.ValueOf(*d); !v.IsZero() {
+		for i := range v.NumField() {
+			if !v.Field(i).IsZero() {
+				t.Errorf("spanData.%s not reset", v.Type().Field(i).Name)
+			}
 		}
 	}
 }

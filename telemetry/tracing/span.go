@@ -156,14 +156,17 @@ func newSpanData() *spanData {
 // release returns d to the pool, dropping every reference it holds; d must
 // not be used afterwards.
 func (d *spanData) release() {
-	if len(d.attrs) <= len(d.attrBuf) {
-		clear(d.attrBuf[:len(d.attrs)])
-	} else {
-		clear(d.attrBuf[:])
-	}
-	buf := d.attrBuf
-	*d = spanData{attrBuf: buf}
+	d.reset()
 	spanDataPool.Put(d)
+}
+
+// reset zeroes d (TestSpanDataReset checks every field), field by field:
+// copying the struct would copy attrBuf twice.
+func (d *spanData) reset() {
+	clear(d.attrBuf[:])
+	d.sc, d.parent, d.kind, d.start, d.end, d.name, d.attrs = trace.SpanContext{}, trace.SpanContext{}, 0, time.Time{}, time.Time{}, "", nil
+	d.droppedAttrs, d.droppedEvents, d.droppedLinks = 0, 0, 0
+	d.events, d.links, d.status, d.statusMsg = nil, nil, codes.Unset, ""
 }
 
 // event is one span event.

@@ -1,8 +1,8 @@
 package sidecar
 
 import (
-	"cmp"
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"

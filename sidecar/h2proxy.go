@@ -507,6 +507,9 @@ type h2Record struct {
 	// its chunked framing was bad (HTTP/1.1 loop). Set on the
 	// transport's goroutine.
 	bodyTimedOut, bodyMalformed atomic.Bool
+	// tooManyInterim: the upstream sent more 1xx responses than allowed
+	// (limitInterim, on the transport's goroutine).
+	tooManyInterim atomic.Bool
 }
 
 type h2RecordKey struct{}
@@ -585,9 +588,14 @@ func limitInterim(r *http.Request, max int) {
 		return // not relayed: Go's transports bound them by header bytes
 	}
 	max = cmp.Or(max, maxInterim)
-	relay, n := t.Got1xxResponse, 0
+	relay, n, rec := t.Got1xxResponse, 0, h2RecordFrom(r.Context())
 	t.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
 		if n++; n > max {
+			if rec != nil {
+				// The HTTP/2 transport returns the error as the cause of
+				// a stream error, which does not unwrap to it.
+				rec.tooManyInterim.Store(true)
+			}
 			return errTooManyInterim
 		}
 		return relay(code, h)
@@ -623,7 +631,7 @@ func proxyError(w http.ResponseWriter, r *http.Request, err error, name string, 
 		}
 	case errors.Is(err, balance.ErrNoEndpoint):
 		status, code, msg = 503, errNoHealthyUpstream, "no healthy upstream"
-	case errors.Is(err, errTooManyInterim):
+	case errors.Is(err, errTooManyInterim) || rec != nil && rec.tooManyInterim.Load():
 		code, msg = errBadResponse, "upstream sent too many interim (1xx) responses"
 	case errors.Is(err, errOverflow):
 		status, code, msg = 503, errUpstreamOverflow, "upstream overflow"

@@ -20,8 +20,11 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/outrider-mesh/outrider/discovery"
+	"github.com/outrider-mesh/outrider/gateway"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 	"github.com/outrider-mesh/outrider/mtls"
+	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
 
@@ -297,8 +300,9 @@ func waitClosed(c net.Conn) error {
 
 // h2StreamLimit speaks HTTP/2 (prior knowledge) on c: the server must
 // advertise max concurrent streams, and of max+1 slow requests opened at
-// once, reset the last and none of the others.
-func h2StreamLimit(t *testing.T, c net.Conn, max uint32) {
+// once, reset the last and none of the others. It returns the server's
+// SETTINGS and its first connection window increment.
+func h2StreamLimit(t *testing.T, c net.Conn, max uint32) (settings map[http2.SettingID]uint32, connIncrement uint32) {
 	t.Helper()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	bw := bufio.NewWriter(c)
@@ -306,17 +310,25 @@ func h2StreamLimit(t *testing.T, c net.Conn, max uint32) {
 	bw.WriteString(http2.ClientPreface)
 	fr.WriteSettings()
 	bw.Flush()
-	for {
+	for settings == nil || connIncrement == 0 {
 		f, err := fr.ReadFrame()
 		if err != nil {
-			t.Fatalf("waiting for the server's SETTINGS: %v", err)
+			t.Fatalf("waiting for the server's SETTINGS and WINDOW_UPDATE: %v", err)
 		}
-		if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
-			if v, ok := s.Value(http2.SettingMaxConcurrentStreams); !ok || v != max {
-				t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d (set: %v), want %d", v, ok, max)
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				settings = map[http2.SettingID]uint32{}
+				f.ForeachSetting(func(s http2.Setting) error { settings[s.ID] = s.Val; return nil })
 			}
-			break
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				connIncrement = f.Increment
+			}
 		}
+	}
+	if v, ok := settings[http2.SettingMaxConcurrentStreams]; !ok || v != max {
+		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d (set: %v), want %d", v, ok, max)
 	}
 	fr.WriteSettingsAck()
 	var block bytes.Buffer
@@ -339,7 +351,7 @@ func h2StreamLimit(t *testing.T, c net.Conn, max uint32) {
 			if f.StreamID != last {
 				t.Fatalf("stream %d reset (%v), want only stream %d", f.StreamID, f.ErrCode, last)
 			}
-			return
+			return settings, connIncrement
 		case *http2.HeadersFrame:
 			if f.StreamID == last {
 				t.Fatalf("stream %d, one over the limit, was answered", last)
@@ -348,4 +360,49 @@ func h2StreamLimit(t *testing.T, c net.Conn, max uint32) {
 			t.Fatalf("GOAWAY %v instead of a stream reset", f.ErrCode)
 		}
 	}
+}
+
+// TestConfiguredIngressLimits: an ingress listener's body idle timeout,
+// HTTP/2 stream limit and windows are in force (the defaults are 60 s,
+// 100 streams, 64 KiB and 1 MiB).
+func TestConfiguredIngressLimits(t *testing.T) {
+	t.Parallel()
+	p := startStaticPair(t)
+	ports := consultest.FreePorts(t, 2)
+	bind, edge := addr(ports[0]), addr(ports[1])
+	allowNone, _ := policy.CompileRules(nil, policy.RulesOptions{})
+	sc := startSidecar(t, nil, sidecar.Options{
+		Config: &sidecar.Config{Service: "client", Upstreams: []sidecar.Upstream{{
+			DestinationName: "web", BindAddress: bind, Protocol: sidecar.HTTP,
+			Endpoints: []discovery.Endpoint{{Address: p.webPublic, Weight: 1, Identity: spiffeid.RequireFromString("spiffe://example.org/web")}},
+		}}, Ingress: gateway.Ingresses{{Name: "edge", Bind: edge, Routes: []gateway.IngressRoute{{Upstream: "web"}},
+			BodyIdleTimeout: 300 * time.Millisecond, MaxConcurrentStreams: 3,
+			InitialStreamWindowSize: 100000, InitialConnectionWindowSize: 3 << 20}}},
+		Identity: p.clientID,
+		Policy:   allowNone,
+	})
+	waitReady(t, sc.admin)
+	dial := func(t *testing.T) net.Conn {
+		var c net.Conn
+		eventually(t, 5*time.Second, func() (err error) {
+			c, err = net.Dial("tcp", edge)
+			return err
+		})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	t.Run("body idle", func(t *testing.T) {
+		if status := h1StalledBody(t, dial(t)); status != 408 {
+			t.Errorf("stalled body: %d, want 408", status)
+		}
+	})
+	t.Run("streams and windows", func(t *testing.T) {
+		settings, inc := h2StreamLimit(t, dial(t), 3)
+		if w := settings[http2.SettingInitialWindowSize]; w != 100000 {
+			t.Errorf("SETTINGS_INITIAL_WINDOW_SIZE %d, want 100000", w)
+		}
+		if want := uint32(3<<20 - 65535); inc != want {
+			t.Errorf("connection window increment %d, want %d (a 3 MiB window)", inc, want)
+		}
+	})
 }

@@ -20,6 +20,10 @@ const (
 	DefaultLocalRequestTimeout = 15 * time.Second
 	DefaultMaxHeaderBytes      = 64 << 10
 	DefaultMaxHeaders          = 100
+	DefaultIdleTimeout         = 90 * time.Second
+	DefaultBodyIdleTimeout     = 60 * time.Second
+	DefaultMaxInterim          = 10
+	DefaultMaxStreams          = 1000
 	DefaultConnectTimeout      = 5 * time.Second
 	DefaultL4BalancePolicy     = RoundRobin   // upstreams with protocol tcp
 	DefaultL7BalancePolicy     = LeastRequest // http, http2 and grpc
@@ -35,6 +39,8 @@ const (
 	maxHeaderBytes = 1 << 20
 	maxHeaders     = 10000
 	maxWeight      = 1000
+	maxInterim     = 1000
+	maxStreams     = 100000
 )
 
 // File is the static-mode configuration file, outrider.yaml.
@@ -199,6 +205,29 @@ type Public struct {
 	// beyond) and of the application's response (502). Default 100, as
 	// Envoy's max_headers_count; between 1 and 10000.
 	MaxHeaders int `yaml:"max_headers"`
+	// IdleTimeout closes a keep-alive HTTP client connection that has not
+	// finished its next request head this long after the previous
+	// exchange: the idle wait and the head's arrival (slowloris)
+	// together. Default 90s, above the 60s after which a client sidecar
+	// drops an unused pooled connection; shorter, clients meet closed
+	// connections, which they retry only for idempotent requests. The
+	// upstream listeners use it too.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// BodyIdleTimeout bounds each wait for more of a request body (slow
+	// POST): a body that makes no progress this long is cut and the
+	// request answered 408. Not gRPC request streams (their deadline
+	// bounds them). Default 60s; it cannot be turned off. The upstream
+	// listeners use it too.
+	BodyIdleTimeout time.Duration `yaml:"body_idle_timeout"`
+	// MaxInterimResponses bounds the interim (1xx) responses relayed
+	// before a final one; one more and the caller gets 502. Default 10,
+	// between 1 and 1000. The upstream listeners use it too (and the
+	// ingress requests routed to them).
+	MaxInterimResponses int `yaml:"max_interim_responses"`
+	// MaxConcurrentStreams bounds the HTTP/2 streams a client may have
+	// open on one connection; the extra one is reset. Default 1000, between
+	// 1 and 100000. The upstream listeners use it too.
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
 	// Gateway applies API-gateway features (rate limits, caching,
 	// compression, aggregation, filtering) to requests for the local
 	// service, after authorization; needs an HTTP protocol. See

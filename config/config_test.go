@@ -541,3 +541,44 @@ func TestLoadMissing(t *testing.T) {
 		t.Errorf("LoadPolicy: got %v", err)
 	}
 }
+
+// TestEdgeLimits: the public listener's edge limits are read, defaulted
+// and checked, each bad value reported with its key and line.
+func TestEdgeLimits(t *testing.T) {
+	t.Parallel()
+	head := "service: web\nidentity: {spiffe: }\npublic:\n  bind: :20000\n  local_service: 127.0.0.1:8080\n"
+	f, err := Parse("o.yaml", []byte(head+"  idle_timeout: 2m\n  body_idle_timeout: 5m\n  max_interim_responses: 3\n  max_concurrent_streams: 250\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := f.Public; p.IdleTimeout != 2*time.Minute || p.BodyIdleTimeout != 5*time.Minute || p.MaxInterimResponses != 3 || p.MaxConcurrentStreams != 250 {
+		t.Errorf("read %+v", p)
+	}
+	f, err = Parse("o.yaml", []byte(head))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := f.Public; p.IdleTimeout != 90*time.Second || p.BodyIdleTimeout != time.Minute || p.MaxInterimResponses != 10 || p.MaxConcurrentStreams != 1000 {
+		t.Errorf("defaults %+v", p)
+	}
+	tests := []struct{ lines, want string }{
+		{"  body_idle_timeout: 0s\n", "config: o.yaml:6: public.body_idle_timeout: 0s: want a positive duration"},
+		{"  body_idle_timeout: -1s\n", "config: o.yaml:6: public.body_idle_timeout: -1s: want a positive duration"},
+		{"  body_idle_timeout: 60\n", "config: o.yaml:6: public.body_idle_timeout: "},
+		{"  body_idle_timeout: 99999999999h\n", "config: o.yaml:6: public.body_idle_timeout: "},
+		{"  idle_timeout: 0s\n", "config: o.yaml:6: public.idle_timeout: 0s: want a positive duration"},
+		{"  idle_timeout: soon\n", "config: o.yaml:6: public.idle_timeout: "},
+		{"  max_interim_responses: 0\n", "config: o.yaml:6: public.max_interim_responses: 0 is not between 1 and 1000"},
+		{"  max_interim_responses: 5000\n", "config: o.yaml:6: public.max_interim_responses: 5000 is not between 1 and 1000"},
+		{"  max_interim_responses: many\n", "config: o.yaml:6: public.max_interim_responses: "},
+		{"  max_concurrent_streams: -3\n", "config: o.yaml:6: public.max_concurrent_streams: -3 is not between 1 and 100000"},
+		{"  max_concurrent_streams: 4294967296\n", "config: o.yaml:6: public.max_concurrent_streams: 4294967296 is "},
+		{"  max_concurrent_streams: [3]\n", "config: o.yaml:6: public.max_concurrent_streams: "},
+	}
+	for _, tt := range tests {
+		_, err := Parse("o.yaml", []byte(head+tt.lines))
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: got %v, want one error starting %q", tt.lines, err, tt.want)
+		}
+	}
+}

@@ -68,6 +68,10 @@ func (f *File) applyDefaults() {
 		dur(&p.LocalRequestTimeout, DefaultLocalRequestTimeout, "public.local_request_timeout")
 		num(&p.MaxHeaderBytes, DefaultMaxHeaderBytes, "public.max_header_bytes")
 		num(&p.MaxHeaders, DefaultMaxHeaders, "public.max_headers")
+		dur(&p.IdleTimeout, DefaultIdleTimeout, "public.idle_timeout")
+		dur(&p.BodyIdleTimeout, DefaultBodyIdleTimeout, "public.body_idle_timeout")
+		num(&p.MaxInterimResponses, DefaultMaxInterim, "public.max_interim_responses")
+		num(&p.MaxConcurrentStreams, DefaultMaxStreams, "public.max_concurrent_streams")
 	}
 	for i := range f.Upstreams {
 		u := &f.Upstreams[i]
@@ -360,12 +364,12 @@ func (c *checker) public() []listener {
 	c.positive("public.local_connect_timeout", p.LocalConnectTimeout)
 	c.positive("public.handshake_timeout", p.HandshakeTimeout)
 	c.positive("public.local_request_timeout", p.LocalRequestTimeout)
-	if n := p.MaxHeaderBytes; n < minHeaderBytes || n > maxHeaderBytes {
-		c.errorf("public.max_header_bytes", "%d is not between %d and %d", n, minHeaderBytes, maxHeaderBytes)
-	}
-	if n := p.MaxHeaders; n < 1 || n > maxHeaders {
-		c.errorf("public.max_headers", "%d is not between 1 and %d", n, maxHeaders)
-	}
+	c.between("public.max_header_bytes", p.MaxHeaderBytes, minHeaderBytes, maxHeaderBytes)
+	c.between("public.max_headers", p.MaxHeaders, 1, maxHeaders)
+	c.positive("public.idle_timeout", p.IdleTimeout)
+	c.positive("public.body_idle_timeout", p.BodyIdleTimeout)
+	c.between("public.max_interim_responses", p.MaxInterimResponses, 1, maxInterim)
+	c.between("public.max_concurrent_streams", p.MaxConcurrentStreams, 1, maxStreams)
 	return out
 }
 
@@ -398,6 +402,12 @@ func (c *checker) protocol(path string, p Protocol) {
 		return
 	}
 	c.errorf(path, "want tcp, http, http2 or grpc, got %s", quote(string(p)))
+}
+
+func (c *checker) between(path string, n, lo, hi int) {
+	if n < lo || n > hi {
+		c.errorf(path, "%d is not between %d and %d", n, lo, hi)
+	}
 }
 
 func (c *checker) positive(path string, d time.Duration) {

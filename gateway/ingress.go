@@ -44,6 +44,23 @@ type Ingress struct {
 	// IdleTimeout closes a keep-alive connection idle this long. Default
 	// 60s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// BodyIdleTimeout bounds each wait for more of a request body (slow
+	// POST): a body that makes no progress this long is cut and the
+	// request answered 408. Not on gRPC request streams, whose deadline
+	// bounds them. Default 60s; it cannot be turned off.
+	BodyIdleTimeout time.Duration `yaml:"body_idle_timeout"`
+	// MaxConcurrentStreams bounds the HTTP/2 streams a client may have
+	// open on one connection (the extra one is reset). Default 100, as
+	// Envoy's edge recommendation; 1 to 100000.
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+	// InitialStreamWindowSize and InitialConnectionWindowSize are the
+	// HTTP/2 flow-control windows the listener grants a client for request
+	// bodies: per stream (default 65536) and per connection (default
+	// 1048576), as Envoy's edge recommendation; each 65535 to 2147483647,
+	// Envoy's range. They bound what a client may send before the proxy
+	// has read it.
+	InitialStreamWindowSize     int `yaml:"initial_stream_window_size"`
+	InitialConnectionWindowSize int `yaml:"initial_connection_window_size"`
 }
 
 // IngressRoute is one ingress route.
@@ -66,6 +83,19 @@ const (
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultMaxHeaders        = 100
+	DefaultBodyIdleTimeout   = 60 * time.Second
+	// DefaultMaxConcurrentStreams, DefaultInitialStreamWindowSize and
+	// DefaultInitialConnectionWindowSize are Envoy's edge values.
+	DefaultMaxConcurrentStreams        = 100
+	DefaultInitialStreamWindowSize     = 64 << 10
+	DefaultInitialConnectionWindowSize = 1 << 20
+	// MaxConcurrentStreamsLimit bounds max_concurrent_streams: each open
+	// stream holds a goroutine and its buffers.
+	MaxConcurrentStreamsLimit = 100000
+	// minWindow and maxWindow are the HTTP/2 window bounds (RFC 9113's
+	// initial window and largest window; Envoy's range).
+	minWindow = 65535
+	maxWindow = 1<<31 - 1
 )
 
 // ApplyDefaults fills in the documented defaults of fields left zero.
@@ -84,6 +114,18 @@ func (l *Ingress) ApplyDefaults(i int) {
 	}
 	if l.MaxHeaders == 0 {
 		l.MaxHeaders = DefaultMaxHeaders
+	}
+	if l.BodyIdleTimeout == 0 {
+		l.BodyIdleTimeout = DefaultBodyIdleTimeout
+	}
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if l.InitialStreamWindowSize == 0 {
+		l.InitialStreamWindowSize = DefaultInitialStreamWindowSize
+	}
+	if l.InitialConnectionWindowSize == 0 {
+		l.InitialConnectionWindowSize = DefaultInitialConnectionWindowSize
 	}
 }
 
@@ -106,6 +148,19 @@ func (l Ingress) Validate() error {
 	if l.IdleTimeout < 0 {
 		errs = append(errs, confval.Errorf("idle_timeout", "negative"))
 	}
+	if l.BodyIdleTimeout < 0 {
+		errs = append(errs, confval.Errorf("body_idle_timeout", "negative (0 or unset: the default, 60s)"))
+	}
+	if n := l.MaxConcurrentStreams; n != 0 && (n < 1 || n > MaxConcurrentStreamsLimit) {
+		errs = append(errs, confval.Errorf("max_concurrent_streams", "want 1 to %d, got %d", MaxConcurrentStreamsLimit, n))
+	}
+	window := func(key string, n int) {
+		if n != 0 && (n < minWindow || n > maxWindow) {
+			errs = append(errs, confval.Errorf(key, "want %d to %d, got %d", minWindow, maxWindow, n))
+		}
+	}
+	window("initial_stream_window_size", l.InitialStreamWindowSize)
+	window("initial_connection_window_size", l.InitialConnectionWindowSize)
 	if len(l.Routes) == 0 {
 		errs = append(errs, confval.Errorf("routes", "at least one route is required"))
 	}

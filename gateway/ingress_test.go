@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRouter(t *testing.T) {
@@ -56,11 +57,18 @@ func TestIngressValidate(t *testing.T) {
 		{Name: "a", Bind: "0.0.0.0:8443", Routes: []IngressRoute{{Upstream: "api", Hosts: []string{"*.ok.example", "a.*.example", "x:80"}}}},
 		{Name: "a", Bind: "0.0.0.0:8443", MaxHeaderBytes: 10},
 		{Bind: "nope", Routes: []IngressRoute{{Match: Match{PathRegex: "("}}}},
+		{Name: "c", Bind: ":1", Routes: []IngressRoute{{Upstream: "api"}}, BodyIdleTimeout: -time.Second, MaxConcurrentStreams: -1,
+			InitialStreamWindowSize: 1024, InitialConnectionWindowSize: 1 << 31},
+		{Name: "d", Bind: ":2", Routes: []IngressRoute{{Upstream: "api"}}, MaxConcurrentStreams: 1 << 30},
 	}
 	err := ls.Validate()
 	for _, want := range []string{
 		"[0].routes[0].hosts[1]: ", "[0].routes[0].hosts[2]: ", "[1].name: ", "[1].bind: ", "[1].max_header_bytes: ",
 		"[1].routes: at least one", "[2].bind: want host:port", "[2].routes[0].upstream: required", "[2].routes[0].match.path_regex: ",
+		"[3].body_idle_timeout: negative", "[3].max_concurrent_streams: want 1 to 100000, got -1",
+		"[3].initial_stream_window_size: want 65535 to 2147483647, got 1024",
+		"[3].initial_connection_window_size: want 65535 to 2147483647, got 2147483648",
+		"[4].max_concurrent_streams: want 1 to 100000, got 1073741824",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in\n%v", want, err)

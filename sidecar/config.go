@@ -95,10 +95,107 @@ type PublicListener struct {
 	// application's response head (Proxy.Config local_request_timeout_ms,
 	// default 15s as Envoy's route timeout); then the caller gets 504.
 	LocalRequestTimeout time.Duration `json:"local_request_timeout"`
+	// HTTPLimits bound the listener's HTTP connections and requests.
+	HTTPLimits
 	// Gateway is the API-gateway layer in front of the application
 	// (Proxy.Config gateway; the static file's public.gateway). A change
 	// applies live; the zero value is off.
 	Gateway gateway.Config `json:"gateway,omitzero"`
+}
+
+// HTTPLimits are the edge bounds of an HTTP listener (the public one and
+// every upstream one) beyond the head limits. In the Consul mode they are
+// proxy-wide Proxy.Config keys, as max_header_bytes is; in the static file
+// the public section's keys, which the upstream listeners share. A zero
+// field means its default (WithDefaults fills them in).
+type HTTPLimits struct {
+	// IdleTimeout closes a keep-alive client connection that has not
+	// finished its next request head this long after the previous
+	// exchange (or its first head after the TLS handshake): the idle wait
+	// and the head's arrival (slowloris) together, on the HTTP/1.1 loop;
+	// the idle wait between requests on the net/http path (HTTP/2
+	// connections, whose heads are bounded by the 30 s head timeout).
+	// Proxy.Config idle_timeout_ms, default 90s (above the 60 s after which
+	// a peer sidecar drops a pooled connection, so the client side closes
+	// first; a shorter value makes peers meet closed connections, which
+	// they retry only for idempotent requests). Applies to new connections
+	// on the HTTP/1.1 loop; the net/http path reads it when the listener
+	// opens.
+	IdleTimeout time.Duration `json:"idle_timeout"`
+	// BodyIdleTimeout bounds each wait for more of a request body (slow
+	// POST, as nginx's client_body_timeout): a body that makes no progress
+	// this long is cut, and the request answered 408. Not on gRPC
+	// request streams, whose deadline bounds them. Proxy.Config
+	// body_idle_timeout_ms, default 60s; it cannot be turned off.
+	BodyIdleTimeout time.Duration `json:"body_idle_timeout"`
+	// MaxInterim bounds the interim (1xx) responses relayed before a
+	// final one; one more makes the response invalid, and the caller gets
+	// 502 bad_upstream_response. Proxy.Config max_interim_responses,
+	// default 10, 1 to 1000.
+	MaxInterim int `json:"max_interim_responses"`
+	// MaxConcurrentStreams bounds the HTTP/2 streams a client may have
+	// open on one connection (SETTINGS_MAX_CONCURRENT_STREAMS; the server
+	// resets the extra one). Proxy.Config max_concurrent_streams, default
+	// 1000 (mesh peers multiplex a whole service's traffic on few
+	// connections), 1 to 100000. Read when the listener opens.
+	MaxConcurrentStreams int `json:"max_concurrent_streams"`
+}
+
+// Defaults and bounds of HTTPLimits.
+const (
+	DefaultIdleTimeout          = clientIdleTimeout
+	DefaultBodyIdleTimeout      = bodyIdleTimeout
+	DefaultMaxInterim           = maxInterim
+	DefaultMaxConcurrentStreams = meshMaxStreams
+	MaxInterimLimit             = 1000
+	MaxConcurrentStreamsLimit   = 100000
+)
+
+// withDefaults returns l with each zero field taken from def.
+func (l HTTPLimits) withDefaults(def HTTPLimits) HTTPLimits {
+	l.IdleTimeout = cmp.Or(l.IdleTimeout, def.IdleTimeout)
+	l.BodyIdleTimeout = cmp.Or(l.BodyIdleTimeout, def.BodyIdleTimeout)
+	l.MaxInterim = cmp.Or(l.MaxInterim, def.MaxInterim)
+	l.MaxConcurrentStreams = cmp.Or(l.MaxConcurrentStreams, def.MaxConcurrentStreams)
+	return l
+}
+
+// defaultHTTPLimits are the documented defaults.
+var defaultHTTPLimits = HTTPLimits{IdleTimeout: DefaultIdleTimeout, BodyIdleTimeout: DefaultBodyIdleTimeout,
+	MaxInterim: DefaultMaxInterim, MaxConcurrentStreams: DefaultMaxConcurrentStreams}
+
+// httpLimitsValue reads the HTTPLimits keys of Proxy.Config; field names
+// a key for errors.
+func httpLimitsValue(m map[string]any, field func(string) string) (HTTPLimits, error) {
+	var l HTTPLimits
+	var err error
+	if l.IdleTimeout, err = msValue(m, "idle_timeout_ms", DefaultIdleTimeout); err != nil {
+		return l, fmt.Errorf("sidecar: %s: %w", field("idle_timeout_ms"), err)
+	}
+	if l.BodyIdleTimeout, err = msValue(m, "body_idle_timeout_ms", DefaultBodyIdleTimeout); err != nil {
+		return l, fmt.Errorf("sidecar: %s: %w", field("body_idle_timeout_ms"), err)
+	}
+	if l.MaxInterim, err = intInRange(m, "max_interim_responses", DefaultMaxInterim, 1, MaxInterimLimit, field); err != nil {
+		return l, err
+	}
+	if l.MaxConcurrentStreams, err = intInRange(m, "max_concurrent_streams", DefaultMaxConcurrentStreams, 1, MaxConcurrentStreamsLimit, field); err != nil {
+		return l, err
+	}
+	return l, nil
+}
+
+// intInRange reads an integer key of an opaque Consul config map, def
+// when it is absent; a value that is not an integer between lo and hi is
+// an error naming field(key).
+func intInRange(m map[string]any, key string, def, lo, hi int, field func(string) string) (int, error) {
+	v, ok := m[key]
+	if !ok || v == nil {
+		return def, nil
+	}
+	if n, err := intValue(v); err == nil && n >= lo && n <= hi {
+		return n, nil
+	}
+	return 0, fmt.Errorf("sidecar: %s: want an integer between %d and %d, got %v", field(key), lo, hi, v)
 }
 
 // Protocol is an L4 or L7 protocol as Consul names it in service-defaults.
@@ -155,6 +252,10 @@ type Upstream struct {
 	// MaxHeaders bounds header fields on this listener (the proxy's
 	// max_headers).
 	MaxHeaders int `json:"max_headers"`
+	// HTTPLimits bound this listener's HTTP connections and requests (the
+	// proxy's keys, shared with the public listener). MaxInterim also
+	// bounds the ingress requests routed to this upstream.
+	HTTPLimits
 	// Limits is the upstream's circuit breaking (Config.limits, from the
 	// source's service-defaults UpstreamConfig). A change applies live.
 	Limits Limits `json:"limits"`
@@ -261,17 +362,17 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("sidecar: %s: %w", field("protocol"), err)
 	}
-	maxHeader := http1.DefaultMaxHeaderBytes
-	if _, ok := p.Config["max_header_bytes"]; ok {
-		if maxHeader, err = intValue(p.Config["max_header_bytes"]); err != nil || maxHeader < 1024 || maxHeader > 1<<20 {
-			return Config{}, fmt.Errorf("sidecar: %s: want an integer between 1024 and 1048576, got %v", field("max_header_bytes"), p.Config["max_header_bytes"])
-		}
+	maxHeader, err := intInRange(p.Config, "max_header_bytes", http1.DefaultMaxHeaderBytes, 1024, 1<<20, field)
+	if err != nil {
+		return Config{}, err
 	}
-	maxHeaders := http1.DefaultMaxFields
-	if _, ok := p.Config["max_headers"]; ok {
-		if maxHeaders, err = intValue(p.Config["max_headers"]); err != nil || maxHeaders < 1 || maxHeaders > 10000 {
-			return Config{}, fmt.Errorf("sidecar: %s: want an integer between 1 and 10000, got %v", field("max_headers"), p.Config["max_headers"])
-		}
+	maxHeaders, err := intInRange(p.Config, "max_headers", http1.DefaultMaxFields, 1, 10000, field)
+	if err != nil {
+		return Config{}, err
+	}
+	limits, err := httpLimitsValue(p.Config, field)
+	if err != nil {
+		return Config{}, err
 	}
 	if c.Tracing, err = tracingValue(p.Config, field); err != nil {
 		return Config{}, err
@@ -285,6 +386,7 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 		MaxHeaderBytes:      maxHeader,
 		MaxHeaders:          maxHeaders,
 		LocalRequestTimeout: requestTimeout,
+		HTTPLimits:          limits,
 	}
 	if v, ok := p.Config["gateway"]; ok && v != nil {
 		if err := config.DecodeValue(field("gateway"), v, &c.Public.Gateway); err != nil {
@@ -317,7 +419,7 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 		if err != nil {
 			return Config{}, fmt.Errorf("sidecar: %s: Config.protocol: %w", where, err)
 		}
-		limits, err := limitsValue(u.Config)
+		upLimits, err := limitsValue(u.Config)
 		if err != nil {
 			return Config{}, fmt.Errorf("sidecar: %s: Config.limits: %w", where, err)
 		}
@@ -349,7 +451,8 @@ func FromRegistration(svc *api.AgentService) (Config, error) {
 			Protocol:        upProto,
 			MaxHeaderBytes:  maxHeader,
 			MaxHeaders:      maxHeaders,
-			Limits:          limits,
+			HTTPLimits:      limits,
+			Limits:          upLimits,
 			Outlier:         outlier,
 			HealthCheck:     hc,
 		}
@@ -468,6 +571,7 @@ func (c Config) WithDefaults() Config {
 	p.LocalRequestTimeout = cmp.Or(p.LocalRequestTimeout, 15*time.Second)
 	p.MaxHeaderBytes = cmp.Or(p.MaxHeaderBytes, http1.DefaultMaxHeaderBytes)
 	p.MaxHeaders = cmp.Or(p.MaxHeaders, http1.DefaultMaxFields)
+	p.HTTPLimits = p.HTTPLimits.withDefaults(defaultHTTPLimits)
 	p.Protocol = cmp.Or(p.Protocol, TCP)
 	c.Namespace = cmp.Or(c.Namespace, "default")
 	ups := make([]Upstream, len(c.Upstreams))
@@ -475,6 +579,7 @@ func (c Config) WithDefaults() Config {
 		u.ConnectTimeout = cmp.Or(u.ConnectTimeout, 5*time.Second)
 		u.MaxHeaderBytes = cmp.Or(u.MaxHeaderBytes, p.MaxHeaderBytes)
 		u.MaxHeaders = cmp.Or(u.MaxHeaders, p.MaxHeaders)
+		u.HTTPLimits = u.HTTPLimits.withDefaults(p.HTTPLimits)
 		u.Protocol = cmp.Or(u.Protocol, TCP)
 		u.Namespace = cmp.Or(u.Namespace, "default")
 		ups[i] = u

@@ -38,9 +38,10 @@ func TestFromRegistration(t *testing.T) {
 			BindAddress: "10.0.0.5:21000", LocalService: "127.0.0.1:8080",
 			LocalConnectTimeout: time.Second, HandshakeTimeout: 10 * time.Second,
 			Protocol: TCP, MaxHeaderBytes: 64 << 10, MaxHeaders: 100, LocalRequestTimeout: 15 * time.Second,
+			HTTPLimits: defaultHTTPLimits,
 		},
 		Upstreams: []Upstream{{DestinationName: "api", Namespace: "default", BindAddress: "127.0.0.1:9191", ConnectTimeout: 5 * time.Second,
-			Protocol: TCP, MaxHeaderBytes: 64 << 10, MaxHeaders: 100, RetryBudget: RetryBudget{Percent: 20, MinRetries: 3}}},
+			Protocol: TCP, MaxHeaderBytes: 64 << 10, MaxHeaders: 100, HTTPLimits: defaultHTTPLimits, RetryBudget: RetryBudget{Percent: 20, MinRetries: 3}}},
 	}
 	if !reflect.DeepEqual(c.Public, want.Public) || c.Service != want.Service || c.ProxyID != want.ProxyID || !reflect.DeepEqual(c.Upstreams, want.Upstreams) {
 		t.Fatalf("FromRegistration =\n%+v\nwant\n%+v", c, want)
@@ -85,6 +86,17 @@ func TestFromRegistrationProxyConfig(t *testing.T) {
 			s.Proxy.Config = map[string]any{"otlp_endpoint": "http://jaeger:4317", "otlp_protocol": "http/protobuf", "trace_sampling": 0.25}
 		}, func(c Config) bool {
 			return c.Tracing.Endpoint == "http://jaeger:4317" && c.Tracing.Protocol == "http/protobuf" && *c.Tracing.Sampling == 0.25
+		}},
+		{"edge limits default", func(*api.AgentService) {}, func(c Config) bool {
+			want := HTTPLimits{IdleTimeout: 90 * time.Second, BodyIdleTimeout: 60 * time.Second, MaxInterim: 10, MaxConcurrentStreams: 1000}
+			return c.Public.HTTPLimits == want && c.Upstreams[0].HTTPLimits == want
+		}},
+		{"edge limits from Proxy.Config, shared by the upstreams", func(s *api.AgentService) {
+			s.Proxy.Config = map[string]any{"idle_timeout_ms": float64(120000), "body_idle_timeout_ms": "300000",
+				"max_interim_responses": float64(3), "max_concurrent_streams": "250"}
+		}, func(c Config) bool {
+			want := HTTPLimits{IdleTimeout: 2 * time.Minute, BodyIdleTimeout: 5 * time.Minute, MaxInterim: 3, MaxConcurrentStreams: 250}
+			return c.Public.HTTPLimits == want && c.Upstreams[0].HTTPLimits == want
 		}},
 		{"IPv6 addresses", func(s *api.AgentService) { s.Address = "::1" },
 			func(c Config) bool { return c.Public.BindAddress == "[::1]:21000" }},
@@ -132,6 +144,28 @@ func TestFromRegistrationErrorsNameTheField(t *testing.T) {
 		{"unknown protocol", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"protocol": "http3"} }, "Proxy.Config.protocol"},
 		{"unknown upstream protocol", func(s *api.AgentService) { s.Proxy.Upstreams[0].Config = map[string]any{"protocol": 7.0} }, "Upstreams[0]: Config.protocol"},
 		{"header limit too small", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"max_header_bytes": "10"} }, "Proxy.Config.max_header_bytes"},
+		{"idle timeout zero", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"idle_timeout_ms": float64(0)} },
+			"Proxy.Config.idle_timeout_ms: want a positive number of milliseconds, got 0"},
+		{"idle timeout not a number", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"idle_timeout_ms": "90s"} },
+			"Proxy.Config.idle_timeout_ms: want an integer"},
+		{"body idle timeout negative", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"body_idle_timeout_ms": float64(-5)} },
+			"Proxy.Config.body_idle_timeout_ms: want a positive number of milliseconds, got -5"},
+		{"body idle timeout wrong type", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"body_idle_timeout_ms": true} },
+			"Proxy.Config.body_idle_timeout_ms: want an integer"},
+		{"body idle timeout overflows", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"body_idle_timeout_ms": 1e13} },
+			"Proxy.Config.body_idle_timeout_ms: want at most"},
+		{"max interim zero", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"max_interim_responses": float64(0)} },
+			"Proxy.Config.max_interim_responses: want an integer between 1 and 1000, got 0"},
+		{"max interim absurd", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"max_interim_responses": "1000000"} },
+			"Proxy.Config.max_interim_responses: want an integer between 1 and 1000, got 1000000"},
+		{"max interim fractional", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"max_interim_responses": 2.5} },
+			"Proxy.Config.max_interim_responses: want an integer between 1 and 1000, got 2.5"},
+		{"max streams negative", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"max_concurrent_streams": float64(-1)} },
+			"Proxy.Config.max_concurrent_streams: want an integer between 1 and 100000, got -1"},
+		{"max streams absurd", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"max_concurrent_streams": 1e12} },
+			"Proxy.Config.max_concurrent_streams: want an integer between 1 and 100000"},
+		{"max streams wrong type", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"max_concurrent_streams": []any{3.0}} },
+			"Proxy.Config.max_concurrent_streams: want an integer between 1 and 100000, got [3]"},
 		{"bad trace sampling", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"trace_sampling": 2.0} }, "Proxy.Config.trace_sampling"},
 		{"bad otlp protocol", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"otlp_protocol": "thrift"} }, "Proxy.Config.otlp_protocol"},
 		{"otlp endpoint not a string", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"otlp_endpoint": 4317.0} }, "Proxy.Config.otlp_endpoint"},

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -379,7 +380,7 @@ func (w *h1Writer) WriteHeader(code int) {
 	if code < 200 && code != 101 {
 		// Interim responses carry the fields set so far (ReverseProxy
 		// clears them after each); bounded as on the lean loop.
-		if w.interim >= maxInterim || (code == 100 && hc.req.Expect100) {
+		if w.interim >= cmp.Or(hc.p.lim.MaxInterim, maxInterim) || (code == 100 && hc.req.Expect100) {
 			return
 		}
 		w.interim++

@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -43,15 +42,21 @@ import (
 const (
 	// clientIdleTimeout closes a keep-alive client connection that sent
 	// nothing for this long (above poolIdleTimeout, so a peer's pool drops
-	// the connection first).
+	// the connection first). The default of HTTPLimits.IdleTimeout.
 	clientIdleTimeout = 90 * time.Second
 	// bodyIdleTimeout bounds each wait for more of a request body, as
 	// nginx's client_body_timeout (slow POST); a timed-out body gets 408.
+	// The default of HTTPLimits.BodyIdleTimeout.
 	bodyIdleTimeout = 60 * time.Second
 	// maxInterim bounds the interim (1xx) responses relayed before the
 	// final one; more make the response invalid (502), so an upstream
-	// cannot keep a request busy with an endless stream of them.
+	// cannot keep a request busy with an endless stream of them. The
+	// default of HTTPLimits.MaxInterim.
 	maxInterim = 10
+	// meshMaxStreams and edgeMaxStreams bound the HTTP/2 streams open at
+	// once on a mesh (public and upstream) and an ingress connection.
+	meshMaxStreams = 1000
+	edgeMaxStreams = 100
 	// idleRelease is how long a keep-alive client connection waits for
 	// its next request holding its read buffer; then the buffer goes back
 	// to the pool until the request comes.
@@ -80,12 +85,12 @@ const (
 	errBodyTimeout       = "request_timeout"
 )
 
-// errTooManyInterim is an upstream that sent more than maxInterim 1xx
-// responses: a bad response (502).
 // errDraining: the connection closes instead of waiting for a request.
 var errDraining = errors.New("sidecar: draining")
 
-var errTooManyInterim = &http1.Error{Status: 502, Reason: fmt.Sprintf("more than %d interim (1xx) responses", maxInterim)}
+// errTooManyInterim is an upstream that sent more interim (1xx) responses
+// than the listener's MaxInterim: a bad response (502).
+var errTooManyInterim = &http1.Error{Status: 502, Reason: "too many interim (1xx) responses"}
 
 // headerError names the header on every response the sidecar generates.
 const headerError = "x-outrider-error"
@@ -131,9 +136,10 @@ type h1Proxy struct {
 	brk *breaker
 	// overload admits each request (nil: all).
 	overload *overload.Manager
-	// bodyIdle bounds each wait for more of a request body (0:
-	// bodyIdleTimeout).
-	bodyIdle time.Duration
+	// lim bounds the connections' idle waits and heads, request bodies'
+	// progress and interim responses (a zero field: its default).
+	// MaxConcurrentStreams does not apply here.
+	lim HTTPLimits
 	// gw, inbound, is the listener's gateway: the requests it handles are
 	// served through it (h1gateway.go), the others forwarded as usual.
 	gw *gatewaySlot
@@ -354,7 +360,7 @@ func (hc *h1Conn) serveOne() bool {
 	// head cannot outlast it); it is cleared only for requests whose body
 	// or tunnel is read next, so a plain GET costs one deadline update.
 	now := time.Now()
-	deadline := now.Add(clientIdleTimeout)
+	deadline := now.Add(cmp.Or(p.lim.IdleTimeout, clientIdleTimeout))
 	// A connection that stays idle past idleRelease gives its read
 	// buffer back (awaitRequest); the first wait is that long.
 	first := deadline
@@ -378,7 +384,7 @@ func (hc *h1Conn) serveOne() bool {
 			// From here each read of the body must make progress within
 			// bodyIdleTimeout; the next request's wait re-arms the idle
 			// deadline.
-			hc.ir.timeout = cmp.Or(p.bodyIdle, bodyIdleTimeout)
+			hc.ir.timeout = cmp.Or(p.lim.BodyIdleTimeout, bodyIdleTimeout)
 			defer func() { hc.ir.timeout = 0 }()
 		}
 	}
@@ -910,7 +916,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 				if isTimeout(err) {
 					// Slow POST: the client stopped sending its body.
 					p.log.Warn("request body timed out", "upstream", p.target.name(), "remote", hc.c.RemoteAddr().String(),
-						"idle", cmp.Or(p.bodyIdle, bodyIdleTimeout), "received", n)
+						"idle", cmp.Or(p.lim.BodyIdleTimeout, bodyIdleTimeout), "received", n)
 					hc.fail(408, "request body timeout", errBodyTimeout, true)
 					return false, exchangeDone
 				}
@@ -947,6 +953,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 		// the body cuts the response.
 		uc.idle.timeout = rt.IdleTimeout
 	}
+	maxInterim := cmp.Or(p.lim.MaxInterim, maxInterim)
 	for interim := 0; ; interim++ {
 		err := resp.ReadLimits(uc.br, req.Method, p.maxHeaderBytes, p.maxHeaders)
 		if err == nil && resp.Status < 200 && resp.Status != 101 && interim == maxInterim {

@@ -558,7 +558,7 @@ func TestH1ProxyUpstreamRestartDropsPool(t *testing.T) {
 // each piece within the timeout, is served whatever the total time.
 func TestH1ProxySlowBody(t *testing.T) {
 	b := startRawBackend(t, hello)
-	addr, _ := startH1ProxyWith(t, b.ln.Addr().String(), nil, nil, func(p *h1Proxy) { p.bodyIdle = 300 * time.Millisecond })
+	addr, _ := startH1ProxyWith(t, b.ln.Addr().String(), nil, nil, func(p *h1Proxy) { p.lim.BodyIdleTimeout = 300 * time.Millisecond })
 	c, br := dialProxy(t, addr)
 	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
 	var resp http1.ResponseHead

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,13 +54,14 @@ type h2Server struct {
 type h2ServerConfig struct {
 	maxHeaderBytes, maxHeaders int
 	// readHeader and idle are the server's head and idle timeouts
-	// (defaults 30s and clientIdleTimeout; an ingress configures them).
+	// (defaults 30s and clientIdleTimeout).
 	readHeader, idle time.Duration
-	// edge selects Envoy's edge values for HTTP/2 (an ingress): 100
-	// concurrent streams per connection, 64 KiB stream and 1 MiB
-	// connection windows; otherwise 1000 streams, as mesh peers multiplex
-	// a whole service's traffic on few connections.
-	edge bool
+	// streams bounds the HTTP/2 streams open at once on a connection
+	// (0: meshMaxStreams, as mesh peers multiplex a whole service's
+	// traffic on few connections; an ingress sets edgeMaxStreams).
+	// streamWindow and connWindow are the HTTP/2 receive windows (0: Go's
+	// defaults, 1 MiB each; an ingress sets Envoy's edge values).
+	streams, streamWindow, connWindow int
 	// overload admits each request (nil: all).
 	overload *overload.Manager
 	log      *slog.Logger
@@ -66,7 +69,7 @@ type h2ServerConfig struct {
 	// whether it said GOAWAY first.
 	abuse func(reason string, goAway bool, remote net.Addr)
 	// bodyIdle bounds each wait for more of a request body (0:
-	// bodyIdleTimeout).
+	// bodyIdleTimeout), on connections whose connInfo does not set it.
 	bodyIdle time.Duration
 }
 
@@ -88,11 +91,12 @@ func newH2Server(h http.Handler, cfg h2ServerConfig) *h2Server {
 			ReadHeaderTimeout: readHeader,
 			IdleTimeout:       idle,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-			HTTP2:             h2Settings(cfg.edge),
+			HTTP2: &http.HTTP2Config{MaxConcurrentStreams: cmp.Or(cfg.streams, meshMaxStreams),
+				MaxReceiveBufferPerStream: cfg.streamWindow, MaxReceiveBufferPerConnection: cfg.connWindow},
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 				if hc, ok := c.(*handedConn); ok {
 					info := hc.info
-					info.bodyIdle = cmp.Or(cfg.bodyIdle, bodyIdleTimeout)
+					info.bodyIdle = cmp.Or(info.bodyIdle, cfg.bodyIdle, bodyIdleTimeout)
 					ctx = context.WithValue(ctx, connInfoKey{}, info)
 				}
 				return ctx
@@ -129,14 +133,6 @@ func limitHeaders(h http.Handler, max int, log *slog.Logger) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-// h2Settings are the HTTP/2 server settings (see h2ServerConfig.edge).
-func h2Settings(edge bool) *http.HTTP2Config {
-	if edge {
-		return &http.HTTP2Config{MaxConcurrentStreams: 100, MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 1 << 20}
-	}
-	return &http.HTTP2Config{MaxConcurrentStreams: 1000}
 }
 
 // admit sheds a request the overload manager refuses with 503, closing
@@ -176,7 +172,7 @@ type connInfo struct {
 	authz *connAuthz
 	norm  pathnorm.Options
 	jwt   *jwtauth.Verifier
-	// bodyIdle bounds each wait for more of a request body (the
+	// bodyIdle bounds each wait for more of a request body (0: the
 	// server's setting).
 	bodyIdle time.Duration
 }
@@ -510,6 +506,9 @@ type h2Record struct {
 	// its chunked framing was bad (HTTP/1.1 loop). Set on the
 	// transport's goroutine.
 	bodyTimedOut, bodyMalformed atomic.Bool
+	// tooManyInterim: the upstream sent more 1xx responses than allowed
+	// (limitInterim, on the transport's goroutine).
+	tooManyInterim atomic.Bool
 }
 
 type h2RecordKey struct{}
@@ -572,6 +571,36 @@ func (copyBuffers) Put(b []byte) {
 	copyBufferPool.Put(bp)
 }
 
+// limitInterim bounds the interim (1xx) responses of r, a request the
+// reverse proxy is sending (0: maxInterim): one more than max fails the
+// round trip with errTooManyInterim. Go's transports count nothing once a
+// ClientTrace takes the 1xx responses (the caller "is responsible for
+// limiting" them), and the reverse proxy's trace does, to relay them; so
+// the bound is put in that trace's hook, which r's transport calls on its
+// reading goroutine, one response after another. The trace is the one
+// ReverseProxy made for this request alone: changing it here, before the
+// transport sees r, adds no hooks to compose (httptrace composes them by
+// reflection).
+func limitInterim(r *http.Request, max int) {
+	t := httptrace.ContextClientTrace(r.Context())
+	if t == nil || t.Got1xxResponse == nil {
+		return // not relayed: Go's transports bound them by header bytes
+	}
+	max = cmp.Or(max, maxInterim)
+	relay, n, rec := t.Got1xxResponse, 0, h2RecordFrom(r.Context())
+	t.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
+		if n++; n > max {
+			if rec != nil {
+				// The HTTP/2 transport returns the error as the cause of
+				// a stream error, which does not unwrap to it.
+				rec.tooManyInterim.Store(true)
+			}
+			return errTooManyInterim
+		}
+		return relay(code, h)
+	}
+}
+
 // proxyError answers a request the sidecar could not forward: gRPC calls
 // get a trailers-only response with a grpc-status, others a short body.
 func proxyError(w http.ResponseWriter, r *http.Request, err error, name string, stat *counters, log *slog.Logger) {
@@ -601,6 +630,8 @@ func proxyError(w http.ResponseWriter, r *http.Request, err error, name string, 
 		}
 	case errors.Is(err, balance.ErrNoEndpoint):
 		status, code, msg = 503, errNoHealthyUpstream, "no healthy upstream"
+	case errors.Is(err, errTooManyInterim) || rec != nil && rec.tooManyInterim.Load():
+		code, msg = errBadResponse, "upstream sent too many interim (1xx) responses"
 	case errors.Is(err, errOverflow):
 		status, code, msg = 503, errUpstreamOverflow, "upstream overflow"
 	case errors.As(err, new(*dialError)):

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -91,7 +92,8 @@ func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 	}
 	in.appH1, in.appH2C = transport(false), transport(true)
 	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log, in.tel, in.route, &in.gw), h2ServerConfig{
-		maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders, overload: s.overload, log: in.log, abuse: abuseReporter(in.tel, in.log, "public")})
+		maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders, idle: cfg.IdleTimeout, streams: cfg.MaxConcurrentStreams,
+		overload: s.overload, log: in.log, abuse: abuseReporter(in.tel, in.log, "public")})
 	return in
 }
 
@@ -100,9 +102,11 @@ func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 type appTransport struct{ in *inbound }
 
 func (a appTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	cfg := a.in.cfg.Load()
+	limitInterim(r, cfg.MaxInterim)
 	// HTTP/2 to the application only when it is declared to speak it.
 	var t http.RoundTripper = a.in.appH1
-	switch p := a.in.cfg.Load().Protocol; {
+	switch p := cfg.Protocol; {
 	case p == HTTP2 || p == GRPC:
 		t = a.in.appH2C
 	case (r.Body == nil || r.Body == http.NoBody) && r.Header.Get("Upgrade") == "":
@@ -113,7 +117,7 @@ func (a appTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if rec := h2RecordFrom(r.Context()); rec != nil {
 		rec.upstreamDur = time.Since(sent)
 		rec.attempts++
-		rec.endpoint = a.in.cfg.Load().LocalService
+		rec.endpoint = cfg.LocalService
 	}
 	return resp, err
 }
@@ -230,10 +234,10 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 	ir := &idleReader{c: tc}
 	br := getReader(ir)
 	az := &connAuthz{in: in, peer: peerID}
-	info := connInfo{src: remoteIP(tracked), peer: peer, authz: az, norm: in.norm, jwt: in.jwt}
+	info := connInfo{src: remoteIP(tracked), peer: peer, authz: az, norm: in.norm, jwt: in.jwt, bodyIdle: cfg.BodyIdleTimeout}
 	h2 := tc.ConnectionState().NegotiatedProtocol == "h2"
 	if !h2 && cfg.Protocol == HTTP {
-		tc.SetReadDeadline(time.Now().Add(clientIdleTimeout))
+		tc.SetReadDeadline(time.Now().Add(cmp.Or(cfg.IdleTimeout, clientIdleTimeout)))
 		first, err := br.Peek(3)
 		if err != nil {
 			putReader(br)
@@ -242,7 +246,7 @@ func (in *inbound) handleL7(tc *tls.Conn, tracked net.Conn, cfg *PublicListener,
 		if string(first) != "PRI" {
 			p := &h1Proxy{target: in, log: in.log, stat: in.stat, maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders,
 				responseTimeout: cfg.LocalRequestTimeout, inbound: true, tel: in.tel, route: in.route, peer: peer,
-				authz: az, norm: in.norm, jwt: in.jwt, overload: in.overload, gw: &in.gw}
+				authz: az, norm: in.norm, jwt: in.jwt, overload: in.overload, gw: &in.gw, lim: cfg.HTTPLimits}
 			p.serve(tc, br, ir, in.conns, tracked) // serve puts br back
 			return
 		}
@@ -268,7 +272,7 @@ func (in *inbound) syncRoundTrip(r *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, err := uc.roundTrip(r, cfg.LocalRequestTimeout)
+		resp, err := uc.roundTrip(r, cfg.LocalRequestTimeout, cmp.Or(cfg.MaxInterim, maxInterim))
 		if err == nil {
 			return resp, nil
 		}
@@ -284,8 +288,9 @@ func (in *inbound) syncRoundTrip(r *http.Request) (*http.Response, error) {
 var errNoAnswer = errors.New("sidecar: the application closed the connection before answering")
 
 // roundTrip writes r on uc and reads the answer's head; responseTimeout
-// (0: none) bounds the wait for it.
-func (uc *upConn) roundTrip(r *http.Request, responseTimeout time.Duration) (_ *http.Response, err error) {
+// (0: none) bounds the wait for it, and maxInterim the interim answers
+// before it.
+func (uc *upConn) roundTrip(r *http.Request, responseTimeout time.Duration, maxInterim int) (_ *http.Response, err error) {
 	// The request's end (a part's timeout, an HTTP/2 stream reset)
 	// aborts the exchange, the body's reads included.
 	ctx := r.Context()

@@ -113,7 +113,9 @@ func (s *Sidecar) startIngress(cfg gateway.Ingress, tlsCfg *tls.Config, hsts str
 		return nil, err
 	}
 	ig.srv = newH2Server(ig.handler(s), h2ServerConfig{maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders,
-		readHeader: cfg.ReadHeaderTimeout, idle: cfg.IdleTimeout, edge: true, overload: s.overload, log: ig.log, abuse: abuseReporter(s.tel, ig.log, cfg.Name)})
+		readHeader: cfg.ReadHeaderTimeout, idle: cfg.IdleTimeout, bodyIdle: cfg.BodyIdleTimeout,
+		streams: cfg.MaxConcurrentStreams, streamWindow: cfg.InitialStreamWindowSize, connWindow: cfg.InitialConnectionWindowSize,
+		overload: s.overload, log: ig.log, abuse: abuseReporter(s.tel, ig.log, cfg.Name)})
 	go func() {
 		defer close(ig.done)
 		serve(ln, s.conns, s.overload, ig.log, func(c net.Conn) { ig.handle(c, s) })

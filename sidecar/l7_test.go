@@ -99,6 +99,16 @@ func startHTTPApp(t *testing.T, name string) *httpApp {
 			rc.Flush()
 		}
 	})
+	mux.HandleFunc("/hints", func(w http.ResponseWriter, r *http.Request) {
+		// n interim 103 Early Hints, then 200 "ok".
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		for range n {
+			w.Header().Set("Link", "</a.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+		}
+		w.Header().Del("Link")
+		io.WriteString(w, "ok")
+	})
 	mux.HandleFunc("/reset", func(w http.ResponseWriter, r *http.Request) {
 		c, _, err := http.NewResponseController(w).Hijack()
 		if err == nil {

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -168,7 +169,8 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 		},
 	}
 	o.h2Server = newH2Server(reverseProxy(&meshTransport{o: o}, u.DestinationName, false, o.stat, o.log, o.tel, o.route, nil), h2ServerConfig{
-		maxHeaderBytes: u.MaxHeaderBytes, maxHeaders: u.MaxHeaders, overload: s.overload, log: o.log, abuse: abuseReporter(o.tel, o.log, u.DestinationName)})
+		maxHeaderBytes: u.MaxHeaderBytes, maxHeaders: u.MaxHeaders, idle: u.IdleTimeout, streams: u.MaxConcurrentStreams,
+		overload: s.overload, log: o.log, abuse: abuseReporter(o.tel, o.log, u.DestinationName)})
 	return o
 }
 
@@ -248,7 +250,7 @@ func (o *outbound) handle(c net.Conn) {
 	defer o.route.Connection(-1)
 	ir := &idleReader{c: c}
 	br := getReader(ir)
-	c.SetReadDeadline(time.Now().Add(clientIdleTimeout))
+	c.SetReadDeadline(time.Now().Add(cmp.Or(cfg.IdleTimeout, clientIdleTimeout)))
 	first, err := br.Peek(3)
 	if err != nil {
 		putReader(br)
@@ -257,10 +259,11 @@ func (o *outbound) handle(c net.Conn) {
 	if cfg.Protocol != HTTP || string(first) == "PRI" {
 		// The HTTP server owns br from here on; it is not pooled.
 		c.SetReadDeadline(time.Time{})
-		o.h2Server.serveConn(&bufferedConn{Conn: c, r: br}, connInfo{src: remoteIP(c)})
+		o.h2Server.serveConn(&bufferedConn{Conn: c, r: br}, connInfo{src: remoteIP(c), bodyIdle: cfg.BodyIdleTimeout})
 		return
 	}
-	p := &h1Proxy{target: o, retryBudget: o.budget, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders, tel: o.tel, route: o.route, brk: o.brk, overload: o.overload}
+	p := &h1Proxy{target: o, retryBudget: o.budget, log: o.log, stat: o.stat, maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders, tel: o.tel, route: o.route, brk: o.brk, overload: o.overload,
+		lim: cfg.HTTPLimits}
 	p.serve(c, br, ir, o.conns, c) // serve puts br back
 }
 
@@ -409,6 +412,7 @@ type meshTransport struct{ o *outbound }
 
 func (m *meshTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	o := m.o
+	limitInterim(r, o.cfg.Load().MaxInterim)
 	rec := h2RecordFrom(r.Context())
 	if rec == nil {
 		rec = &h2Record{}

@@ -38,6 +38,14 @@ type staticPair struct {
 
 func startStaticPair(t *testing.T) *staticPair {
 	t.Helper()
+	return startStaticPairLimits(t, sidecar.HTTPLimits{}, sidecar.HTTPLimits{})
+}
+
+// startStaticPairLimits is startStaticPair with web's public listener
+// bounded by web and the client's upstream listener by client (zero
+// fields: the defaults).
+func startStaticPairLimits(t *testing.T, web, client sidecar.HTTPLimits) *staticPair {
+	t.Helper()
 	ca := mtlstest.NewCA(t, "example.org")
 	ports := consultest.FreePorts(t, 2)
 	p := &staticPair{ca: ca, webPublic: fmt.Sprintf("127.0.0.1:%d", ports[0]), upstream: fmt.Sprintf("127.0.0.1:%d", ports[1])}
@@ -54,12 +62,12 @@ func startStaticPair(t *testing.T) *staticPair {
 	p.webID = mtlstest.NewSource(ca.SVID(t, "spiffe://example.org/web"), ca.Bundle())
 	p.web = startSidecar(t, nil, sidecar.Options{
 		Config: &sidecar.Config{Service: "web", Public: sidecar.PublicListener{
-			BindAddress: p.webPublic, LocalService: fmt.Sprintf("127.0.0.1:%d", app.port()), Protocol: sidecar.HTTP}},
+			BindAddress: p.webPublic, LocalService: fmt.Sprintf("127.0.0.1:%d", app.port()), Protocol: sidecar.HTTP, HTTPLimits: web}},
 		Identity: p.webID,
 		Policy:   rules,
 	})
 	p.clientID = mtlstest.NewSource(ca.SVID(t, "spiffe://example.org/client"), ca.Bundle())
-	p.client = startClient(t, "client", p.clientID, p.upstream, p.webPublic)
+	p.client = startClientLimits(t, "client", p.clientID, p.upstream, p.webPublic, client)
 	waitReady(t, p.web.admin)
 	waitReady(t, p.client.admin)
 	return p
@@ -70,10 +78,17 @@ func startStaticPair(t *testing.T) *staticPair {
 // spiffe://example.org/web.
 func startClient(t *testing.T, name string, id mtls.Identity, bind, web string) *runningSidecar {
 	t.Helper()
+	return startClientLimits(t, name, id, bind, web, sidecar.HTTPLimits{})
+}
+
+// startClientLimits is startClient with the upstream listener bounded by
+// lim.
+func startClientLimits(t *testing.T, name string, id mtls.Identity, bind, web string, lim sidecar.HTTPLimits) *runningSidecar {
+	t.Helper()
 	allowNone, _ := policy.CompileRules(nil, policy.RulesOptions{})
 	return startSidecar(t, nil, sidecar.Options{
 		Config: &sidecar.Config{Service: name, Upstreams: []sidecar.Upstream{{
-			DestinationName: "web", BindAddress: bind, Protocol: sidecar.HTTP,
+			DestinationName: "web", BindAddress: bind, Protocol: sidecar.HTTP, HTTPLimits: lim,
 			Endpoints: []discovery.Endpoint{{Address: web, Weight: 1, Identity: spiffeid.RequireFromString("spiffe://example.org/web")}},
 		}}},
 		Identity: id,

@@ -94,6 +94,8 @@ func fromFile(f *config.File, log *slog.Logger) (*static, error) {
 			LocalConnectTimeout: p.LocalConnectTimeout, HandshakeTimeout: p.HandshakeTimeout,
 			LocalRequestTimeout: p.LocalRequestTimeout, MaxHeaderBytes: p.MaxHeaderBytes,
 			MaxHeaders: p.MaxHeaders,
+			HTTPLimits: sidecar.HTTPLimits{IdleTimeout: p.IdleTimeout, BodyIdleTimeout: p.BodyIdleTimeout,
+				MaxInterim: p.MaxInterimResponses, MaxConcurrentStreams: p.MaxConcurrentStreams},
 		}
 		if p.Gateway != nil {
 			s.cfg.Public.Gateway = *p.Gateway

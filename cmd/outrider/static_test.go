@@ -360,3 +360,49 @@ upstreams:
 		t.Fatalf("stderr does not name the file, line and key:\n%s", stderr.String())
 	}
 }
+
+// TestStaticEdgeLimits: the public section's edge limits reach the
+// public listener and the upstream listeners (/config_dump shows what is
+// in force).
+func TestStaticEdgeLimits(t *testing.T) {
+	dir := t.TempDir()
+	identity := issueSVIDs(t, dir, "web")
+	port := consultest.FreePorts(t, 3)
+	admin := addr(port[2])
+	file := writeFile(t, filepath.Join(dir, "web.yaml"), "service: web\n"+identity("web")+fmt.Sprintf(`public:
+  bind: %q
+  local_service: 127.0.0.1:1
+  protocol: http
+  idle_timeout: 2m
+  body_idle_timeout: 5m
+  max_interim_responses: 3
+  max_concurrent_streams: 250
+upstreams:
+  - name: api
+    bind: %q
+    protocol: http
+    endpoints: [{address: "127.0.0.1:2", spiffe_id: spiffe://example.org/api}]
+admin: {bind: %q}
+`, addr(port[0]), addr(port[1]), admin))
+	runOutrider(t, file, admin)
+	_, body := httpGet(t, "http://"+admin+"/config_dump")
+	var d struct {
+		Config struct {
+			Public map[string]any `json:"public_listener"`
+		} `json:"config"`
+		Upstreams []map[string]any `json:"upstreams"`
+	}
+	if err := json.Unmarshal([]byte(body), &d); err != nil || len(d.Upstreams) != 1 {
+		t.Fatalf("/config_dump: %v\n%s", err, body)
+	}
+	want := map[string]any{"idle_timeout": float64(2 * time.Minute), "body_idle_timeout": float64(5 * time.Minute),
+		"max_interim_responses": float64(3), "max_concurrent_streams": float64(250)}
+	for k, v := range want {
+		if got := d.Config.Public[k]; got != v {
+			t.Errorf("public_listener.%s = %v, want %v", k, got, v)
+		}
+		if got := d.Upstreams[0][k]; got != v {
+			t.Errorf("upstreams[0].%s = %v, want %v", k, got, v)
+		}
+	}
+}

@@ -99,28 +99,12 @@ func TestSIGTERMDrainBuiltinProxyClient(t *testing.T) {
 	t.Parallel()
 	a := consultest.Start(t)
 	port := consultest.FreePorts(t, 6)
-	apps := []*slowApp{startSlowApp(t, "web-1"), startSlowApp(t, "web-2")}
-	var procs []*process
-	for i, app := range apps {
-		registerWithSidecar(t, a, "web", app.name, app.port(t), port[i])
-		admin := addr(port[2+i])
-		procs = append(procs, startBinary(t, nil, "run", "-sidecar-for", app.name, "-http-addr", a.HTTPAddr,
-			"-admin-bind", admin, "-shutdown-grace-period", "0", "-drain-delay", "2s", "-drain-timeout", "3s"))
-		waitReady(t, admin)
-	}
+	apps, procs := twoInstances(t, a, port, "-drain-delay", "2s", "-drain-timeout", "3s")
 	upstream := addr(port[5])
 	registerWithSidecar(t, a, "client", "client-1", testutil.DeadPort(t), port[4],
 		api.Upstream{DestinationName: "web", LocalBindAddress: "127.0.0.1", LocalBindPort: port[5]})
 	a.BuiltinProxy(t, "client-1")
-	eventually(t, 30*time.Second, func() error {
-		for _, app := range apps {
-			if app.served.Load() == 0 {
-				send(upstream, "GET", "/", nil)
-				return fmt.Errorf("%s not reached through the built-in proxy yet", app.name)
-			}
-		}
-		return nil
-	})
+	waitServed(t, upstream, apps)
 
 	load := loadtest.New(t)
 	load.Fresh("http://"+upstream+"/", 2)

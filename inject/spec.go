@@ -49,6 +49,10 @@ const (
 	DefaultAdminPort           = 19000
 	DefaultShutdownGracePeriod = 10 * time.Second // outrider run's -shutdown-grace-period
 	DefaultDrainTimeout        = 15 * time.Second // outrider run's -drain-timeout
+	DefaultDrainDelay          = 5 * time.Second  // outrider run's -drain-delay
+	// LeaveTimeout is outrider run's bound on its deregistration at
+	// shutdown (sidecar.LeaveTimeout).
+	LeaveTimeout = 2 * time.Second
 )
 
 // BinaryPath is where the image holds the outrider binary (see Dockerfile).
@@ -74,11 +78,12 @@ type Options struct {
 	// LogLevel is the sidecar's -log-level unless a workload sets its own;
 	// empty leaves outrider run's default.
 	LogLevel string
-	// ShutdownGracePeriod and DrainTimeout are passed to outrider run when
-	// set; Kubernetes' terminationGracePeriodSeconds is raised to cover
-	// their sum.
+	// ShutdownGracePeriod, DrainTimeout and DrainDelay are passed to
+	// outrider run when set; Kubernetes' terminationGracePeriodSeconds is
+	// raised to cover the longest shutdown they allow (ShutdownTime).
 	ShutdownGracePeriod time.Duration
 	DrainTimeout        time.Duration
+	DrainDelay          time.Duration
 	// Resources of the Kubernetes container, as Kubernetes quantities;
 	// empty fields are left out.
 	CPURequest, MemoryRequest, CPULimit, MemoryLimit string
@@ -116,8 +121,8 @@ func (o Options) Validate() error {
 			return fmt.Errorf("inject: log level: %w", err)
 		}
 	}
-	if o.ShutdownGracePeriod < 0 || o.DrainTimeout < 0 {
-		return errors.New("inject: shutdown grace period and drain timeout must not be negative")
+	if o.ShutdownGracePeriod < 0 || o.DrainTimeout < 0 || o.DrainDelay < 0 {
+		return errors.New("inject: shutdown grace period, drain timeout and drain delay must not be negative")
 	}
 	for _, q := range []struct{ name, v string }{
 		{"cpu request", o.CPURequest}, {"memory request", o.MemoryRequest},
@@ -130,10 +135,13 @@ func (o Options) Validate() error {
 	return nil
 }
 
-// ShutdownTime is how long the sidecar may take to stop after SIGTERM:
-// the shutdown grace period plus the drain timeout.
+// ShutdownTime is how long the sidecar may take to stop after SIGTERM: the
+// drain delay (which its deregistration, bounded by LeaveTimeout, is part
+// of), the shutdown grace period and the drain timeout, one after the
+// other; 30s by default.
 func (o Options) ShutdownTime() time.Duration {
-	return cmp.Or(o.ShutdownGracePeriod, DefaultShutdownGracePeriod) + cmp.Or(o.DrainTimeout, DefaultDrainTimeout)
+	return max(LeaveTimeout, cmp.Or(o.DrainDelay, DefaultDrainDelay)) +
+		cmp.Or(o.ShutdownGracePeriod, DefaultShutdownGracePeriod) + cmp.Or(o.DrainTimeout, DefaultDrainTimeout)
 }
 
 // Workload is what a format package knows of one workload.
@@ -440,6 +448,9 @@ func (s Spec) Args(in Instance, o Options) []string {
 	}
 	if o.DrainTimeout != 0 {
 		args = append(args, "-drain-timeout", o.DrainTimeout.String())
+	}
+	if o.DrainDelay != 0 {
+		args = append(args, "-drain-delay", o.DrainDelay.String())
 	}
 	return args
 }

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -59,9 +60,30 @@ func TestSpecPrecedenceAndDefaults(t *testing.T) {
 func TestArgsParseAsRunFlags(t *testing.T) {
 	s := Spec{Service: "web", ServicePort: 8080, PublicPort: 20000, AdminPort: 19001, LogLevel: "debug",
 		Upstreams: []api.Upstream{{DestinationName: "api", LocalBindPort: 9191}}}
-	got := strings.Join(s.Args(Instance{ID: "web-1", PublicAddress: "10.0.0.1"}, Options{DrainTimeout: 5e9}), " ")
-	want := "run -register -sidecar-for web-1 -service-name web -service-port 8080 -public-port 20000 -public-address 10.0.0.1 -upstream api:9191 -admin-bind 127.0.0.1:19001 -log-level debug -drain-timeout 5s"
+	got := strings.Join(s.Args(Instance{ID: "web-1", PublicAddress: "10.0.0.1"}, Options{DrainTimeout: 5e9, DrainDelay: 1e9}), " ")
+	want := "run -register -sidecar-for web-1 -service-name web -service-port 8080 -public-port 20000 -public-address 10.0.0.1 -upstream api:9191 -admin-bind 127.0.0.1:19001 -log-level debug -drain-timeout 5s -drain-delay 1s"
 	if got != want {
 		t.Errorf("args\n got %s\nwant %s", got, want)
+	}
+}
+
+// The longest shutdown the sidecar's flags allow: the drain delay (at
+// least the deregistration bound), then the grace period, then the drain
+// timeout; terminationGracePeriodSeconds is raised to it.
+func TestShutdownTime(t *testing.T) {
+	for _, tc := range []struct {
+		o    Options
+		want time.Duration
+	}{
+		{Options{}, 30 * time.Second},
+		{Options{DrainDelay: 20 * time.Second}, 45 * time.Second},
+		{Options{DrainDelay: time.Second, ShutdownGracePeriod: time.Second, DrainTimeout: time.Second}, 4 * time.Second},
+	} {
+		if got := tc.o.ShutdownTime(); got != tc.want {
+			t.Errorf("%+v: ShutdownTime %s, want %s", tc.o, got, tc.want)
+		}
+	}
+	if err := (Options{Image: "i", DrainDelay: -1}).Validate(); err == nil || !strings.Contains(err.Error(), "drain delay") {
+		t.Errorf("a negative drain delay: %v, want an error naming it", err)
 	}
 }

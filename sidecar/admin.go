@@ -37,7 +37,7 @@ func (s *Sidecar) listenAdmin() (net.Listener, error) {
 // serveAdmin serves the admin endpoints until ctx is done:
 //
 //	GET /live          200 while the process serves its admin port
-//	GET /ready         200 "ready" once serving, 503 with the reason before
+//	GET /ready         200 "ready" once serving, 503 with the reason before and from shutdown on
 //	GET /metrics       Prometheus metrics
 //	GET /config_dump   the effective configuration and state, as JSON
 //	GET /clusters      each upstream's endpoints with their live state, as JSON
@@ -91,6 +91,9 @@ func (s *Sidecar) handleReady(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Sidecar) notReadyReason() string {
+	if s.draining.Load() {
+		return "shutting down: draining"
+	}
 	if s.proxyID.Load() == nil {
 		return "proxy registration not loaded from Consul yet"
 	}
@@ -135,6 +138,9 @@ type ConfigDump struct {
 	Stats        map[string]int64         `json:"stats"`
 	// DrainTimeout is how long shutdown waits for open connections.
 	DrainTimeout string `json:"drain_timeout"`
+	// DrainDelay is how long shutdown keeps serving after leaving the
+	// routing, before the listeners close.
+	DrainDelay string `json:"drain_delay"`
 	// Overload is the overload manager's budget and state.
 	Overload overload.Status `json:"overload"`
 }
@@ -208,6 +214,7 @@ func (s *Sidecar) Dump() ConfigDump {
 			"http_bad_requests":         s.stat.badRequests.Load(),
 		},
 		DrainTimeout: s.opts.DrainTimeout.String(),
+		DrainDelay:   s.opts.DrainDelay.String(),
 		Overload:     s.overload.Status(),
 		Upstreams:    []UpstreamDump{},
 		Watches:      []consul.Status{},

@@ -1,8 +1,6 @@
 package sidecar_test
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -15,28 +13,6 @@ import (
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 	"github.com/outrider-mesh/outrider/sidecar"
 )
-
-// startBuiltin runs Consul's own sidecar, `consul connect proxy
-// -sidecar-for id`, until the test ends.
-func startBuiltin(t *testing.T, a *consultest.Agent, id string) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := a.Command(ctx, t, "connect", "proxy", "-sidecar-for", id, "-log-level", "debug")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		if t.Failed() {
-			t.Logf("consul connect proxy -sidecar-for %s:\n%s", id, out.String())
-		}
-	})
-}
 
 // exchange echoes msg on a fresh connection, without half-closing
 // (Consul's built-in proxy closes both directions at the first end of
@@ -68,9 +44,9 @@ func TestInteropWithBuiltinProxy(t *testing.T) {
 			upstream := registerPair(t, a, web.port()).upstream
 			if tc.outriderInbound {
 				startSidecar(t, a, sidecar.Options{SidecarFor: "web-1"}).waitReady(t)
-				startBuiltin(t, a, "client-1")
+				a.BuiltinProxy(t, "client-1")
 			} else {
-				startBuiltin(t, a, "web-1")
+				a.BuiltinProxy(t, "web-1")
 				startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"}).waitReady(t)
 			}
 			waitRoutable(t, a, "web", 1)
@@ -118,9 +94,9 @@ func TestInteropWithBuiltinProxyHTTP(t *testing.T) {
 			upstream := registerPair(t, a, app.port()).upstream
 			if tc.outriderInbound {
 				startSidecar(t, a, sidecar.Options{SidecarFor: "web-1"}).waitReady(t)
-				startBuiltin(t, a, "client-1")
+				a.BuiltinProxy(t, "client-1")
 			} else {
-				startBuiltin(t, a, "web-1")
+				a.BuiltinProxy(t, "web-1")
 				startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"}).waitReady(t)
 			}
 			waitRoutable(t, a, "web", 1)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -282,5 +283,76 @@ func TestDrainServesFirstRequestOfAcceptedConnection(t *testing.T) {
 	warm.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := warm.Read(make([]byte, 1)); err == nil {
 		t.Error("idle keep-alive connection still open during the drain")
+	}
+}
+
+// readyStatus is the admin server's /ready answer.
+func readyStatus(admin string) (int, string, error) {
+	resp, err := http.Get("http://" + admin + "/ready")
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// During the drain delay /ready answers 503 "draining" while the public
+// listener still accepts new connections and serves them (the client's
+// sidecar dials a new connection for each), and the delay ends as soon as
+// the application stops listening.
+func TestDrainDelayServesWhileNotReady(t *testing.T) {
+	t.Parallel()
+	a := consultest.Start(t)
+	web := startEcho(t)
+	p := registerPair(t, a, web.port())
+	// A delay far longer than the test: only the application's exit ends it.
+	webSC := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1", DrainDelay: time.Minute})
+	webSC.waitReady(t)
+	startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"}).waitReady(t)
+	waitRoutable(t, a, "web", 1)
+	m := &mesh{upstream: p.upstream}
+	m.waitFlowing(t)
+
+	webSC.cancel()
+	eventually(t, 5*time.Second, func() error {
+		code, body, err := readyStatus(webSC.admin)
+		if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "draining") {
+			return fmt.Errorf("/ready during the drain delay: %d %q %v, want 503 draining", code, body, err)
+		}
+		return nil
+	})
+	accepted := web.accepted.Load()
+	for i := range 5 {
+		msg := fmt.Sprintf("during the drain delay %d", i)
+		if got, err := roundTrip(m.upstream, msg); err != nil || got != msg {
+			t.Fatalf("request on a new connection during the drain delay: %q, %v", got, err)
+		}
+	}
+	// (The sidecar's own probes of whether the application still listens
+	// are accepted connections too.)
+	if n := web.accepted.Load() - accepted; n < 5 {
+		t.Errorf("the application accepted %d connections during the drain delay, want at least 5", n)
+	}
+	if code, body, err := readyStatus(webSC.admin); err != nil || code != http.StatusServiceUnavailable {
+		t.Errorf("/ready after the requests: %d %q %v, want 503", code, body, err)
+	}
+	select {
+	case err := <-webSC.done:
+		t.Fatalf("Run returned (%v) during the drain delay", err)
+	default:
+	}
+	web.ln.Close() // the application exits: nothing could serve new connections
+	select {
+	case err := <-webSC.done:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+		webSC.done <- nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drain delay went on after the application stopped listening")
+	}
+	if _, _, err := readyStatus(webSC.admin); err == nil {
+		t.Error("admin server still serving after Run returned")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -60,8 +61,27 @@ type Options struct {
 	// Backoff bounds Consul retries (defaults 250ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
 	// OnShutdown runs first when shutdown starts, before any listener
-	// closes (the CLI deregisters a self-registered sidecar there).
+	// closes (the CLI deregisters a self-registered sidecar there). It
+	// should return within LeaveTimeout: Consul may be down.
 	OnShutdown func()
+	// Maintenance (Consul mode) takes a sidecar that has served out of
+	// its peers' routing when shutdown starts, by putting its proxy
+	// service in Consul maintenance mode (reason consul.MaintenanceReason),
+	// and lifts a maintenance mode that Outrider set on that proxy service
+	// once the sidecar is ready again. A maintenance mode someone else set
+	// is never lifted. For a registration made by someone else (the CLI's
+	// -sidecar-for and -proxy-id without -register); a self-registered
+	// sidecar deregisters in OnShutdown instead.
+	Maintenance bool
+	// DrainDelay is how long from the start of shutdown every listener
+	// keeps accepting and serving, /ready answering 503, while the
+	// instance leaves the routing (OnShutdown, Maintenance) and peers and
+	// a platform polling /ready stop sending. Leaving the routing takes
+	// longer than the delay only if Consul is slow (LeaveTimeout bounds
+	// it). The delay ends early once the local application stops
+	// listening (nothing could serve new connections then), and is
+	// skipped by a sidecar that never became ready. 0: none.
+	DrainDelay time.Duration
 	// ShutdownGracePeriod keeps the upstream listeners open after the
 	// public one closed, until the local application stops listening or
 	// this long has passed, so the application can finish its own
@@ -154,6 +174,9 @@ type Sidecar struct {
 	// request-time lookups (ingress routes, aggregation).
 	outbounds atomic.Pointer[map[string]*outbound]
 	ready     atomic.Bool
+	draining  atomic.Bool   // shutdown has started: never ready again
+	served    chan struct{} // closed when the sidecar is ready the first time
+	servedOne sync.Once
 
 	adminAddr chan string
 }
@@ -226,6 +249,7 @@ func New(client *api.Client, opts Options) (*Sidecar, error) {
 		conns:     newTracker(),
 		upstreams: map[string]*upstreamRunner{},
 		adminAddr: make(chan string, 1),
+		served:    make(chan struct{}),
 		metrics:   m,
 		tel:       newTelemetry(m, opts.AccessLog),
 	}
@@ -255,8 +279,10 @@ func (s *Sidecar) AdminAddr(ctx context.Context) (string, error) {
 
 // Ready reports whether the sidecar serves traffic: listeners up, an SVID
 // and its trust bundle loaded, the SVID within its validity period, and
-// the authorization rules (intentions) loaded.
-func (s *Sidecar) Ready() bool { return s.ready.Load() && s.svidValid() == nil }
+// the authorization rules (intentions) loaded, and shutdown not started.
+func (s *Sidecar) Ready() bool {
+	return s.ready.Load() && !s.draining.Load() && s.svidValid() == nil
+}
 
 // currentIdentity is the running identity source, nil before Run made it.
 func (s *Sidecar) currentIdentity() mtls.Identity {
@@ -292,22 +318,29 @@ func (s *Sidecar) watchOpts(extra ...consul.Option) []consul.Option {
 	}, extra...)
 }
 
-// Run serves until ctx is done, then drains: it stops accepting, waits for
-// open connections up to the drain timeout, closes the rest and returns nil.
-// It returns an error at once for a configuration error: the admin address
-// cannot be bound, or the target has no sidecar registration.
+// Run serves until ctx is done, then drains: it leaves the routing (see
+// Options.Maintenance and OnShutdown), keeps serving for the drain delay,
+// stops accepting, waits for open connections up to the drain timeout,
+// closes the rest and returns nil. The admin server answers throughout
+// (/ready says 503 from the start of shutdown) and stops last. It returns
+// an error at once for a configuration error: the admin address cannot be
+// bound, or the target has no sidecar registration.
 func (s *Sidecar) Run(ctx context.Context) error {
 	adminLn, err := s.listenAdmin()
 	if err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	// The admin server and the overload sampler outlive ctx: they serve
+	// through the drain and stop when run returns (a failing admin server
+	// cancels gctx, which ends run).
+	after, stopAfter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAfter()
 	if adminLn != nil {
-		g.Go(func() error { return s.serveAdmin(gctx, adminLn) })
+		g.Go(func() error { return s.serveAdmin(after, adminLn) })
 	}
-	octx, stopOverload := context.WithCancel(gctx)
-	g.Go(func() error { defer stopOverload(); return s.run(gctx) })
-	g.Go(func() error { s.overload.Run(octx, 0); return nil })
+	g.Go(func() error { defer stopAfter(); return s.run(gctx) })
+	g.Go(func() error { s.overload.Run(after, 0); return nil })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		err = nil
@@ -351,6 +384,9 @@ func (s *Sidecar) run(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	defer s.shutdown()
+	if s.maintenance() {
+		g.Go(func() error { s.liftMaintenance(gctx, proxyID); return nil })
+	}
 
 	// The registration watch delivers the latest registration; the
 	// reconcile loop below applies it. Latest wins: a slow apply never
@@ -484,17 +520,121 @@ func (s *Sidecar) waitForApplication(app string) {
 	}
 	s.log.Info("public listener closed; upstreams stay open until the application exits",
 		"local_service", app, "grace_period", s.opts.ShutdownGracePeriod)
-	deadline := time.Now().Add(s.opts.ShutdownGracePeriod)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", app, 200*time.Millisecond)
-		if err != nil {
-			s.log.Info("application stopped listening; closing upstreams", "local_service", app)
-			return
-		}
-		c.Close()
-		time.Sleep(250 * time.Millisecond)
+	if untilStopped(app, s.opts.ShutdownGracePeriod) {
+		s.log.Info("application stopped listening; closing upstreams", "local_service", app)
+		return
 	}
 	s.log.Info("shutdown grace period over; closing upstreams", "local_service", app)
+}
+
+// untilStopped returns once nothing listens on app (reporting true) or d
+// has passed (false). With no app it waits d.
+func untilStopped(app string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if app != "" {
+			c, err := net.DialTimeout("tcp", app, 200*time.Millisecond)
+			if err != nil {
+				return true
+			}
+			c.Close()
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		time.Sleep(min(250*time.Millisecond, left))
+	}
+}
+
+// LeaveTimeout bounds each call to Consul that shutdown makes to leave the
+// routing (the maintenance mode here, the CLI's deregistration): Consul
+// may be what is down, and the drain goes on without it.
+const LeaveTimeout = 2 * time.Second
+
+// leaveRouting runs first in shutdown: OnShutdown, then, for a sidecar
+// that has served, the maintenance mode (Options.Maintenance) and the rest
+// of the drain delay, during which every listener still accepts and
+// serves.
+func (s *Sidecar) leaveRouting() {
+	start := time.Now()
+	if s.opts.OnShutdown != nil {
+		s.opts.OnShutdown()
+	}
+	select {
+	case <-s.served:
+	default:
+		return // never ready: no peer was sent here by this sidecar
+	}
+	if id := s.proxyID.Load(); s.maintenance() && id != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), LeaveTimeout)
+		reason := consul.MaintenanceReason(os.Getpid())
+		if err := consul.EnterMaintenance(ctx, s.client, *id, reason); err != nil {
+			s.log.Error("cannot take the instance out of Consul's routing; draining anyway (peers drop it when its checks fail)",
+				"proxy_id", *id, "error", err)
+		} else {
+			s.log.Info("proxy service in Consul maintenance mode: peers stop routing here", "proxy_id", *id, "reason", reason)
+		}
+		cancel()
+	}
+	d := s.opts.DrainDelay - time.Since(start)
+	if d <= 0 {
+		return
+	}
+	var app string
+	s.mu.Lock()
+	if s.inbound != nil {
+		app = s.inbound.cfg.Load().LocalService
+	}
+	s.mu.Unlock()
+	s.log.Info("draining: listeners stay open for the drain delay, /ready says not ready",
+		"drain_delay", s.opts.DrainDelay, "left", d.Round(time.Millisecond), "local_service", app)
+	if untilStopped(app, d) {
+		s.log.Info("application stopped listening; drain delay cut short", "local_service", app)
+	}
+}
+
+// maintenance reports whether this sidecar manages its proxy service's
+// maintenance mode (Options.Maintenance, in Consul mode).
+func (s *Sidecar) maintenance() bool {
+	return s.opts.Maintenance && s.opts.Config == nil && s.client != nil
+}
+
+// liftMaintenance waits until the sidecar is ready, then lifts the
+// maintenance mode a previous sidecar for proxyID left (see
+// Options.Maintenance), retrying while Consul cannot be reached, until
+// done or ctx ends. It runs on its own goroutine, owned by run.
+func (s *Sidecar) liftMaintenance(ctx context.Context, proxyID string) {
+	select {
+	case <-s.served:
+	case <-ctx.Done():
+		return
+	}
+	for attempt := 1; ; attempt++ {
+		reason, lifted, err := consul.LiftMaintenance(ctx, s.client, proxyID)
+		switch {
+		case err == nil && lifted:
+			s.log.Info("ready: lifted the maintenance mode a draining sidecar left", "proxy_id", proxyID, "reason", reason)
+			return
+		case err == nil && reason != "":
+			s.log.Warn("proxy service in a maintenance mode Outrider did not set; left in place", "proxy_id", proxyID, "reason", reason)
+			return
+		case err == nil:
+			return
+		case ctx.Err() != nil:
+			return
+		}
+		delay := consul.Backoff(s.opts.MinBackoff, s.opts.MaxBackoff, attempt)
+		s.log.Warn("cannot read the proxy service's maintenance mode; retrying", "proxy_id", proxyID, "attempt", attempt,
+			"retry_in", delay.Round(time.Millisecond), "error", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (s *Sidecar) watchIntentions(ctx context.Context, service string, td spiffeid.TrustDomain) error {
@@ -733,19 +873,25 @@ func (s *Sidecar) updateReadyLocked() {
 			ready = false
 		}
 	}
+	if s.draining.Load() {
+		return // shutdown has begun; ready stays false
+	}
 	if ready && !s.ready.Load() {
 		s.log.Info("sidecar ready")
+		s.servedOne.Do(func() { close(s.served) })
 	}
 	s.ready.Store(ready)
 }
 
-// shutdown stops accepting, inbound first, drains connections and stops
-// every watch.
+// shutdown leaves the routing, keeps serving for the drain delay, then
+// stops accepting, inbound first, drains connections and stops every
+// watch.
 func (s *Sidecar) shutdown() {
+	s.mu.Lock()
+	s.draining.Store(true)
 	s.ready.Store(false)
-	if s.opts.OnShutdown != nil {
-		s.opts.OnShutdown()
-	}
+	s.mu.Unlock()
+	s.leaveRouting()
 	s.mu.Lock()
 	// Listeners stop accepting now; the pools their connections' requests
 	// use (to the application, to upstream endpoints) close only once

@@ -104,6 +104,7 @@ type runFlags struct {
 	set          map[string]bool // flags given on the command line
 	adminBind    string
 	drainTimeout time.Duration
+	drainDelay   time.Duration
 	logLevel     string
 	logFormat    string
 	httpAddr     string
@@ -159,6 +160,8 @@ func runFlagSet(f *runFlags, stderr io.Writer) *flag.FlagSet {
 		"local authorization rules and JWT providers layered over Consul's intentions (a YAML file; see config/CONFIG.md); SIGHUP re-reads it (env OUTRIDER_POLICY)")
 	fs.StringVar(&f.adminBind, "admin-bind", "127.0.0.1:19000", "host:port of the admin endpoints (/ready, /config_dump); - to disable")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 15*time.Second, "how long shutdown waits for open connections")
+	fs.DurationVar(&f.drainDelay, "drain-delay", 5*time.Second,
+		"on shutdown, keep every listener serving this long while the instance leaves Consul's routing (maintenance mode; deregistration with -register), /ready answering 503, before closing them; cut short when the application stops listening (0: close at once)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&f.httpAddr, "http-addr", "", "Consul agent HTTP address (default: CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
@@ -215,6 +218,9 @@ func runFlagSet(f *runFlags, stderr io.Writer) *flag.FlagSet {
 
 // validate checks the parsed flags together; fs prints the usage.
 func (f *runFlags) validate(fs *flag.FlagSet) error {
+	if f.drainDelay < 0 {
+		return fmt.Errorf("-drain-delay: want 0 or more, got %s", f.drainDelay)
+	}
 	if f.dataPath != "loop" && f.dataPath != "goroutines" {
 		fs.Usage()
 		return fmt.Errorf("-data-path: want loop or goroutines, got %q", f.dataPath)
@@ -268,7 +274,7 @@ func concurrency(flagValue int, env string) (int, error) {
 }
 
 // register performs -register, retrying while Consul cannot be reached.
-func register(ctx context.Context, client *api.Client, f runFlags, log *slog.Logger) (string, func() error, error) {
+func register(ctx context.Context, client *api.Client, f runFlags, log *slog.Logger) (string, func(context.Context) error, error) {
 	r := consul.Registration{
 		ServiceID:     f.sidecarFor,
 		PublicAddress: f.publicAddr,
@@ -428,6 +434,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		ProxyID:       f.proxyID,
 		AdminBind:     f.adminBind,
 		DrainTimeout:  f.drainTimeout,
+		DrainDelay:    f.drainDelay,
 		Logger:        log,
 		ConsulAddress: cmp.Or(cfg.Address, "127.0.0.1:8500"),
 		TokenSet:      cfg.Token != "" || cfg.TokenFile != "",
@@ -450,6 +457,9 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	if local != nil {
 		opts.LocalPolicy, opts.JWT, opts.PathNormalization = local.rules, local.jwt, norm
 	}
+	// A registration made by someone else leaves the routing through
+	// Consul's maintenance mode; a self-registered one is deregistered.
+	opts.Maintenance = file == nil && !f.register
 	if f.register {
 		proxyID, deregister, err := register(ctx, client, f, log)
 		if err != nil {
@@ -460,7 +470,9 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		var once sync.Once
 		opts.OnShutdown = func() {
 			once.Do(func() {
-				if err := deregister(); err != nil {
+				dctx, cancel := context.WithTimeout(context.Background(), sidecar.LeaveTimeout)
+				defer cancel()
+				if err := deregister(dctx); err != nil {
 					log.Error("deregistration failed", "error", err)
 					return
 				}

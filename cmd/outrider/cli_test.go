@@ -27,6 +27,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"bad log level", []string{"run", "-sidecar-for", "web-1", "-log-level", "loud"}, "-log-level"},
 		{"bad log format", []string{"run", "-sidecar-for", "web-1", "-log-format", "xml"}, "-log-format"},
 		{"negative concurrency", []string{"run", "-sidecar-for", "web-1", "-concurrency", "-2"}, "-concurrency"},
+		{"negative drain delay", []string{"run", "-sidecar-for", "web-1", "-drain-delay", "-1s"}, "-drain-delay: want 0 or more"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,8 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/outrider-mesh/outrider/inject"
+	"github.com/outrider-mesh/outrider/sidecar"
 )
 
 // The checked-in injected Compose example is what `outrider inject` makes
@@ -115,6 +119,26 @@ func TestWebhookCommandLine(t *testing.T) {
 		var stderr bytes.Buffer
 		if code := webhookCmd(context.Background(), tc.args, &stderr); code != tc.code || !strings.Contains(stderr.String(), tc.err) {
 			t.Errorf("webhook %v: exit %d (want %d): %s", tc.args, code, tc.code, stderr.String())
+		}
+	}
+}
+
+// The injector sizes terminationGracePeriodSeconds from outrider run's
+// shutdown defaults: they must be the flags' defaults.
+func TestInjectShutdownDefaultsAreRunDefaults(t *testing.T) {
+	var f runFlags
+	runFlagSet(&f, io.Discard)
+	for _, d := range []struct {
+		name        string
+		run, inject time.Duration
+	}{
+		{"-drain-delay", f.drainDelay, inject.DefaultDrainDelay},
+		{"-drain-timeout", f.drainTimeout, inject.DefaultDrainTimeout},
+		{"-shutdown-grace-period", f.grace, inject.DefaultShutdownGracePeriod},
+		{"leave timeout", sidecar.LeaveTimeout, inject.LeaveTimeout},
+	} {
+		if d.run != d.inject {
+			t.Errorf("%s: outrider run's default is %s, inject assumes %s", d.name, d.run, d.inject)
 		}
 	}
 }

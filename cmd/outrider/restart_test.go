@@ -50,6 +50,39 @@ func (a *slowApp) port(t *testing.T) int {
 	return ta.Port
 }
 
+// twoInstances registers web-1 and web-2, each a slowApp behind an
+// outrider process in -sidecar-for mode with args added (public ports
+// port[0] and port[1], admin ports port[2] and port[3]), and waits until
+// both sidecars are ready.
+func twoInstances(t *testing.T, a *consultest.Agent, port []int, args ...string) ([]*slowApp, []*process) {
+	t.Helper()
+	apps := []*slowApp{startSlowApp(t, "web-1"), startSlowApp(t, "web-2")}
+	var procs []*process
+	for i, app := range apps {
+		registerWithSidecar(t, a, "web", app.name, app.port(t), port[i])
+		admin := addr(port[2+i])
+		procs = append(procs, startBinary(t, nil, append([]string{"run", "-sidecar-for", app.name, "-http-addr", a.HTTPAddr,
+			"-admin-bind", admin, "-shutdown-grace-period", "0"}, args...)...))
+		waitReady(t, admin)
+	}
+	return apps, procs
+}
+
+// waitServed sends requests through upstream until every app has served
+// one: each instance is routable and serving through the client.
+func waitServed(t *testing.T, upstream string, apps []*slowApp) {
+	t.Helper()
+	eventually(t, 30*time.Second, func() error {
+		for _, app := range apps {
+			if app.served.Load() == 0 {
+				send(upstream, "GET", "/", nil)
+				return fmt.Errorf("%s not reached through the client yet", app.name)
+			}
+		}
+		return nil
+	})
+}
+
 // SIGTERM drain under load: two instances of web, each behind a real
 // outrider process in Consul mode, and a client sidecar balancing between
 // them under steady load (pooled connections, a new connection per
@@ -63,30 +96,13 @@ func TestSIGTERMDrainUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := consultest.FreePorts(t, 7)
-	apps := []*slowApp{startSlowApp(t, "web-1"), startSlowApp(t, "web-2")}
-	var procs []*process
-	for i, app := range apps {
-		registerWithSidecar(t, a, "web", app.name, app.port(t), port[i])
-		admin := addr(port[2+i])
-		procs = append(procs, startBinary(t, nil, "run", "-sidecar-for", app.name, "-http-addr", a.HTTPAddr,
-			"-admin-bind", admin, "-shutdown-grace-period", "0", "-drain-timeout", "10s"))
-		waitReady(t, admin)
-	}
+	apps, procs := twoInstances(t, a, port, "-drain-timeout", "10s")
 	upstream := addr(port[6])
 	registerWithSidecar(t, a, "client", "client-1", testutil.DeadPort(t), port[4],
 		api.Upstream{DestinationName: "web", LocalBindAddress: "127.0.0.1", LocalBindPort: port[6]})
 	startOutrider(t, addr(port[5]), "run", "-sidecar-for", "client-1", "-http-addr", a.HTTPAddr,
 		"-admin-bind", addr(port[5]), "-shutdown-grace-period", "0")
-	// Both instances routable and serving through the client.
-	eventually(t, 30*time.Second, func() error {
-		for _, app := range apps {
-			if app.served.Load() == 0 {
-				send(upstream, "GET", "/", nil)
-				return fmt.Errorf("%s not reached yet", app.name)
-			}
-		}
-		return nil
-	})
+	waitServed(t, upstream, apps)
 
 	load := loadtest.New(t)
 	load.Pooled("http://"+upstream+"/", 2)

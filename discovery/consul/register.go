@@ -76,10 +76,10 @@ func ParseUpstream(s string) (api.Upstream, error) {
 
 // Register registers the sidecar (and the application, if r.Service is
 // set) and returns the proxy's ID and a function that deregisters what was
-// registered. The proxy gets the two checks Consul gives a sidecar by
-// default: a TCP check on its public port and an alias of the
-// application's health.
-func Register(ctx context.Context, client *api.Client, r Registration) (proxyID string, deregister func() error, err error) {
+// registered, returning once the agent answered or its ctx is done. The
+// proxy gets the two checks Consul gives a sidecar by default: a TCP check
+// on its public port and an alias of the application's health.
+func Register(ctx context.Context, client *api.Client, r Registration) (proxyID string, deregister func(context.Context) error, err error) {
 	if r.ServiceID == "" {
 		return "", nil, errors.New("consul: register: the application's service ID is empty")
 	}
@@ -142,13 +142,14 @@ func Register(ctx context.Context, client *api.Client, r Registration) (proxyID 
 		return "", nil, fmt.Errorf("consul: registering sidecar %q: %w", proxyID, rejected(err))
 	}
 	registeredApp := r.Service != nil
-	deregister = func() error {
+	deregister = func(ctx context.Context) error {
 		var errs []error
-		if err := client.Agent().ServiceDeregister(proxyID); err != nil {
+		q := (&api.QueryOptions{}).WithContext(ctx)
+		if err := client.Agent().ServiceDeregisterOpts(proxyID, q); err != nil {
 			errs = append(errs, fmt.Errorf("consul: deregistering %q: %w", proxyID, err))
 		}
 		if registeredApp {
-			if err := client.Agent().ServiceDeregister(app.ID); err != nil {
+			if err := client.Agent().ServiceDeregisterOpts(app.ID, q); err != nil {
 				errs = append(errs, fmt.Errorf("consul: deregistering %q: %w", app.ID, err))
 			}
 		}

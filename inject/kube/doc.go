@@ -22,9 +22,10 @@
 // capabilities.
 //
 // On shutdown every container of the pod gets SIGTERM at once; the
-// sidecar takes up to -shutdown-grace-period plus -drain-timeout (25s by
-// default) to stop, so terminationGracePeriodSeconds is raised to that
-// when it is set lower (Kubernetes' default, 30s, covers the defaults).
+// sidecar takes up to -drain-delay plus -shutdown-grace-period plus
+// -drain-timeout (30s by default) to stop, so
+// terminationGracePeriodSeconds is raised to that when it is set lower
+// (Kubernetes' default, 30s, covers the defaults).
 //
 // The types below are the few fields of k8s.io/api/core/v1 the injector
 // writes, with the same JSON names; the module does not depend on

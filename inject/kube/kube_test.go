@@ -98,7 +98,7 @@ func TestPodPatchPaths(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(ops) != 3 || ops[0].Path != tc.wantPath || ops[1].Path != "/metadata/annotations/outrider.io~1status" ||
-			ops[2].Path != "/spec/terminationGracePeriodSeconds" || ops[2].Value != int64(25) {
+			ops[2].Path != "/spec/terminationGracePeriodSeconds" || ops[2].Value != int64(30) {
 			t.Fatalf("ops %+v", ops)
 		}
 		c, ok := ops[0].Value.(Container)

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -408,4 +409,41 @@ func (a *Agent) Command(ctx context.Context, t testing.TB, args ...string) *exec
 	cmd := exec.CommandContext(ctx, Binary(t, "consul"), args...)
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+a.HTTPAddr, "CONSUL_HTTP_TOKEN=")
 	return cmd
+}
+
+// Hang freezes the agent's process (SIGSTOP) until Resume or the test's
+// end: its ports stay bound and the kernel still accepts connections, but
+// no request is ever answered, as with a hung or partitioned agent.
+func (a *Agent) Hang(t testing.TB) {
+	t.Helper()
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("consultest: SIGSTOP consul: %v", err)
+	}
+	t.Cleanup(a.Resume)
+}
+
+// Resume lets a Hang agent run again (idempotent).
+func (a *Agent) Resume() { a.cmd.Process.Signal(syscall.SIGCONT) }
+
+// BuiltinProxy runs Consul's own sidecar, `consul connect proxy
+// -sidecar-for id`, against the agent until the test ends, and logs its
+// output if the test failed.
+func (a *Agent) BuiltinProxy(t testing.TB, id string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := a.Command(ctx, t, "connect", "proxy", "-sidecar-for", id, "-log-level", "debug")
+	out := &testutil.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("consultest: consul connect proxy: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			t.Logf("consul connect proxy -sidecar-for %s:\n%s", id, out.String())
+		}
+	})
 }

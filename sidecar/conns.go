@@ -14,20 +14,29 @@ type tracker struct {
 	mu    sync.Mutex
 	conns map[net.Conn]func() error // how drain force-closes each connection
 	// graceful holds, for keep-alive HTTP connections, how to close them
-	// at their next idle moment; drain calls these first.
-	graceful map[net.Conn]func()
+	// at their next idle moment; drain calls these first (drainInbound,
+	// for the public listener's, earlier).
+	graceful map[net.Conn]gracefulClose
 	wg       sync.WaitGroup
 	// closing is set once drain started force-closing: later hand-overs
 	// are refused so nothing escapes the force close.
 	closing bool
-	// draining is set once drain started.
-	draining bool
+	// draining is set once drain started; inboundDraining once
+	// drainInbound (or drain) did.
+	draining, inboundDraining bool
 	// told is set once drain has called every graceful func it found.
 	told atomic.Bool
 }
 
 func newTracker() *tracker {
-	return &tracker{conns: map[net.Conn]func() error{}, graceful: map[net.Conn]func(){}}
+	return &tracker{conns: map[net.Conn]func() error{}, graceful: map[net.Conn]gracefulClose{}}
+}
+
+// gracefulClose ends a keep-alive connection at its next idle moment;
+// inbound: it came through the public listener.
+type gracefulClose struct {
+	f       func()
+	inbound bool
 }
 
 // add registers c for the lifetime of one handler; the handler calls the
@@ -61,16 +70,37 @@ func (t *tracker) closeWith(c net.Conn, f func() error) bool {
 }
 
 // onDrain registers how to end c gracefully (between two requests) once
-// draining starts; f runs at once when draining already started.
-func (t *tracker) onDrain(c net.Conn, f func()) {
+// draining starts (for an inbound connection: once drainInbound is
+// called); f runs at once when that already happened.
+func (t *tracker) onDrain(c net.Conn, f func(), inbound bool) {
 	t.mu.Lock()
 	_, ok := t.conns[c]
-	if ok && !t.draining {
-		t.graceful[c] = f
+	now := t.draining || (inbound && t.inboundDraining)
+	if ok && !now {
+		t.graceful[c] = gracefulClose{f: f, inbound: inbound}
 	}
-	draining := t.draining
 	t.mu.Unlock()
-	if ok && draining {
+	if ok && now {
+		f()
+	}
+}
+
+// drainInbound ends the public listener's keep-alive connections
+// gracefully, as drain does: called when that listener closes, so that a
+// request answered after it carries Connection: close, while the
+// application's outbound connections stay in use until drain.
+func (t *tracker) drainInbound() {
+	t.mu.Lock()
+	t.inboundDraining = true
+	var fs []func()
+	for c, g := range t.graceful {
+		if g.inbound {
+			fs = append(fs, g.f)
+			delete(t.graceful, c)
+		}
+	}
+	t.mu.Unlock()
+	for _, f := range fs {
 		f()
 	}
 }
@@ -86,12 +116,12 @@ func (t *tracker) count() int {
 // how many connections had to be closed.
 func (t *tracker) drain(ctx context.Context) int {
 	t.mu.Lock()
-	t.draining = true
+	t.draining, t.inboundDraining = true, true
 	graceful := t.graceful
-	t.graceful = map[net.Conn]func(){}
+	t.graceful = map[net.Conn]gracefulClose{}
 	t.mu.Unlock()
-	for _, f := range graceful {
-		f()
+	for _, g := range graceful {
+		g.f()
 	}
 	t.told.Store(true)
 	done := make(chan struct{})

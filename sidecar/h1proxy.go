@@ -327,7 +327,7 @@ var h1BufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &
 func (p *h1Proxy) serve(c net.Conn, br *bufio.Reader, ir *idleReader, conns *tracker, tracked net.Conn) {
 	hc := &h1Conn{p: p, c: c, br: br, ir: ir, src: remoteIP(c)}
 	hc.drain = &drainState{c: c}
-	conns.onDrain(tracked, hc.drain.graceful)
+	conns.onDrain(tracked, hc.drain.graceful, p.inbound)
 	bp := h1BufPool.Get().(*[]byte)
 	hc.wire = (*bp)[:0]
 	defer func() { *bp = hc.wire[:0]; h1BufPool.Put(bp) }()

@@ -904,6 +904,10 @@ func (s *Sidecar) shutdown() {
 		in.h2Server.shutdown()
 		app = in.cfg.Load().LocalService
 	}
+	// From here a request on a peer's keep-alive connection is answered
+	// with Connection: close (before, one could slip in between the
+	// listener's close and the drain below).
+	s.conns.drainInbound()
 	// Ingress listeners stop accepting at once; their in-flight requests
 	// finish (within the drain timeout) before the upstreams they use
 	// close.

@@ -1,0 +1,44 @@
+package sidecar
+
+import (
+	"context"
+	"net"
+	"testing"
+)
+
+// drainInbound ends the public listener's keep-alive connections at once
+// (and any registered later), leaving the application's outbound ones to
+// drain, which ends the rest.
+func TestTrackerDrainsInboundFirst(t *testing.T) {
+	tr := newTracker()
+	pipe := func() net.Conn {
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		return a
+	}
+	// Each connection, told to end, closes (as one idle between requests
+	// does); drain calls the funcs before it waits.
+	told := map[string]bool{}
+	register := func(name string, inbound bool) {
+		c := pipe()
+		done := tr.add(c)
+		tr.onDrain(c, func() { told[name] = true; done() }, inbound)
+	}
+	register("in", true)
+	register("out", false)
+	tr.drainInbound()
+	if !told["in"] || told["out"] {
+		t.Fatalf("after drainInbound: told %v, want only the inbound connection", told)
+	}
+	register("in-late", true)
+	register("out-late", false)
+	if !told["in-late"] || told["out-late"] {
+		t.Fatalf("registered after drainInbound: told %v, want the inbound one at once", told)
+	}
+	if n := tr.drain(context.Background()); n != 0 {
+		t.Fatalf("drain closed %d connections, want 0", n)
+	}
+	if !told["out"] || !told["out-late"] {
+		t.Fatalf("after drain: told %v, want every connection", told)
+	}
+}

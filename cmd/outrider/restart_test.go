@@ -23,19 +23,22 @@ type slowApp struct {
 	name     string
 	addr     string
 	inFlight atomic.Int64 // /slow requests being served
-	served   atomic.Int64 // requests answered
+	served   atomic.Int64 // requests received
 }
 
 func startSlowApp(t *testing.T, name string) *slowApp {
 	t.Helper()
 	a := &slowApp{name: name}
 	a.addr = serveHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Counted on arrival: a /slow request that arrived before its
+		// sidecar exited may still finish (and be retried elsewhere by a
+		// client whose pooled connection was cut) after.
+		a.served.Add(1)
 		if r.URL.Path == "/slow" {
 			a.inFlight.Add(1)
 			time.Sleep(500 * time.Millisecond)
 			a.inFlight.Add(-1)
 		}
-		a.served.Add(1)
 		fmt.Fprint(w, a.name)
 	}))
 	return a

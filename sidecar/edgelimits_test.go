@@ -80,6 +80,22 @@ func TestConfiguredUpstreamLimits(t *testing.T) {
 		if status, interim := h1Hints(t, dial(t), 3); status != 502 || interim != 2 {
 			t.Errorf("3 interim responses: %d after %d, want 502 after 2", status, interim)
 		}
+		// While an Expect: 100-continue request waits for its 100.
+		c := dial(t)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "POST /hints?n=3 HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+		br := bufio.NewReader(c)
+		var got []int
+		for len(got) == 0 || got[len(got)-1] < 200 {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("expect 100-continue, after %v: %v", got, err)
+			}
+			got = append(got, resp.StatusCode)
+		}
+		if fmt.Sprint(got) != "[103 103 502]" {
+			t.Errorf("3 interim responses before the 100: %v, want [103 103 502]", got)
+		}
 	})
 	t.Run("interim h2c", func(t *testing.T) {
 		if status, code, interim := h2cHints(t, p.upstream, 2); status != 200 || interim != 2 {

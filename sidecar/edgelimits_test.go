@@ -81,19 +81,7 @@ func TestConfiguredUpstreamLimits(t *testing.T) {
 			t.Errorf("3 interim responses: %d after %d, want 502 after 2", status, interim)
 		}
 		// While an Expect: 100-continue request waits for its 100.
-		c := dial(t)
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, "POST /hints?n=3 HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-		br := bufio.NewReader(c)
-		var got []int
-		for len(got) == 0 || got[len(got)-1] < 200 {
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatalf("expect 100-continue, after %v: %v", got, err)
-			}
-			got = append(got, resp.StatusCode)
-		}
-		if fmt.Sprint(got) != "[103 103 502]" {
+		if got, _ := h1ExpectContinue(t, dial(t), "/hints?n=3", "hello"); fmt.Sprint(got) != "[103 103 502]" {
 			t.Errorf("3 interim responses before the 100: %v, want [103 103 502]", got)
 		}
 	})

@@ -72,31 +72,8 @@ func TestExpectContinueAfterEarlyHints(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "POST /hints?n=1 HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-	br := bufio.NewReader(c)
-	var got []int
-	for {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("after %v: %v", got, err)
-		}
-		got = append(got, resp.StatusCode)
-		if resp.StatusCode == 103 && resp.Header.Get("Link") == "" {
-			t.Errorf("the 103 lost its Link field: %v", resp.Header)
-		}
-		if resp.StatusCode == 100 {
-			io.WriteString(c, "hello") // the body, only now
-			continue
-		}
-		if resp.StatusCode >= 200 {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if fmt.Sprint(got) != "[103 100 200]" || string(body) != "ok 5" {
-				t.Fatalf("responses %v, body %q; want [103 100 200] and %q", got, body, "ok 5")
-			}
-			break
-		}
+	if got, body := h1ExpectContinue(t, c, "/hints?n=1", "hello"); fmt.Sprint(got) != "[103 100 200]" || body != "ok 5" {
+		t.Fatalf("responses %v, body %q; want [103 100 200] and %q", got, body, "ok 5")
 	}
 	for _, side := range []struct {
 		name, direction string
@@ -214,4 +191,32 @@ func waitAccessEntry(t *testing.T, log *testutil.Buffer, direction, protocol, pa
 		return fmt.Errorf("no %s %s entry for %s in the access log:\n%s", direction, protocol, path, log.String())
 	})
 	return found
+}
+
+// h1ExpectContinue POSTs body to target over c (HTTP/1.1) with Expect:
+// 100-continue, sending the body only once a 100 comes, and returns the
+// statuses received up to the final one and that one's body. Each 103 must
+// keep its Link field.
+func h1ExpectContinue(t *testing.T, c net.Conn, target, body string) (statuses []int, final string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: web\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", target, len(body))
+	br := bufio.NewReader(c)
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("after %v: %v", statuses, err)
+		}
+		statuses = append(statuses, resp.StatusCode)
+		switch {
+		case resp.StatusCode == 103 && resp.Header.Get("Link") == "":
+			t.Errorf("the 103 lost its Link field: %v", resp.Header)
+		case resp.StatusCode == 100:
+			io.WriteString(c, body)
+		case resp.StatusCode >= 200:
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return statuses, string(b)
+		}
+	}
 }

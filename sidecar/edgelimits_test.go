@@ -26,6 +26,7 @@ import (
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/sidecar"
+	"github.com/outrider-mesh/outrider/telemetry/tracing"
 )
 
 // The configured edge limits (sidecar.HTTPLimits) are far below their
@@ -78,6 +79,10 @@ func TestConfiguredUpstreamLimits(t *testing.T) {
 		}
 		if status, interim := h1Hints(t, dial(t), 3); status != 502 || interim != 2 {
 			t.Errorf("3 interim responses: %d after %d, want 502 after 2", status, interim)
+		}
+		// While an Expect: 100-continue request waits for its 100.
+		if got, _ := h1ExpectContinue(t, dial(t), "/hints?n=3", "hello"); fmt.Sprint(got) != "[103 103 502]" {
+			t.Errorf("3 interim responses before the 100: %v, want [103 103 502]", got)
 		}
 	})
 	t.Run("interim h2c", func(t *testing.T) {
@@ -368,20 +373,8 @@ func h2StreamLimit(t *testing.T, c net.Conn, max uint32) (settings map[http2.Set
 func TestConfiguredIngressLimits(t *testing.T) {
 	t.Parallel()
 	p := startStaticPair(t)
-	ports := consultest.FreePorts(t, 2)
-	bind, edge := addr(ports[0]), addr(ports[1])
-	allowNone, _ := policy.CompileRules(nil, policy.RulesOptions{})
-	sc := startSidecar(t, nil, sidecar.Options{
-		Config: &sidecar.Config{Service: "client", Upstreams: []sidecar.Upstream{{
-			DestinationName: "web", BindAddress: bind, Protocol: sidecar.HTTP,
-			Endpoints: []discovery.Endpoint{{Address: p.webPublic, Weight: 1, Identity: spiffeid.RequireFromString("spiffe://example.org/web")}},
-		}}, Ingress: gateway.Ingresses{{Name: "edge", Bind: edge, Routes: []gateway.IngressRoute{{Upstream: "web"}},
-			BodyIdleTimeout: 300 * time.Millisecond, MaxConcurrentStreams: 3,
-			InitialStreamWindowSize: 100000, InitialConnectionWindowSize: 3 << 20}}},
-		Identity: p.clientID,
-		Policy:   allowNone,
-	})
-	waitReady(t, sc.admin)
+	edge := startIngress(t, p, gateway.Ingress{BodyIdleTimeout: 300 * time.Millisecond, MaxConcurrentStreams: 3,
+		InitialStreamWindowSize: 100000, InitialConnectionWindowSize: 3 << 20}, nil)
 	dial := func(t *testing.T) net.Conn {
 		var c net.Conn
 		eventually(t, 5*time.Second, func() (err error) {
@@ -405,4 +398,34 @@ func TestConfiguredIngressLimits(t *testing.T) {
 			t.Errorf("connection window increment %d, want %d (a 3 MiB window)", inc, want)
 		}
 	})
+}
+
+// startIngress runs a sidecar with the client's identity whose ingress
+// listener ig (named "edge", bound here) routes everything to an upstream
+// "web" with p's web as its endpoint, traced by tr (nil: no tracing); it
+// returns the ingress's address.
+func startIngress(t *testing.T, p *staticPair, ig gateway.Ingress, tr *tracing.Tracing) string {
+	t.Helper()
+	ports := consultest.FreePorts(t, 2)
+	bind, edge := addr(ports[0]), addr(ports[1])
+	ig.Name, ig.Bind, ig.Routes = "edge", edge, []gateway.IngressRoute{{Upstream: "web"}}
+	allowNone, _ := policy.CompileRules(nil, policy.RulesOptions{})
+	sc := startSidecar(t, nil, sidecar.Options{
+		Config: &sidecar.Config{Service: "client", Upstreams: []sidecar.Upstream{{
+			DestinationName: "web", BindAddress: bind, Protocol: sidecar.HTTP,
+			Endpoints: []discovery.Endpoint{{Address: p.webPublic, Weight: 1, Identity: spiffeid.RequireFromString("spiffe://example.org/web")}},
+		}}, Ingress: gateway.Ingresses{ig}},
+		Identity: p.clientID,
+		Policy:   allowNone,
+		Tracing:  tr,
+	})
+	waitReady(t, sc.admin)
+	eventually(t, 5*time.Second, func() error {
+		c, err := net.Dial("tcp", edge)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	return edge
 }

@@ -203,6 +203,12 @@ func TestH1GatewayRequestBodies(t *testing.T) {
 			w.WriteHeader(202)
 			return
 		}
+		if r.URL.Path == "/gw/hints" {
+			w.Header().Set("Link", "</a.css>")
+			w.WriteHeader(103)
+			w.Header().Del("Link")
+			w.WriteHeader(100) // dropped: the loop sends its own on the first read
+		}
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
 			w.WriteHeader(400)
@@ -234,6 +240,29 @@ func TestH1GatewayRequestBodies(t *testing.T) {
 	br.ReadString('\n')
 	if _, body := roundTripRaw(t, c, br, "abc", "POST"); body != "3:abc" {
 		t.Errorf("after 100: %q", body)
+	}
+	// A 103 before the body is read is relayed, the wait for the 100 goes
+	// on, and only the loop's 100 is sent.
+	c4, br4 := dialLoop(t, l.addr)
+	c4.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c4, "POST /gw/hints HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+	var got []int
+	for {
+		resp, err := http.ReadResponse(br4, nil)
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		got = append(got, resp.StatusCode)
+		if resp.StatusCode == 100 {
+			io.WriteString(c4, "abc")
+		}
+		if resp.StatusCode >= 200 {
+			b, _ := io.ReadAll(resp.Body)
+			if fmt.Sprint(got) != "[103 100 200]" || string(b) != "3:abc" {
+				t.Errorf("responses %v, body %q; want [103 100 200] and 3:abc", got, b)
+			}
+			break
+		}
 	}
 	// A large unread body ends the connection.
 	big := strings.Repeat("x", maxDiscardBody+1024)

@@ -858,16 +858,18 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 	}
 
 	bodySent := req.Body == http1.BodyNone
+	maxInterim := cmp.Or(p.lim.MaxInterim, maxInterim)
+	interim := 0 // interim responses relayed, over the whole exchange
 	if req.Expect100 && !bodySent {
-		// Wait briefly for the upstream's verdict before sending the body.
+		// Wait briefly for the upstream's verdict before sending the body:
+		// a 100 or a final answer. Other interim answers (103) are relayed
+		// and the wait goes on (RFC 9110 section 15.2).
 		uc.Conn.SetReadDeadline(time.Now().Add(continueTimeout))
-		err := resp.ReadLimits(uc.br, req.Method, p.maxHeaderBytes, p.maxHeaders)
+		err := hc.readHead(uc, &interim, maxInterim, true)
 		uc.Conn.SetReadDeadline(time.Time{})
 		switch {
 		case err == nil && resp.Status == 100:
-			hc.wire = resp.AppendWire(hc.wire[:0], http1.BodyNone, false)
-			hc.bw.Write(hc.wire)
-			if err := hc.bw.Flush(); err != nil {
+			if err := hc.bw.Flush(); err != nil { // readHead's write of the 100 failed
 				uc.Conn.Close()
 				return false, exchangeDone
 			}
@@ -878,7 +880,7 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 			hc.reportHead(ep)
 			return hc.relayResponse(uc, cookie, true), exchangeDone
 		case isTimeout(err):
-			// No interim answer: send the body anyway, as clients do.
+			// No 100 in time: send the body anyway, as clients do.
 		default:
 			uc.Conn.Close()
 			return hc.upstreamFailed(err), exchangeDone
@@ -953,29 +955,15 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 		// the body cuts the response.
 		uc.idle.timeout = rt.IdleTimeout
 	}
-	maxInterim := cmp.Or(p.lim.MaxInterim, maxInterim)
-	for interim := 0; ; interim++ {
-		err := resp.ReadLimits(uc.br, req.Method, p.maxHeaderBytes, p.maxHeaders)
-		if err == nil && resp.Status < 200 && resp.Status != 101 && interim == maxInterim {
-			err = errTooManyInterim
+	if err := hc.readHead(uc, &interim, maxInterim, false); err != nil {
+		uc.Conn.Close()
+		if uc.reused && hc.resendable() && (errors.Is(err, io.EOF) || isReset(err)) {
+			return false, exchangeStale
 		}
-		if err != nil {
-			uc.Conn.Close()
-			if uc.reused && hc.resendable() && (errors.Is(err, io.EOF) || isReset(err)) {
-				return false, exchangeStale
-			}
-			if retryOK && !isTimeout(err) && hc.dest.rt.Retry.OnReset() && p.retryBudget.begin() {
-				return false, exchangeRetry
-			}
-			return hc.upstreamFailed(err), exchangeDone
+		if retryOK && !isTimeout(err) && hc.dest.rt.Retry.OnReset() && p.retryBudget.begin() {
+			return false, exchangeRetry
 		}
-		if resp.Status >= 200 || resp.Status == 101 {
-			break
-		}
-		// Interim responses (100, 103) are relayed as they come.
-		hc.wire = resp.AppendWire(hc.wire[:0], http1.BodyNone, false)
-		hc.bw.Write(hc.wire)
-		hc.bw.Flush()
+		return hc.upstreamFailed(err), exchangeDone
 	}
 	hc.rec.upstreamDur = time.Since(sent)
 	// The response deadline stays armed only while the head is awaited:
@@ -991,6 +979,34 @@ func (hc *h1Conn) exchange(uc *upConn, ep *balance.Endpoint, retryOK bool) (keep
 		return false, exchangeRetry
 	}
 	return hc.relayResponse(uc, cookie, false), exchangeDone
+}
+
+// readHead reads the upstream's next response head into hc.resp and
+// returns at a final one (101 included) or, when continue100, at a 100
+// Continue. The interim (1xx) responses before it, that 100 included, are
+// relayed to the client as they come (a failed write is left in hc.bw);
+// *interim counts them over the exchange, and one more than max is
+// errTooManyInterim.
+func (hc *h1Conn) readHead(uc *upConn, interim *int, max int, continue100 bool) error {
+	p, req, resp := hc.p, &hc.req, &hc.resp
+	for {
+		if err := resp.ReadLimits(uc.br, req.Method, p.maxHeaderBytes, p.maxHeaders); err != nil {
+			return err
+		}
+		if resp.Status >= 200 || resp.Status == 101 {
+			return nil
+		}
+		if *interim == max {
+			return errTooManyInterim
+		}
+		*interim++
+		hc.wire = resp.AppendWire(hc.wire[:0], http1.BodyNone, false)
+		hc.bw.Write(hc.wire)
+		hc.bw.Flush()
+		if continue100 && resp.Status == 100 {
+			return nil
+		}
+	}
 }
 
 // relayResponse writes the response head read into hc.resp to the client

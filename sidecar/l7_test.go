@@ -100,14 +100,17 @@ func startHTTPApp(t *testing.T, name string) *httpApp {
 		}
 	})
 	mux.HandleFunc("/hints", func(w http.ResponseWriter, r *http.Request) {
-		// n interim 103 Early Hints, then 200 "ok".
+		// n interim 103 Early Hints, then the body is read (which sends
+		// the 100 Continue a request with Expect: 100-continue waits
+		// for) and 200 "ok <body length>".
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		for range n {
 			w.Header().Set("Link", "</a.css>; rel=preload")
 			w.WriteHeader(http.StatusEarlyHints)
 		}
 		w.Header().Del("Link")
-		io.WriteString(w, "ok")
+		got, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "ok %d", got)
 	})
 	mux.HandleFunc("/reset", func(w http.ResponseWriter, r *http.Request) {
 		c, _, err := http.NewResponseController(w).Hijack()

@@ -20,6 +20,7 @@ import (
 	"github.com/outrider-mesh/outrider/mtls/mtlstest"
 	"github.com/outrider-mesh/outrider/policy"
 	"github.com/outrider-mesh/outrider/sidecar"
+	"github.com/outrider-mesh/outrider/telemetry/accesslog"
 )
 
 // staticPair is an http service "web" and a client, each with a static
@@ -34,6 +35,8 @@ type staticPair struct {
 	upstream  string // the client's listener for web
 	webPublic string
 	app       *httpApp
+	// webLog and clientLog are the sidecars' access logs (JSON lines).
+	webLog, clientLog testutil.Buffer
 }
 
 func startStaticPair(t *testing.T) *staticPair {
@@ -63,11 +66,12 @@ func startStaticPairLimits(t *testing.T, web, client sidecar.HTTPLimits) *static
 	p.web = startSidecar(t, nil, sidecar.Options{
 		Config: &sidecar.Config{Service: "web", Public: sidecar.PublicListener{
 			BindAddress: p.webPublic, LocalService: fmt.Sprintf("127.0.0.1:%d", app.port()), Protocol: sidecar.HTTP, HTTPLimits: web}},
-		Identity: p.webID,
-		Policy:   rules,
+		Identity:  p.webID,
+		Policy:    rules,
+		AccessLog: testAccessLog(t, &p.webLog),
 	})
 	p.clientID = mtlstest.NewSource(ca.SVID(t, "spiffe://example.org/client"), ca.Bundle())
-	p.client = startClientLimits(t, "client", p.clientID, p.upstream, p.webPublic, client)
+	p.client = startClientOpts(t, "client", p.clientID, p.upstream, p.webPublic, client, testAccessLog(t, &p.clientLog))
 	waitReady(t, p.web.admin)
 	waitReady(t, p.client.admin)
 	return p
@@ -78,12 +82,12 @@ func startStaticPairLimits(t *testing.T, web, client sidecar.HTTPLimits) *static
 // spiffe://example.org/web.
 func startClient(t *testing.T, name string, id mtls.Identity, bind, web string) *runningSidecar {
 	t.Helper()
-	return startClientLimits(t, name, id, bind, web, sidecar.HTTPLimits{})
+	return startClientOpts(t, name, id, bind, web, sidecar.HTTPLimits{}, nil)
 }
 
-// startClientLimits is startClient with the upstream listener bounded by
-// lim.
-func startClientLimits(t *testing.T, name string, id mtls.Identity, bind, web string, lim sidecar.HTTPLimits) *runningSidecar {
+// startClientOpts is startClient with the upstream listener bounded by
+// lim and its access log written to access (nil: none).
+func startClientOpts(t *testing.T, name string, id mtls.Identity, bind, web string, lim sidecar.HTTPLimits, access *accesslog.Logger) *runningSidecar {
 	t.Helper()
 	allowNone, _ := policy.CompileRules(nil, policy.RulesOptions{})
 	return startSidecar(t, nil, sidecar.Options{
@@ -91,9 +95,22 @@ func startClientLimits(t *testing.T, name string, id mtls.Identity, bind, web st
 			DestinationName: "web", BindAddress: bind, Protocol: sidecar.HTTP, HTTPLimits: lim,
 			Endpoints: []discovery.Endpoint{{Address: web, Weight: 1, Identity: spiffeid.RequireFromString("spiffe://example.org/web")}},
 		}}},
-		Identity: id,
-		Policy:   allowNone,
+		Identity:  id,
+		Policy:    allowNone,
+		AccessLog: access,
 	})
+}
+
+// testAccessLog is an access log of every request into buf, closed once
+// the test's sidecars have stopped (call it before starting them).
+func testAccessLog(t *testing.T, buf *testutil.Buffer) *accesslog.Logger {
+	t.Helper()
+	l, err := accesslog.New(accesslog.Config{Enabled: true, SampleRate: 1}, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
 }
 
 func waitReady(t *testing.T, admin string) {

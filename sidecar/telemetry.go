@@ -392,7 +392,9 @@ func (t *telemetry) connectionDone(span trace.Span, dir, upstream, peer string, 
 	}
 }
 
-// statusWriter captures the status and body bytes an http.Handler wrote.
+// statusWriter captures the final status and body bytes an http.Handler
+// wrote. Interim (1xx) responses are only relayed: 101 Switching
+// Protocols is final (an upgrade), the others are not (RFC 9110 15.2).
 type statusWriter struct {
 	http.ResponseWriter
 	status int
@@ -400,7 +402,7 @@ type statusWriter struct {
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.status = code
 	}
 	w.ResponseWriter.WriteHeader(code)

@@ -380,7 +380,8 @@ func (w *h1Writer) WriteHeader(code int) {
 	if code < 200 && code != 101 {
 		// Interim responses carry the fields set so far (ReverseProxy
 		// clears them after each); bounded as on the lean loop.
-		if w.interim >= cmp.Or(hc.p.lim.MaxInterim, maxInterim) || (code == 100 && hc.req.Expect100) {
+		// Never to an HTTP/1.0 client (RFC 9110 section 15.2).
+		if w.interim >= cmp.Or(hc.p.lim.MaxInterim, maxInterim) || (code == 100 && hc.req.Expect100) || hc.req.Minor == 0 {
 			return
 		}
 		w.interim++

@@ -264,6 +264,11 @@ func TestH1GatewayRequestBodies(t *testing.T) {
 			break
 		}
 	}
+	// An HTTP/1.0 client gets no 1xx (RFC 9110 section 15.2).
+	c5, br5 := dialLoop(t, l.addr)
+	if resp, body := roundTripRaw(t, c5, br5, "POST /gw/hints HTTP/1.0\r\nHost: web\r\nContent-Length: 3\r\n\r\nabc", "POST"); resp.StatusCode != 200 || body != "3:abc" {
+		t.Errorf("HTTP/1.0 client: first response %d %q, want the final 200 (no 1xx)", resp.StatusCode, body)
+	}
 	// A large unread body ends the connection.
 	big := strings.Repeat("x", maxDiscardBody+1024)
 	c2, br2 := dialLoop(t, l.addr)

@@ -1000,9 +1000,11 @@ func (hc *h1Conn) readHead(uc *upConn, interim *int, max int, continue100 bool) 
 			return errTooManyInterim
 		}
 		*interim++
-		hc.wire = resp.AppendWire(hc.wire[:0], http1.BodyNone, false)
-		hc.bw.Write(hc.wire)
-		hc.bw.Flush()
+		if req.Minor > 0 { // never to an HTTP/1.0 client (RFC 9110 section 15.2)
+			hc.wire = resp.AppendWire(hc.wire[:0], http1.BodyNone, false)
+			hc.bw.Write(hc.wire)
+			hc.bw.Flush()
+		}
 		if continue100 && resp.Status == 100 {
 			return nil
 		}

@@ -220,3 +220,26 @@ func h1ExpectContinue(t *testing.T, c net.Conn, target, body string) (statuses [
 		}
 	}
 }
+
+// An HTTP/1.0 client gets no interim response (RFC 9110 section 15.2: a
+// server must not send a 1xx to an HTTP/1.0 client), only the final
+// answer, through the lean loop and through a gateway route.
+func TestNoInterimToHTTP10(t *testing.T) {
+	t.Parallel()
+	p := startStaticPair(t)
+	c, err := net.Dial("tcp", p.upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(c, "GET /hints?n=2 HTTP/1.0\r\nHost: web\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("HTTP/1.0 client: first response %d, want the final 200 (no 1xx)", resp.StatusCode)
+	}
+}

@@ -17,8 +17,10 @@
 // it there yourself to reach the mesh from outside the project.
 //
 // The sidecar has an exec healthcheck (outrider wait, no shell needed),
-// runs as 65532:65532 with a read-only root file system, and restarts
-// unless stopped. Its instance ID is S, so a service scaled to more than
+// runs as 65532:65532 with a read-only root file system, restarts unless
+// stopped, and has a stop_grace_period covering its drain (drain delay,
+// shutdown grace period and drain timeout: 30s with outrider run's
+// defaults), so Compose does not kill it mid-drain. Its instance ID is S, so a service scaled to more than
 // one replica would register one instance over another; give each
 // replica its own service instead. Labels that only come from a merged
 // anchor (<<: *x) are not seen.
@@ -28,6 +30,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,7 +67,10 @@ type sidecarService struct {
 	User        string      `yaml:"user"`
 	ReadOnly    bool        `yaml:"read_only"`
 	Restart     string      `yaml:"restart"`
-	Healthcheck healthcheck `yaml:"healthcheck"`
+	// StopGracePeriod covers the sidecar's whole shutdown (Compose's
+	// default, 10s, is shorter than outrider run's defaults allow).
+	StopGracePeriod string      `yaml:"stop_grace_period"`
+	Healthcheck     healthcheck `yaml:"healthcheck"`
 }
 
 type environment struct {
@@ -133,15 +139,16 @@ func injectService(services *yaml.Node, name string, svc *yaml.Node, o inject.Op
 		return false, fail(err)
 	}
 	sc := yamlnode.MustEncode(sidecarService{
-		Image:       spec.Image,
-		Command:     spec.Args(inject.Instance{ID: name, ServiceAddress: "127.0.0.1", PublicAddress: name}, o),
-		NetworkMode: "service:" + name,
-		DependsOn:   []string{name},
-		Environment: environment{ConsulHTTPAddr: cmp.Or(o.ConsulAddr, DefaultConsulAddr)},
-		User:        "65532:65532",
-		ReadOnly:    true,
-		Restart:     "unless-stopped",
-		Healthcheck: healthcheck{Test: append([]string{"CMD"}, spec.Check(false)...), Interval: "10s", Timeout: "3s", Retries: 3, StartPeriod: "30s"},
+		Image:           spec.Image,
+		Command:         spec.Args(inject.Instance{ID: name, ServiceAddress: "127.0.0.1", PublicAddress: name}, o),
+		NetworkMode:     "service:" + name,
+		DependsOn:       []string{name},
+		Environment:     environment{ConsulHTTPAddr: cmp.Or(o.ConsulAddr, DefaultConsulAddr)},
+		User:            "65532:65532",
+		ReadOnly:        true,
+		Restart:         "unless-stopped",
+		StopGracePeriod: fmt.Sprintf("%ds", int64(math.Ceil(o.ShutdownTime().Seconds()))),
+		Healthcheck:     healthcheck{Test: append([]string{"CMD"}, spec.Check(false)...), Interval: "10s", Timeout: "3s", Retries: 3, StartPeriod: "30s"},
 	})
 	// Quoted as Compose's documentation writes them ("65532:65532" would be
 	// a sexagesimal number to a YAML 1.1 reader).

@@ -1,7 +1,9 @@
 package compose
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/outrider-mesh/outrider/inject"
 	"github.com/outrider-mesh/outrider/inject/internal/golden"
@@ -39,5 +41,20 @@ func TestPortOf(t *testing.T) {
 		if got, err := portOf(in); err != nil || got != want {
 			t.Errorf("portOf(%q) = %d, %v; want %d", in, got, err, want)
 		}
+	}
+}
+
+// The sidecar's stop_grace_period follows the drain settings it runs
+// with, rounded up to whole seconds.
+func TestStopGracePeriod(t *testing.T) {
+	in := []byte("services:\n  web:\n    image: web\n    expose: [\"8080\"]\n    labels:\n      outrider.io/inject: \"true\"\n")
+	o := testOptions
+	o.DrainDelay, o.ShutdownGracePeriod, o.DrainTimeout = 3*time.Second, 1500*time.Millisecond, 40*time.Second
+	out, err := Inject(in, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "stop_grace_period: 45s\n") {
+		t.Errorf("want stop_grace_period: 45s (3 + 1.5 + 40, rounded up):\n%s", out)
 	}
 }

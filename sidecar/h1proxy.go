@@ -158,7 +158,8 @@ type h1Conn struct {
 	srcText, xfcc string
 	req           http1.RequestHead
 	resp          http1.ResponseHead
-	wire          []byte // head being written
+	wire          []byte  // head being written
+	wireBuf       *[]byte // wire's pooled buffer (takeWire)
 	drain         *drainState
 	ir            *idleReader // under br; nil: no body idle timeout
 	// clientClose: the client connection closes after this exchange. The
@@ -328,9 +329,8 @@ func (p *h1Proxy) serve(c net.Conn, br *bufio.Reader, ir *idleReader, conns *tra
 	hc := &h1Conn{p: p, c: c, br: br, ir: ir, src: remoteIP(c)}
 	hc.drain = &drainState{c: c}
 	conns.onDrain(tracked, hc.drain.graceful, p.inbound)
-	bp := h1BufPool.Get().(*[]byte)
-	hc.wire = (*bp)[:0]
-	defer func() { *bp = hc.wire[:0]; h1BufPool.Put(bp) }()
+	hc.takeWire()
+	defer hc.putWire()
 	defer func() {
 		if hc.br != nil && ir != nil {
 			putReader(hc.br)
@@ -1238,6 +1238,22 @@ func (r requestHash) Cookie(name string) ([]byte, bool) { return r.req.Header.Co
 func (r requestHash) Query(name string) ([]byte, bool)  { return r.req.Query(name) }
 func (r requestHash) SourceIP() netip.Addr              { return r.src }
 
+// takeWire gives hc a pooled buffer for the heads it writes; putWire
+// returns it (to be called once per takeWire).
+func (hc *h1Conn) takeWire() {
+	hc.wireBuf = h1BufPool.Get().(*[]byte)
+	hc.wire = (*hc.wireBuf)[:0]
+}
+
+func (hc *h1Conn) putWire() {
+	if hc.wireBuf == nil {
+		return
+	}
+	*hc.wireBuf = hc.wire[:0]
+	h1BufPool.Put(hc.wireBuf)
+	hc.wireBuf, hc.wire = nil, nil
+}
+
 // awaitRequest blocks until the next request's first byte, waiting with
 // the read buffer until first (the read deadline waitRequest armed). A
 // connection still idle then gives the buffer back to the pool and waits
@@ -1260,10 +1276,13 @@ func (hc *h1Conn) awaitRequest(first, deadline time.Time) error {
 	if !hc.drain.rearm(deadline) {
 		return errDraining
 	}
+	// Nor the buffer of the heads it writes.
 	putReader(hc.br)
 	hc.br = nil
+	hc.putWire()
 	n, err := hc.ir.c.Read(hc.ir.one[:])
 	hc.br = getReader(hc.ir)
+	hc.takeWire()
 	if n == 0 {
 		if err == nil {
 			err = io.ErrNoProgress

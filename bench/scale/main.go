@@ -32,6 +32,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.bin, "outrider", "bin/outrider", "the outrider binary")
 	flag.IntVar(&o.idle, "idle", 10000, "idle client connections to hold through the HTTP pair (0: skip)")
+	flag.DurationVar(&o.idleSettle, "idle-settle", 150*time.Second, "how long the idle connections are then held for the settled figure (past the Go runtime's forced collection every 2 minutes; 0: skip)")
 	flag.IntVar(&o.burst, "burst", 1000, "connections opened at once through the L4 pair (0: skip)")
 	flag.DurationVar(&o.capacityFor, "capacity", 10*time.Second, "closed-loop run that finds the HTTP pair's capacity (needed by -overload and -soak)")
 	flag.IntVar(&o.capacityConns, "capacity-conns", 32, "keep-alive clients of the closed-loop run")
@@ -57,7 +58,7 @@ type options struct {
 	bin                                           string
 	idle, burst                                   int
 	capacityFor, overloadFor, recoverFor, soakFor time.Duration
-	admitLatency, warmup                          time.Duration
+	admitLatency, warmup, idleSettle              time.Duration
 	capacityConns, workers, maxRequests           int
 	overloadFactor, capacityRate                  float64
 	maxMemory, profileDir                         string
@@ -114,7 +115,7 @@ func connections(o options, app string) error {
 	}
 	p.Mesh = m
 	if o.idle > 0 {
-		if err := idleConnections(p, o.idle); err != nil {
+		if err := idleConnections(p, o.idle, o.idleSettle); err != nil {
 			return fmt.Errorf("idle: %w\n%s", err, m.Logs())
 		}
 	}
@@ -178,7 +179,7 @@ func request(c net.Conn, br *bufio.Reader) error {
 // idleConnections opens n client connections to the HTTP pair, each makes
 // one request and then stays open and idle; it reports the outbound
 // sidecar's resident memory per idle connection.
-func idleConnections(p connPair, n int) error {
+func idleConnections(p connPair, n int, settle time.Duration) error {
 	pid := p.Sidecar("client").Pid()
 	// Warm the sidecar (pools, first handshake) so the baseline holds
 	// what every connection shares.
@@ -234,6 +235,23 @@ func idleConnections(p connPair, n int) error {
 		n, took.Round(time.Millisecond), held, failed.Load(), mib(before), mib(after), float64(after-before)/float64(max(held, 1))/1024)
 	if err := oneRequest(p.httpUp); err != nil {
 		return fmt.Errorf("a new request while %d are held: %w", held, err)
+	}
+	if settle <= 0 {
+		return nil
+	}
+	// Freed buffers stay resident until a collection, which an idle
+	// process only gets from the runtime's forced one every 2 minutes, and
+	// the scavenger returns the pages after it: the settled figure is what
+	// the same connections cost once that has happened.
+	time.Sleep(settle)
+	settled, err := rss(pid)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("idle: after %v more: outbound sidecar RSS %.1f MiB: %.1f KiB per idle connection (settled)\n",
+		settle, mib(settled), float64(settled-before)/float64(max(held, 1))/1024)
+	if err := oneRequest(p.httpUp); err != nil {
+		return fmt.Errorf("a new request after %d were held for %v: %w", held, settle, err)
 	}
 	return nil
 }

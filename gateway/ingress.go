@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -100,33 +101,15 @@ const (
 
 // ApplyDefaults fills in the documented defaults of fields left zero.
 func (l *Ingress) ApplyDefaults(i int) {
-	if l.Name == "" {
-		l.Name = fmt.Sprintf("ingress%d", i)
-	}
-	if l.ReadHeaderTimeout == 0 {
-		l.ReadHeaderTimeout = DefaultReadHeaderTimeout
-	}
-	if l.IdleTimeout == 0 {
-		l.IdleTimeout = DefaultIdleTimeout
-	}
-	if l.MaxHeaderBytes == 0 {
-		l.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-	if l.MaxHeaders == 0 {
-		l.MaxHeaders = DefaultMaxHeaders
-	}
-	if l.BodyIdleTimeout == 0 {
-		l.BodyIdleTimeout = DefaultBodyIdleTimeout
-	}
-	if l.MaxConcurrentStreams == 0 {
-		l.MaxConcurrentStreams = DefaultMaxConcurrentStreams
-	}
-	if l.InitialStreamWindowSize == 0 {
-		l.InitialStreamWindowSize = DefaultInitialStreamWindowSize
-	}
-	if l.InitialConnectionWindowSize == 0 {
-		l.InitialConnectionWindowSize = DefaultInitialConnectionWindowSize
-	}
+	l.Name = cmp.Or(l.Name, fmt.Sprintf("ingress%d", i))
+	l.ReadHeaderTimeout = cmp.Or(l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	l.IdleTimeout = cmp.Or(l.IdleTimeout, DefaultIdleTimeout)
+	l.MaxHeaderBytes = cmp.Or(l.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	l.MaxHeaders = cmp.Or(l.MaxHeaders, DefaultMaxHeaders)
+	l.BodyIdleTimeout = cmp.Or(l.BodyIdleTimeout, DefaultBodyIdleTimeout)
+	l.MaxConcurrentStreams = cmp.Or(l.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	l.InitialStreamWindowSize = cmp.Or(l.InitialStreamWindowSize, DefaultInitialStreamWindowSize)
+	l.InitialConnectionWindowSize = cmp.Or(l.InitialConnectionWindowSize, DefaultInitialConnectionWindowSize)
 }
 
 // Validate reports every problem, with paths relative to the listener.

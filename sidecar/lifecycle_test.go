@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/outrider-mesh/outrider/internal/testutil"
 	"github.com/outrider-mesh/outrider/internal/testutil/consultest"
 	"github.com/outrider-mesh/outrider/mtls"
 	"github.com/outrider-mesh/outrider/mtls/mtlstest"
@@ -286,17 +287,6 @@ func TestDrainServesFirstRequestOfAcceptedConnection(t *testing.T) {
 	}
 }
 
-// readyStatus is the admin server's /ready answer.
-func readyStatus(admin string) (int, string, error) {
-	resp, err := http.Get("http://" + admin + "/ready")
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), err
-}
-
 // During the drain delay /ready answers 503 "draining" while the public
 // listener still accepts new connections and serves them (the client's
 // sidecar dials a new connection for each), and the delay ends as soon as
@@ -316,7 +306,7 @@ func TestDrainDelayServesWhileNotReady(t *testing.T) {
 
 	webSC.cancel()
 	eventually(t, 5*time.Second, func() error {
-		code, body, err := readyStatus(webSC.admin)
+		code, body, err := testutil.Ready(webSC.admin)
 		if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "draining") {
 			return fmt.Errorf("/ready during the drain delay: %d %q %v, want 503 draining", code, body, err)
 		}
@@ -334,7 +324,7 @@ func TestDrainDelayServesWhileNotReady(t *testing.T) {
 	if n := web.accepted.Load() - accepted; n < 5 {
 		t.Errorf("the application accepted %d connections during the drain delay, want at least 5", n)
 	}
-	if code, body, err := readyStatus(webSC.admin); err != nil || code != http.StatusServiceUnavailable {
+	if code, body, err := testutil.Ready(webSC.admin); err != nil || code != http.StatusServiceUnavailable {
 		t.Errorf("/ready after the requests: %d %q %v, want 503", code, body, err)
 	}
 	select {
@@ -352,7 +342,7 @@ func TestDrainDelayServesWhileNotReady(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the drain delay went on after the application stopped listening")
 	}
-	if _, _, err := readyStatus(webSC.admin); err == nil {
+	if _, _, err := testutil.Ready(webSC.admin); err == nil {
 		t.Error("admin server still serving after Run returned")
 	}
 }

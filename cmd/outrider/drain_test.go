@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -41,18 +40,6 @@ func maintenance(t *testing.T, a *consultest.Agent, id string) (string, bool) {
 		t.Errorf("maintenance check of %s is %s, want critical", id, c.Status)
 	}
 	return c.Notes, true
-}
-
-// readyAnswer is the sidecar's /ready answer.
-func readyAnswer(admin string) (int, string, error) {
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + admin + "/ready")
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), err
 }
 
 // stop sends SIGTERM to p and waits until it has exited with status code
@@ -117,7 +104,7 @@ func TestSIGTERMDrainBuiltinProxyClient(t *testing.T) {
 	proxyID := "web-1-sidecar-proxy"
 	want := consul.MaintenanceReason(procs[0].cmd.Process.Pid)
 	eventually(t, 2*time.Second, func() error {
-		code, body, err := readyAnswer(addr(port[2]))
+		code, body, err := testutil.Ready(addr(port[2]))
 		if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "draining") {
 			return fmt.Errorf("web-1's /ready while draining: %d %q %v, want 503 draining", code, body, err)
 		}

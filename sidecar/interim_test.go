@@ -223,7 +223,8 @@ func h1ExpectContinue(t *testing.T, c net.Conn, target, body string) (statuses [
 
 // An HTTP/1.0 client gets no interim response (RFC 9110 section 15.2: a
 // server must not send a 1xx to an HTTP/1.0 client), only the final
-// answer, through the lean loop and through a gateway route.
+// answer, through the lean loop (TestH1GatewayRequestBodies checks the
+// gateway's writer).
 func TestNoInterimToHTTP10(t *testing.T) {
 	t.Parallel()
 	p := startStaticPair(t)

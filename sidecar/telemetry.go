@@ -111,14 +111,15 @@ func endSpan(span trace.Span, status int, flag string, err error) {
 		span.End()
 		return
 	}
-	switch {
-	case status > 0 && flag != "":
-		tracing.SetAttributes(span, attribute.Int("http.response.status_code", status), attribute.String("outrider.response_flags", flag))
-	case status > 0:
-		tracing.SetAttributes(span, attribute.Int("http.response.status_code", status))
-	case flag != "":
-		tracing.SetAttributes(span, attribute.String("outrider.response_flags", flag))
+	var attrs [2]attribute.KeyValue // on the stack (tracing.SetAttributes)
+	n := 0
+	if status > 0 {
+		attrs[n], n = attribute.Int("http.response.status_code", status), n+1
 	}
+	if flag != "" {
+		attrs[n], n = attribute.String("outrider.response_flags", flag), n+1
+	}
+	tracing.SetAttributes(span, attrs[:n]...)
 	switch {
 	case err != nil:
 		span.SetStatus(codes.Error, err.Error())

@@ -40,12 +40,20 @@ type gracefulClose struct {
 }
 
 // add registers c for the lifetime of one handler; the handler calls the
-// returned func when it is done with c (it closes c).
-func (t *tracker) add(c net.Conn) func() {
+// returned func when it is done with c (it closes c). Once drain started
+// it closes c and reports false: an accept loop can still hand over a
+// connection accepted just before its listener closed, and drain's wait
+// must not miss it (nor may the WaitGroup grow from zero during Wait).
+func (t *tracker) add(c net.Conn) (func(), bool) {
 	t.mu.Lock()
+	if t.draining {
+		t.mu.Unlock()
+		c.Close()
+		return nil, false
+	}
 	t.conns[c] = c.Close
+	t.wg.Add(1) // under mu, so ordered before drain's Wait
 	t.mu.Unlock()
-	t.wg.Add(1)
 	return func() {
 		c.Close()
 		t.mu.Lock()
@@ -53,7 +61,7 @@ func (t *tracker) add(c net.Conn) func() {
 		delete(t.graceful, c)
 		t.mu.Unlock()
 		t.wg.Done()
-	}
+	}, true
 }
 
 // closeWith changes how drain force-closes c: a connection handed to the

@@ -2,6 +2,8 @@ package sidecar
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"testing"
 )
@@ -21,7 +23,10 @@ func TestTrackerDrainsInboundFirst(t *testing.T) {
 	told := map[string]bool{}
 	register := func(name string, inbound bool) {
 		c := pipe()
-		done := tr.add(c)
+		done, ok := tr.add(c)
+		if !ok {
+			t.Fatalf("%s: refused before drain", name)
+		}
 		tr.onDrain(c, func() { told[name] = true; done() }, inbound)
 	}
 	register("in", true)
@@ -40,5 +45,26 @@ func TestTrackerDrainsInboundFirst(t *testing.T) {
 	}
 	if !told["out"] || !told["out-late"] {
 		t.Fatalf("after drain: told %v, want every connection", told)
+	}
+}
+
+// A connection handed over once drain started (accepted just before its
+// listener closed) is closed and refused, not tracked behind drain's back:
+// drain's wait has begun and would not cover its handler.
+func TestTrackerRefusesAfterDrain(t *testing.T) {
+	tr := newTracker()
+	if n := tr.drain(context.Background()); n != 0 {
+		t.Fatalf("drain closed %d connections, want 0", n)
+	}
+	a, b := net.Pipe()
+	defer b.Close()
+	if release, ok := tr.add(a); ok || release != nil {
+		t.Fatal("a connection added after drain was accepted")
+	}
+	if _, err := a.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("refused connection still open: write error %v", err)
+	}
+	if n := tr.count(); n != 0 {
+		t.Fatalf("tracker holds %d connections, want 0", n)
 	}
 }

@@ -60,7 +60,11 @@ func serve(ln net.Listener, conns *tracker, ov *overload.Manager, log *slog.Logg
 			}
 			continue
 		}
-		release := conns.add(c)
+		release, ok := conns.add(c)
+		if !ok { // the sidecar is draining: c was accepted as ln closed
+			ov.ConnectionDone()
+			continue
+		}
 		a := accepted{c: c, release: func() { release(); ov.ConnectionDone() }}
 		select {
 		case work <- a: // an idle worker took it

@@ -67,7 +67,7 @@ func startStream(t *testing.T, ls *loops, conns *tracker) *stream {
 		t.Fatal(err)
 	}
 	s := &stream{tlsPeer: peer, plainPeer: plainFar.(*net.TCPConn), done: make(chan [2]int64, 1), errc: make(chan error, 1)}
-	release := conns.add(tlsNear)
+	release, _ := conns.add(tlsNear)
 	go func() {
 		defer release()
 		fromTLS, fromPlain, err := forward(ls, tc, raw, plainNear, conns, tlsNear)

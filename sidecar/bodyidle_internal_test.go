@@ -126,3 +126,45 @@ func TestNetHTTPBodyIdle(t *testing.T) {
 		t.Errorf("gRPC stream arrived as %q", g)
 	}
 }
+
+// deadlineWriter is a ResponseWriter whose read deadline can be set (as
+// net/http's is), for http.NewResponseController.
+type deadlineWriter struct{ *httptest.ResponseRecorder }
+
+func (deadlineWriter) SetReadDeadline(time.Time) error { return nil }
+
+// net/http's server cancels the request's context when the connection's
+// read deadline fires, before the body read that hit it returns: the
+// reverse proxy can then report context.Canceled while the body reader has
+// not yet recorded the timeout. That is still a body timeout (408), not a
+// client that went away (nothing written): the CI flake of
+// TestConfiguredIngressLimits/body_idle.
+func TestBodyTimeoutSeenBeforeTheReadReturns(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	rec := &h2Record{upstreamDur: -1}
+	w := deadlineWriter{httptest.NewRecorder()}
+	body := &countingBody{ReadCloser: pr, rc: http.NewResponseController(w), idle: time.Millisecond, rec: rec}
+	reading := make(chan struct{})
+	go func() {
+		close(reading)
+		body.Read(make([]byte, 8)) // blocks: nothing is written to pw
+	}()
+	<-reading
+	for rec.bodyDeadline.Load() == 0 || time.Now().UnixNano() < rec.bodyDeadline.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	r := httptest.NewRequestWithContext(context.WithValue(context.Background(), h2RecordKey{}, rec), "POST", "/up", nil)
+	proxyError(w, r, context.Canceled, "app", &counters{}, slog.New(slog.DiscardHandler))
+	if w.Code != 408 || w.Header().Get(headerError) != errBodyTimeout {
+		t.Fatalf("a body read waiting past its deadline, then context.Canceled: %d %q, want 408 %s",
+			w.Code, w.Header().Get(headerError), errBodyTimeout)
+	}
+	pw.Write([]byte("x")) // the read returns in time after all: the deadline is cleared
+	for rec.bodyDeadline.Load() != 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if rec.bodyTimeout() {
+		t.Fatal("a read that returned data still counts as timed out")
+	}
+}

@@ -506,9 +506,26 @@ type h2Record struct {
 	// its chunked framing was bad (HTTP/1.1 loop). Set on the
 	// transport's goroutine.
 	bodyTimedOut, bodyMalformed atomic.Bool
+	// bodyDeadline is, while a body read waits under the idle bound, its
+	// deadline (UnixNano); 0 otherwise.
+	bodyDeadline atomic.Int64
 	// tooManyInterim: the upstream sent more 1xx responses than allowed
 	// (limitInterim, on the transport's goroutine).
 	tooManyInterim atomic.Bool
+}
+
+// bodyTimeout reports whether the body's idle bound cut it: the reader
+// saw the timeout, or a read is still waiting past its deadline. The
+// second matters because net/http's server cancels the request's context
+// when the connection's read deadline fires, before that read returns:
+// the reverse proxy can see the cancellation first, and would take the
+// slow client for one that went away.
+func (r *h2Record) bodyTimeout() bool {
+	if r.bodyTimedOut.Load() {
+		return true
+	}
+	d := r.bodyDeadline.Load()
+	return d != 0 && time.Now().UnixNano() >= d
 }
 
 type h2RecordKey struct{}
@@ -537,15 +554,23 @@ type countingBody struct {
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	if b.rc != nil {
-		b.armed.Store(b.rc.SetReadDeadline(time.Now().Add(b.idle)) == nil)
+		dl := time.Now().Add(b.idle)
+		ok := b.rc.SetReadDeadline(dl) == nil
+		b.armed.Store(ok)
+		if ok {
+			b.rec.bodyDeadline.Store(dl.UnixNano())
+		}
 	}
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
 	if err != nil && b.armed.Load() {
 		if isTimeout(err) {
-			b.rec.bodyTimedOut.Store(true)
+			b.rec.bodyTimedOut.Store(true) // before the deadline is cleared
 		}
 		b.disarm()
+	}
+	if b.rc != nil {
+		b.rec.bodyDeadline.Store(0)
 	}
 	return n, err
 }
@@ -607,7 +632,7 @@ func proxyError(w http.ResponseWriter, r *http.Request, err error, name string, 
 	status, code, msg, grpcCode := 502, errUpstreamReset, "upstream reset before response", 14
 	rec := h2RecordFrom(r.Context())
 	malformed := rec != nil && rec.bodyMalformed.Load()
-	timedOut := rec != nil && rec.bodyTimedOut.Load()
+	timedOut := rec != nil && rec.bodyTimeout()
 	if !malformed && !timedOut { // the client's own body failed otherwise
 		stat.upstreamFailures.Add(1)
 	}

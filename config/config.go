@@ -24,6 +24,7 @@ const (
 	DefaultBodyIdleTimeout     = 60 * time.Second
 	DefaultMaxInterim          = 10
 	DefaultMaxStreams          = 1000
+	DefaultWindowSize          = 1 << 20
 	DefaultConnectTimeout      = 5 * time.Second
 	DefaultL4BalancePolicy     = RoundRobin   // upstreams with protocol tcp
 	DefaultL7BalancePolicy     = LeastRequest // http, http2 and grpc
@@ -41,6 +42,8 @@ const (
 	maxWeight      = 1000
 	maxInterim     = 1000
 	maxStreams     = 100000
+	minWindow      = 65535
+	maxWindow      = 1<<31 - 1
 )
 
 // File is the static-mode configuration file, outrider.yaml.
@@ -228,6 +231,12 @@ type Public struct {
 	// open on one connection; the extra one is reset. Default 1000, between
 	// 1 and 100000. The upstream listeners use it too.
 	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+	// InitialStreamWindowSize and InitialConnectionWindowSize are the
+	// HTTP/2 receive windows of the listener's connections, per stream
+	// and per connection. Default 1 MiB each, between 65535 and
+	// 2147483647. The upstream listeners use them too.
+	InitialStreamWindowSize     int `yaml:"initial_stream_window_size"`
+	InitialConnectionWindowSize int `yaml:"initial_connection_window_size"`
 	// Gateway applies API-gateway features (rate limits, caching,
 	// compression, aggregation, filtering) to requests for the local
 	// service, after authorization; needs an HTTP protocol. See

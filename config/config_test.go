@@ -547,18 +547,20 @@ func TestLoadMissing(t *testing.T) {
 func TestEdgeLimits(t *testing.T) {
 	t.Parallel()
 	head := "service: web\nidentity: {spiffe: }\npublic:\n  bind: :20000\n  local_service: 127.0.0.1:8080\n"
-	f, err := Parse("o.yaml", []byte(head+"  idle_timeout: 2m\n  body_idle_timeout: 5m\n  max_interim_responses: 3\n  max_concurrent_streams: 250\n"))
+	f, err := Parse("o.yaml", []byte(head+"  idle_timeout: 2m\n  body_idle_timeout: 5m\n  max_interim_responses: 3\n  max_concurrent_streams: 250\n  initial_stream_window_size: 100000\n  initial_connection_window_size: 3145728\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := f.Public; p.IdleTimeout != 2*time.Minute || p.BodyIdleTimeout != 5*time.Minute || p.MaxInterimResponses != 3 || p.MaxConcurrentStreams != 250 {
+	if p := f.Public; p.IdleTimeout != 2*time.Minute || p.BodyIdleTimeout != 5*time.Minute || p.MaxInterimResponses != 3 || p.MaxConcurrentStreams != 250 ||
+		p.InitialStreamWindowSize != 100000 || p.InitialConnectionWindowSize != 3<<20 {
 		t.Errorf("read %+v", p)
 	}
 	f, err = Parse("o.yaml", []byte(head))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := f.Public; p.IdleTimeout != 90*time.Second || p.BodyIdleTimeout != time.Minute || p.MaxInterimResponses != 10 || p.MaxConcurrentStreams != 1000 {
+	if p := f.Public; p.IdleTimeout != 90*time.Second || p.BodyIdleTimeout != time.Minute || p.MaxInterimResponses != 10 || p.MaxConcurrentStreams != 1000 ||
+		p.InitialStreamWindowSize != 1<<20 || p.InitialConnectionWindowSize != 1<<20 {
 		t.Errorf("defaults %+v", p)
 	}
 	tests := []struct{ lines, want string }{
@@ -574,6 +576,9 @@ func TestEdgeLimits(t *testing.T) {
 		{"  max_concurrent_streams: -3\n", "config: o.yaml:6: public.max_concurrent_streams: -3 is not between 1 and 100000"},
 		{"  max_concurrent_streams: 4294967296\n", "config: o.yaml:6: public.max_concurrent_streams: 4294967296 is "},
 		{"  max_concurrent_streams: [3]\n", "config: o.yaml:6: public.max_concurrent_streams: "},
+		{"  initial_stream_window_size: 65534\n", "config: o.yaml:6: public.initial_stream_window_size: 65534 is not between 65535 and 2147483647"},
+		{"  initial_connection_window_size: 2147483648\n", "config: o.yaml:6: public.initial_connection_window_size: 2147483648 is "},
+		{"  initial_connection_window_size: 0\n", "config: o.yaml:6: public.initial_connection_window_size: 0 is not between 65535 and 2147483647"},
 	}
 	for _, tt := range tests {
 		_, err := Parse("o.yaml", []byte(head+tt.lines))

@@ -72,6 +72,8 @@ func (f *File) applyDefaults() {
 		dur(&p.BodyIdleTimeout, DefaultBodyIdleTimeout, "public.body_idle_timeout")
 		num(&p.MaxInterimResponses, DefaultMaxInterim, "public.max_interim_responses")
 		num(&p.MaxConcurrentStreams, DefaultMaxStreams, "public.max_concurrent_streams")
+		num(&p.InitialStreamWindowSize, DefaultWindowSize, "public.initial_stream_window_size")
+		num(&p.InitialConnectionWindowSize, DefaultWindowSize, "public.initial_connection_window_size")
 	}
 	for i := range f.Upstreams {
 		u := &f.Upstreams[i]
@@ -370,6 +372,8 @@ func (c *checker) public() []listener {
 	c.positive("public.body_idle_timeout", p.BodyIdleTimeout)
 	c.between("public.max_interim_responses", p.MaxInterimResponses, 1, maxInterim)
 	c.between("public.max_concurrent_streams", p.MaxConcurrentStreams, 1, maxStreams)
+	c.between("public.initial_stream_window_size", p.InitialStreamWindowSize, minWindow, maxWindow)
+	c.between("public.initial_connection_window_size", p.InitialConnectionWindowSize, minWindow, maxWindow)
 	return out
 }
 

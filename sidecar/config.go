@@ -139,6 +139,16 @@ type HTTPLimits struct {
 	// 1000 (mesh peers multiplex a whole service's traffic on few
 	// connections), 1 to 100000. Read when the listener opens.
 	MaxConcurrentStreams int `json:"max_concurrent_streams"`
+	// InitialStreamWindowSize and InitialConnectionWindowSize are the
+	// HTTP/2 receive windows (request bodies) of the listener's
+	// connections, per stream and per connection: larger ones let a
+	// high-latency peer stream uploads faster, at the cost of that much
+	// buffered memory per stream. Proxy.Config initial_stream_window_size
+	// and initial_connection_window_size, default 1 MiB each (Go's
+	// server), 65535 to 2147483647. Read when the listener opens. The
+	// sidecar's own client connections keep Go's transport windows.
+	InitialStreamWindowSize     int `json:"initial_stream_window_size"`
+	InitialConnectionWindowSize int `json:"initial_connection_window_size"`
 }
 
 // Defaults and bounds of HTTPLimits.
@@ -147,8 +157,14 @@ const (
 	DefaultBodyIdleTimeout      = bodyIdleTimeout
 	DefaultMaxInterim           = maxInterim
 	DefaultMaxConcurrentStreams = meshMaxStreams
+	DefaultStreamWindowSize     = 1 << 20
+	DefaultConnectionWindowSize = 1 << 20
 	MaxInterimLimit             = 1000
 	MaxConcurrentStreamsLimit   = 100000
+	// MinWindowSize and MaxWindowSize bound an HTTP/2 window (RFC 9113
+	// 6.9.2: the initial 65535, and 2^31-1).
+	MinWindowSize = 65535
+	MaxWindowSize = 1<<31 - 1
 )
 
 // withDefaults returns l with each zero field taken from def.
@@ -157,12 +173,15 @@ func (l HTTPLimits) withDefaults(def HTTPLimits) HTTPLimits {
 	l.BodyIdleTimeout = cmp.Or(l.BodyIdleTimeout, def.BodyIdleTimeout)
 	l.MaxInterim = cmp.Or(l.MaxInterim, def.MaxInterim)
 	l.MaxConcurrentStreams = cmp.Or(l.MaxConcurrentStreams, def.MaxConcurrentStreams)
+	l.InitialStreamWindowSize = cmp.Or(l.InitialStreamWindowSize, def.InitialStreamWindowSize)
+	l.InitialConnectionWindowSize = cmp.Or(l.InitialConnectionWindowSize, def.InitialConnectionWindowSize)
 	return l
 }
 
 // defaultHTTPLimits are the documented defaults.
 var defaultHTTPLimits = HTTPLimits{IdleTimeout: DefaultIdleTimeout, BodyIdleTimeout: DefaultBodyIdleTimeout,
-	MaxInterim: DefaultMaxInterim, MaxConcurrentStreams: DefaultMaxConcurrentStreams}
+	MaxInterim: DefaultMaxInterim, MaxConcurrentStreams: DefaultMaxConcurrentStreams,
+	InitialStreamWindowSize: DefaultStreamWindowSize, InitialConnectionWindowSize: DefaultConnectionWindowSize}
 
 // httpLimitsValue reads the HTTPLimits keys of Proxy.Config; field names
 // a key for errors.
@@ -179,6 +198,12 @@ func httpLimitsValue(m map[string]any, field func(string) string) (HTTPLimits, e
 		return l, err
 	}
 	if l.MaxConcurrentStreams, err = intInRange(m, "max_concurrent_streams", DefaultMaxConcurrentStreams, 1, MaxConcurrentStreamsLimit, field); err != nil {
+		return l, err
+	}
+	if l.InitialStreamWindowSize, err = intInRange(m, "initial_stream_window_size", DefaultStreamWindowSize, MinWindowSize, MaxWindowSize, field); err != nil {
+		return l, err
+	}
+	if l.InitialConnectionWindowSize, err = intInRange(m, "initial_connection_window_size", DefaultConnectionWindowSize, MinWindowSize, MaxWindowSize, field); err != nil {
 		return l, err
 	}
 	return l, nil

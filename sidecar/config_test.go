@@ -88,14 +88,17 @@ func TestFromRegistrationProxyConfig(t *testing.T) {
 			return c.Tracing.Endpoint == "http://jaeger:4317" && c.Tracing.Protocol == "http/protobuf" && *c.Tracing.Sampling == 0.25
 		}},
 		{"edge limits default", func(*api.AgentService) {}, func(c Config) bool {
-			want := HTTPLimits{IdleTimeout: 90 * time.Second, BodyIdleTimeout: 60 * time.Second, MaxInterim: 10, MaxConcurrentStreams: 1000}
+			want := HTTPLimits{IdleTimeout: 90 * time.Second, BodyIdleTimeout: 60 * time.Second, MaxInterim: 10, MaxConcurrentStreams: 1000,
+				InitialStreamWindowSize: 1 << 20, InitialConnectionWindowSize: 1 << 20}
 			return c.Public.HTTPLimits == want && c.Upstreams[0].HTTPLimits == want
 		}},
 		{"edge limits from Proxy.Config, shared by the upstreams", func(s *api.AgentService) {
 			s.Proxy.Config = map[string]any{"idle_timeout_ms": float64(120000), "body_idle_timeout_ms": "300000",
-				"max_interim_responses": float64(3), "max_concurrent_streams": "250"}
+				"max_interim_responses": float64(3), "max_concurrent_streams": "250",
+				"initial_stream_window_size": float64(65535), "initial_connection_window_size": "16777216"}
 		}, func(c Config) bool {
-			want := HTTPLimits{IdleTimeout: 2 * time.Minute, BodyIdleTimeout: 5 * time.Minute, MaxInterim: 3, MaxConcurrentStreams: 250}
+			want := HTTPLimits{IdleTimeout: 2 * time.Minute, BodyIdleTimeout: 5 * time.Minute, MaxInterim: 3, MaxConcurrentStreams: 250,
+				InitialStreamWindowSize: 65535, InitialConnectionWindowSize: 16 << 20}
 			return c.Public.HTTPLimits == want && c.Upstreams[0].HTTPLimits == want
 		}},
 		{"IPv6 addresses", func(s *api.AgentService) { s.Address = "::1" },
@@ -166,6 +169,16 @@ func TestFromRegistrationErrorsNameTheField(t *testing.T) {
 			"Proxy.Config.max_concurrent_streams: want an integer between 1 and 100000"},
 		{"max streams wrong type", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"max_concurrent_streams": []any{3.0}} },
 			"Proxy.Config.max_concurrent_streams: want an integer between 1 and 100000, got [3]"},
+		{"stream window below HTTP/2's initial", func(s *api.AgentService) {
+			s.Proxy.Config = map[string]any{"initial_stream_window_size": float64(65534)}
+		},
+			"Proxy.Config.initial_stream_window_size: want an integer between 65535 and 2147483647, got 65534"},
+		{"connection window above 2^31-1", func(s *api.AgentService) {
+			s.Proxy.Config = map[string]any{"initial_connection_window_size": 2147483648.0}
+		},
+			"Proxy.Config.initial_connection_window_size: want an integer between 65535 and 2147483647"},
+		{"connection window wrong type", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"initial_connection_window_size": "big"} },
+			"Proxy.Config.initial_connection_window_size: want an integer between 65535 and 2147483647, got big"},
 		{"bad trace sampling", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"trace_sampling": 2.0} }, "Proxy.Config.trace_sampling"},
 		{"bad otlp protocol", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"otlp_protocol": "thrift"} }, "Proxy.Config.otlp_protocol"},
 		{"otlp endpoint not a string", func(s *api.AgentService) { s.Proxy.Config = map[string]any{"otlp_endpoint": 4317.0} }, "Proxy.Config.otlp_endpoint"},

@@ -35,7 +35,19 @@ import (
 // stream would outlast the checks' 10 s bounds, and 3 interim responses
 // would be relayed (the default allows 10). No check measures time.
 var testLimits = sidecar.HTTPLimits{IdleTimeout: 500 * time.Millisecond, BodyIdleTimeout: 300 * time.Millisecond,
-	MaxInterim: 2, MaxConcurrentStreams: 3}
+	MaxInterim: 2, MaxConcurrentStreams: 3, InitialStreamWindowSize: 100000, InitialConnectionWindowSize: 3 << 20}
+
+// checkWindows fails t unless the server's SETTINGS and first connection
+// WINDOW_UPDATE (from h2StreamLimit) give the receive windows l sets.
+func checkWindows(t *testing.T, settings map[http2.SettingID]uint32, connIncrement uint32, l sidecar.HTTPLimits) {
+	t.Helper()
+	if w := settings[http2.SettingInitialWindowSize]; w != uint32(l.InitialStreamWindowSize) {
+		t.Errorf("SETTINGS_INITIAL_WINDOW_SIZE %d, want %d", w, l.InitialStreamWindowSize)
+	}
+	if want := uint32(l.InitialConnectionWindowSize - 65535); connIncrement != want {
+		t.Errorf("connection window increment %d, want %d (a %d-byte window)", connIncrement, want, l.InitialConnectionWindowSize)
+	}
+}
 
 // TestConfiguredUpstreamLimits: an upstream listener's HTTPLimits apply on
 // the HTTP/1.1 loop and on the net/http path (h2c from the application),
@@ -66,7 +78,8 @@ func TestConfiguredUpstreamLimits(t *testing.T) {
 		}
 		u := d.Upstreams[0]
 		want := map[string]any{"idle_timeout": float64(500 * time.Millisecond), "body_idle_timeout": float64(300 * time.Millisecond),
-			"max_interim_responses": float64(2), "max_concurrent_streams": float64(3)}
+			"max_interim_responses": float64(2), "max_concurrent_streams": float64(3),
+			"initial_stream_window_size": float64(100000), "initial_connection_window_size": float64(3 << 20)}
 		for k, v := range want {
 			if u[k] != v {
 				t.Errorf("config_dump upstream %s = %v, want %v", k, u[k], v)
@@ -118,8 +131,9 @@ func TestConfiguredUpstreamLimits(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	t.Run("streams", func(t *testing.T) {
-		h2StreamLimit(t, dial(t), 3)
+	t.Run("streams and windows", func(t *testing.T) {
+		settings, inc := h2StreamLimit(t, dial(t), 3)
+		checkWindows(t, settings, inc, testLimits)
 	})
 }
 
@@ -172,8 +186,9 @@ func TestConfiguredPublicLimits(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	t.Run("streams", func(t *testing.T) {
-		h2StreamLimit(t, dial(t, "h2"), 3)
+	t.Run("streams and windows", func(t *testing.T) {
+		settings, inc := h2StreamLimit(t, dial(t, "h2"), 3)
+		checkWindows(t, settings, inc, testLimits)
 	})
 }
 
@@ -189,13 +204,15 @@ func TestMeshLimitsFromProxyConfig(t *testing.T) {
 	register(t, a, service{name: "web", id: "web-1", appPort: app.port(), publicPort: ports[0]})
 	registerWith(t, a, service{name: "client", id: "client-1", appPort: ports[1], publicPort: ports[2],
 		upstreams: []api.Upstream{{DestinationName: "web", LocalBindPort: ports[3]}}},
-		map[string]any{"idle_timeout_ms": 500, "body_idle_timeout_ms": "300", "max_interim_responses": 3, "max_concurrent_streams": 3})
+		map[string]any{"idle_timeout_ms": 500, "body_idle_timeout_ms": "300", "max_interim_responses": 3, "max_concurrent_streams": 3,
+			"initial_stream_window_size": 100000, "initial_connection_window_size": "3145728"})
 	web := startSidecar(t, a, sidecar.Options{SidecarFor: "web-1"})
 	client := startSidecar(t, a, sidecar.Options{SidecarFor: "client-1"})
 	web.waitReady(t)
 	client.waitReady(t)
 	waitRoutable(t, a, "web", 1)
-	want := sidecar.HTTPLimits{IdleTimeout: 500 * time.Millisecond, BodyIdleTimeout: 300 * time.Millisecond, MaxInterim: 3, MaxConcurrentStreams: 3}
+	want := sidecar.HTTPLimits{IdleTimeout: 500 * time.Millisecond, BodyIdleTimeout: 300 * time.Millisecond, MaxInterim: 3, MaxConcurrentStreams: 3,
+		InitialStreamWindowSize: 100000, InitialConnectionWindowSize: 3 << 20}
 	eventually(t, 15*time.Second, func() error {
 		d := client.Dump()
 		if d.Config == nil || d.Config.Public.HTTPLimits != want {
@@ -212,7 +229,8 @@ func TestMeshLimitsFromProxyConfig(t *testing.T) {
 		return nil
 	})
 	if got := web.Dump().Config.Public.HTTPLimits; got != (sidecar.HTTPLimits{IdleTimeout: 90 * time.Second,
-		BodyIdleTimeout: 60 * time.Second, MaxInterim: 10, MaxConcurrentStreams: 1000}) {
+		BodyIdleTimeout: 60 * time.Second, MaxInterim: 10, MaxConcurrentStreams: 1000,
+		InitialStreamWindowSize: 1 << 20, InitialConnectionWindowSize: 1 << 20}) {
 		t.Errorf("web's defaults: %+v", got)
 	}
 	upstream := addr(ports[3])
@@ -237,7 +255,8 @@ func TestMeshLimitsFromProxyConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c3.Close()
-	h2StreamLimit(t, c3, 3)
+	settings, inc := h2StreamLimit(t, c3, 3)
+	checkWindows(t, settings, inc, want)
 }
 
 // h1Hints asks /hints for n interim responses over c (HTTP/1.1) and
@@ -391,12 +410,7 @@ func TestConfiguredIngressLimits(t *testing.T) {
 	})
 	t.Run("streams and windows", func(t *testing.T) {
 		settings, inc := h2StreamLimit(t, dial(t), 3)
-		if w := settings[http2.SettingInitialWindowSize]; w != 100000 {
-			t.Errorf("SETTINGS_INITIAL_WINDOW_SIZE %d, want 100000", w)
-		}
-		if want := uint32(3<<20 - 65535); inc != want {
-			t.Errorf("connection window increment %d, want %d (a 3 MiB window)", inc, want)
-		}
+		checkWindows(t, settings, inc, sidecar.HTTPLimits{InitialStreamWindowSize: 100000, InitialConnectionWindowSize: 3 << 20})
 	})
 }
 

@@ -93,6 +93,7 @@ func newInbound(ln net.Listener, cfg *PublicListener, s *Sidecar) *inbound {
 	in.appH1, in.appH2C = transport(false), transport(true)
 	in.h2Server = newH2Server(reverseProxy(appTransport{in}, "local_app", true, in.stat, in.log, in.tel, in.route, &in.gw), h2ServerConfig{
 		maxHeaderBytes: cfg.MaxHeaderBytes, maxHeaders: cfg.MaxHeaders, idle: cfg.IdleTimeout, streams: cfg.MaxConcurrentStreams,
+		streamWindow: cfg.InitialStreamWindowSize, connWindow: cfg.InitialConnectionWindowSize,
 		overload: s.overload, log: in.log, abuse: abuseReporter(in.tel, in.log, "public")})
 	return in
 }

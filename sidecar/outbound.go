@@ -170,6 +170,7 @@ func newOutbound(u Upstream, ln net.Listener, src mtls.Source, s *Sidecar) *outb
 	}
 	o.h2Server = newH2Server(reverseProxy(&meshTransport{o: o}, u.DestinationName, false, o.stat, o.log, o.tel, o.route, nil), h2ServerConfig{
 		maxHeaderBytes: u.MaxHeaderBytes, maxHeaders: u.MaxHeaders, idle: u.IdleTimeout, streams: u.MaxConcurrentStreams,
+		streamWindow: u.InitialStreamWindowSize, connWindow: u.InitialConnectionWindowSize,
 		overload: s.overload, log: o.log, abuse: abuseReporter(o.tel, o.log, u.DestinationName)})
 	return o
 }

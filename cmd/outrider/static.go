@@ -95,7 +95,8 @@ func fromFile(f *config.File, log *slog.Logger) (*static, error) {
 			LocalRequestTimeout: p.LocalRequestTimeout, MaxHeaderBytes: p.MaxHeaderBytes,
 			MaxHeaders: p.MaxHeaders,
 			HTTPLimits: sidecar.HTTPLimits{IdleTimeout: p.IdleTimeout, BodyIdleTimeout: p.BodyIdleTimeout,
-				MaxInterim: p.MaxInterimResponses, MaxConcurrentStreams: p.MaxConcurrentStreams},
+				MaxInterim: p.MaxInterimResponses, MaxConcurrentStreams: p.MaxConcurrentStreams,
+				InitialStreamWindowSize: p.InitialStreamWindowSize, InitialConnectionWindowSize: p.InitialConnectionWindowSize},
 		}
 		if p.Gateway != nil {
 			s.cfg.Public.Gateway = *p.Gateway

@@ -377,6 +377,8 @@ func TestStaticEdgeLimits(t *testing.T) {
   body_idle_timeout: 5m
   max_interim_responses: 3
   max_concurrent_streams: 250
+  initial_stream_window_size: 100000
+  initial_connection_window_size: 3145728
 upstreams:
   - name: api
     bind: %q
@@ -396,7 +398,8 @@ admin: {bind: %q}
 		t.Fatalf("/config_dump: %v\n%s", err, body)
 	}
 	want := map[string]any{"idle_timeout": float64(2 * time.Minute), "body_idle_timeout": float64(5 * time.Minute),
-		"max_interim_responses": float64(3), "max_concurrent_streams": float64(250)}
+		"max_interim_responses": float64(3), "max_concurrent_streams": float64(250),
+		"initial_stream_window_size": float64(100000), "initial_connection_window_size": float64(3 << 20)}
 	for k, v := range want {
 		if got := d.Config.Public[k]; got != v {
 			t.Errorf("public_listener.%s = %v, want %v", k, got, v)
